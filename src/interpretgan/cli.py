@@ -1,0 +1,223 @@
+"""The ``interpretgan`` command: a thin layer mapping options onto the library."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("interpretgan")
+
+
+def _csv(s: str) -> list[str]:
+    return [p.strip() for p in s.split(",") if p.strip()]
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_data(a) -> int:
+    from .data import load_dataset
+
+    for split in ("train", "test"):
+        kw = {"data_dir": a.data_dir, "cache_dir": a.cache_dir}
+        if a.dataset in ("mnist", "fashion-mnist"):
+            kw["size"] = a.image_size
+        ds = load_dataset(a.dataset, split, **kw)
+        print(f"{a.dataset} {split}: {len(ds)} images of shape {tuple(ds.shape)}, "
+              f"{ds.num_classes} classes")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from .models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def _model_from_args(a):
+    import torch
+
+    from . import models
+
+    if a.checkpoint:
+        net = models.load_classifier(a.checkpoint, a.model)
+    else:
+        kw = {"pool": a.pool}
+        if a.input_size:
+            kw["input_size"] = a.input_size
+        net = models.create(a.model, **kw)
+    size = getattr(net, "model_kwargs", {}).get("input_size", 32)
+    chans = getattr(net, "model_kwargs", {}).get("in_channels")
+    if chans is None:
+        first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        chans = first.in_channels
+    return net.eval(), torch.zeros(1, chans, size, size)
+
+
+def cmd_layers(a) -> int:
+    from .layers import default_layers, layer_shapes, list_layers
+
+    net, example = _model_from_args(a)
+    names = list_layers(net, example)
+    shapes = layer_shapes(net, example, names)
+    defaults = set(default_layers(net))
+    width = max(len(n) for n in names)
+    for n in names:
+        mark = "*" if n in defaults else " "
+        print(f"{mark} {n:<{width}}  {tuple(shapes[n])}")
+    print("(* = explained by default)")
+    return 0
+
+
+def _train_config(a):
+    from .config import TRAIN_PRESETS, override, train_preset_for
+
+    base = TRAIN_PRESETS.get(a.preset) if a.preset else train_preset_for(a.dataset, a.method)
+    over = {
+        "method": a.method if a.preset is None else None, "epochs": a.epochs,
+        "batch_size": a.batch_size, "lr": a.lr, "seed": a.seed, "step_size": a.step_size,
+        "eval_attack": a.eval_attack,
+        "data.data_dir": a.data_dir, "data.train_subset": a.train_subset,
+        "data.test_subset": a.test_subset, "data.image_size": a.image_size,
+        "model.name": a.model, "model.pool": a.pool,
+    }
+    if a.preset is None:
+        over["data.dataset"] = a.dataset
+    return override(base, **over)
+
+
+def cmd_train(a) -> int:
+    from .runs import to_json
+    from .training import train_classifier
+
+    cfg = _train_config(a)
+    run_dir = a.run_dir or Path("runs") / (f"{cfg.data.dataset}-{cfg.model.name}-{cfg.model.pool}-"
+                                           f"{cfg.method}-s{cfg.seed}")
+    if a.dry_run:
+        print(to_json(dataclasses.asdict(cfg)))
+        print(f"run directory: {run_dir}")
+        return 0
+    metrics = train_classifier(cfg, run_dir, resume=not a.no_resume, progress=not a.quiet)
+    print(to_json(metrics))
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    kw = {}
+    if a.image_size:
+        kw["input_size"] = a.image_size
+    rows = evaluate_checkpoint(a.checkpoint, _csv(a.attacks) if a.attacks else [], a.out,
+                               dataset=a.dataset, model=a.model, data_dir=a.data_dir,
+                               subset=a.subset, batch_size=a.batch_size, seed=a.seed,
+                               progress=not a.quiet, **kw)
+    for r in rows:
+        print(f"{r['attack']:>10}: {100 * r['accuracy']:.2f}%  (n={r['n']}, {r['seconds']:.1f}s)")
+    return 0
+
+
+def cmd_run(a) -> int:
+    """The main job on the built-in default (currently: natural MNIST SmallCNN + evaluation)."""
+    from .config import override, train_preset_for
+    from .evaluate import evaluate_checkpoint
+    from .training import train_classifier
+
+    root = Path(a.run_dir)
+    cfg = override(train_preset_for("mnist", "natural"), **{"data.data_dir": a.data_dir})
+    metrics = train_classifier(cfg, root / "natural", progress=not a.quiet)
+    rows = evaluate_checkpoint(root / "natural" / "checkpoints" / "final.pt", [],
+                               progress=not a.quiet)
+    print(f"natural SmallCNN: test accuracy {100 * rows[0]['accuracy']:.2f}% "
+          f"(training {metrics['wall_time_s']:.0f}s); results in {root}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="interpretgan", description=__doc__)
+    p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="fetch, verify and describe a dataset")
+    d.add_argument("action", choices=["fetch", "info"])
+    d.add_argument("--dataset", default="mnist")
+    d.add_argument("--data-dir")
+    d.add_argument("--cache-dir")
+    d.add_argument("--image-size", type=int, default=32)
+    d.set_defaults(fn=cmd_data)
+
+    m = sub.add_parser("models", help="list the model zoo")
+    m.set_defaults(fn=cmd_models)
+
+    la = sub.add_parser("layers", help="list a model's nameable layers with output shapes")
+    la.add_argument("--model", default="smallcnn")
+    la.add_argument("--pool", default="max", choices=["max", "avg"])
+    la.add_argument("--input-size", type=int)
+    la.add_argument("--checkpoint")
+    la.set_defaults(fn=cmd_layers)
+
+    t = sub.add_parser("train", help="train a classifier (natural or adversarial)")
+    t.add_argument("--preset", help="a named training preset (overrides --dataset/--method)")
+    t.add_argument("--dataset", default="mnist")
+    t.add_argument("--method", default="natural",
+                   choices=["natural", "atta-trades", "trades", "pgd-at"])
+    t.add_argument("--model")
+    t.add_argument("--pool", choices=["max", "avg"])
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--step-size", type=float, help="attack step (ATTA: per epoch)")
+    t.add_argument("--eval-attack", help="attack for per-epoch robust accuracy, e.g. pgd-40")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--train-subset", type=int)
+    t.add_argument("--test-subset", type=int)
+    t.add_argument("--data-dir")
+    t.add_argument("--run-dir")
+    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("evaluate", help="clean and robust accuracy of a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--attacks", default="", help="comma list: pgd-40,pgd-100,mpgd-40,fgsm")
+    e.add_argument("--model", help="architecture, for a bare state_dict (e.g. TRADES')")
+    e.add_argument("--image-size", type=int, help="input size, for a bare state_dict")
+    e.add_argument("--dataset")
+    e.add_argument("--data-dir")
+    e.add_argument("--subset", type=int, help="evaluate on the first N test images")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
+    e.set_defaults(fn=cmd_evaluate)
+
+    r = sub.add_parser("run", help="the main job on the built-in default")
+    r.add_argument("--run-dir", default="runs/main")
+    r.add_argument("--data-dir")
+    r.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from .data import DataError
+    from .models import CheckpointMismatchError
+    from .registry import UnknownNameError
+
+    try:
+        return a.fn(a)
+    except (DataError, CheckpointMismatchError, UnknownNameError, FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Evaluate a classifier checkpoint: clean accuracy and robust accuracy per attack."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch.nn as nn
+
+from .attacks import accuracy, get_attack, robust_accuracy
+from .config import DataConfig
+from .models import load_classifier
+from .runs import append_jsonl, load_checkpoint, write_json
+from .training import load_split
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_data_config(path: str | Path, dataset: str | None = None, **overrides) -> DataConfig:
+    """The data a checkpoint was trained on (its saved config), with ``overrides``."""
+    ck = load_checkpoint(path)
+    cfg = ck.get("config", {}).get("data", {}) if isinstance(ck, dict) else {}
+    data = DataConfig(**{k: v for k, v in cfg.items() if k in DataConfig.__dataclass_fields__})
+    if dataset is not None:
+        data.dataset = dataset
+    if "model_kwargs" in ck and "input_size" in ck["model_kwargs"]:
+        data.image_size = ck["model_kwargs"]["input_size"]
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(data, k, v)
+    data.train_subset = None
+    data.augment = False
+    return data
+
+
+def evaluate_model(model: nn.Module, test_set, dataset: str, attacks: Sequence[str] = (),
+                   batch_size: int = 500, seed: int = 0, progress: bool = True,
+                   out_jsonl: Path | None = None) -> list[dict]:
+    """One row for clean accuracy, then one per attack name (``pgd-40``, ``fgsm`` …)."""
+    specs = [get_attack(a, dataset) for a in attacks]  # fail on a bad name before any work
+    t0 = time.perf_counter()
+    rows = [{"attack": "none", "accuracy": accuracy(model, test_set, batch_size, progress),
+             "n": len(test_set), "seconds": time.perf_counter() - t0}]
+    for spec in specs:
+        t0 = time.perf_counter()
+        acc = robust_accuracy(model, test_set, spec, batch_size, early_stop=True, seed=seed,
+                              progress=progress)
+        rows.append({"attack": spec.name, "eps": spec.eps, "alpha": spec.alpha, "steps": spec.steps,
+                     "accuracy": acc, "n": len(test_set), "seconds": time.perf_counter() - t0})
+    if out_jsonl is not None:
+        for r in rows:
+            append_jsonl(out_jsonl, r)
+    return rows
+
+
+def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: str | Path | None = None,
+                        dataset: str | None = None, model: str | None = None,
+                        data_dir: str | None = None, subset: int | None = None,
+                        batch_size: int = 500, seed: int = 0, progress: bool = True,
+                        **model_kwargs) -> list[dict]:
+    """Load ``path`` (ours or a bare state_dict with ``model`` named) and evaluate it.
+
+    Writes ``evaluation.json`` (and ``evaluation.jsonl``, a row per attack) into
+    ``out_dir`` (default: the checkpoint's run folder).
+    """
+    net = load_classifier(path, model, **model_kwargs)
+    data = checkpoint_data_config(path, dataset, data_dir=data_dir, test_subset=subset)
+    test_set = load_split(data, "test")
+    out = Path(out_dir) if out_dir is not None else _default_out(Path(path))
+    rows = evaluate_model(net, test_set, data.dataset, attacks, batch_size, seed, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.jsonl").unlink(missing_ok=True)
+    for r in rows:
+        append_jsonl(out / "evaluation.jsonl", r)
+    write_json(out / "evaluation.json", {"checkpoint": str(path), "dataset": data.dataset,
+                                         "rows": rows})
+    return rows
+
+
+def _default_out(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent

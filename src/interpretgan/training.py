@@ -1,0 +1,350 @@
+"""Classifier training: one plain function per training step, a loop around them.
+
+Steps (each returns a dict of floats):
+
+* :func:`natural_step` — cross-entropy.
+* :func:`trades_step` — TRADES: CE(f(x), y) + β·KL(f(x') ‖ f(x)), x' from a k-step KL attack.
+* :func:`atta_trades_step` — ATTA-1 with the TRADES loss: x' continues each example's
+  stored perturbation by one attack step instead of restarting (Zheng et al. 2019).
+* :func:`pgd_at_step` — Madry et al.: CE on PGD-k examples.
+
+:func:`train_classifier` wraps a step with data, schedule, evaluation, progress bar,
+per-epoch atomic checkpoints and resume.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import models as zoo
+from .attacks import accuracy, eval_mode, get_attack, pgd, robust_accuracy
+from .config import TrainConfig, from_dict
+from .data import ImageDataset, batches, crop_flip, load_dataset, num_batches, uncrop_flip
+from .data import random_crop_flip
+from .registry import Registry
+from .runs import (RunDir, append_jsonl, load_checkpoint, read_json, rng_state, save_checkpoint,
+                   seed_everything, set_rng_state, write_json)
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- data / model
+def load_split(data_cfg, split: str):
+    """The dataset a :class:`DataConfig` names, for ``split`` ('train' or 'test')."""
+    kwargs = {"data_dir": data_cfg.data_dir, "cache_dir": data_cfg.cache_dir}
+    if data_cfg.dataset in ("mnist", "fashion-mnist", "celeba"):
+        kwargs["size"] = data_cfg.image_size
+    ds = load_dataset(data_cfg.dataset, split, **kwargs)
+    n = data_cfg.train_subset if split == "train" else data_cfg.test_subset
+    if n is not None and isinstance(ds, ImageDataset):
+        ds = ds.subset(n, seed=0)
+    elif n is not None:
+        ds = torch.utils.data.Subset(ds, list(range(min(n, len(ds)))))
+    return ds
+
+
+def dataset_shape(ds) -> tuple[int, int, int]:
+    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    return tuple(base.shape)
+
+
+def dataset_classes(ds) -> int:
+    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    return base.num_classes
+
+
+def build_model(model_cfg, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Create the configured model for images of ``shape`` (C, H, W)."""
+    factory = zoo.MODELS.get(model_cfg.name)
+    accepted = inspect.signature(factory).parameters
+    kwargs = {"num_classes": num_classes, "in_channels": shape[0], "input_size": shape[-1],
+              "pool": model_cfg.pool}
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    kwargs.update(model_cfg.kwargs)
+    return zoo.create(model_cfg.name, **kwargs)
+
+
+# --------------------------------------------------------------------------- losses / steps
+def trades_kl(logits_adv: torch.Tensor, logits_nat: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(nat) ‖ softmax(adv)) summed over classes, averaged over the batch (TRADES)."""
+    return F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits_nat, 1), reduction="batchmean")
+
+
+def kl_attack(model: nn.Module, x: torch.Tensor, x_start: torch.Tensor, eps: float, alpha: float,
+              steps: int) -> torch.Tensor:
+    """TRADES' inner maximisation: ``steps`` sign steps on KL(f(x) ‖ f(x')) from ``x_start``.
+
+    x, x_start: (B, C, H, W). Returns x' in the ε-ball around x, clipped to [0, 1].
+    """
+    with eval_mode(model), torch.no_grad():
+        p_nat = F.softmax(model(x), 1)
+    x_adv = x_start.detach()
+    with eval_mode(model):
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = F.kl_div(F.log_softmax(model(x_adv), 1), p_nat, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, [x_adv])
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+    return x_adv.detach()
+
+
+def _sgd_update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def natural_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                 y: torch.Tensor) -> dict[str, float]:
+    """One SGD step on CE(f(x), y). x: (B, C, H, W), y: (B,)."""
+    model.train()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    _sgd_update(optimizer, loss)
+    return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+
+
+def trades_update(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                  x_adv: torch.Tensor, y: torch.Tensor, beta: float) -> dict[str, float]:
+    """SGD step on the TRADES loss CE(f(x), y) + β·KL(f(x_adv) ‖ f(x))."""
+    model.train()
+    logits = model(torch.cat([x, x_adv]))
+    nat, adv = logits[: len(x)], logits[len(x):]
+    ce = F.cross_entropy(nat, y)
+    kl = trades_kl(adv, nat)
+    _sgd_update(optimizer, ce + beta * kl)
+    return {"loss": (ce + beta * kl).item(), "ce": ce.item(), "kl": kl.item(),
+            "acc": (nat.argmax(1) == y).float().mean().item(),
+            "adv_acc": (adv.argmax(1) == y).float().mean().item()}
+
+
+def trades_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
+                beta: float = 6.0, generator: torch.Generator | None = None) -> dict[str, float]:
+    """TRADES with a fresh k-step KL attack started at x + 0.001·N(0, 1)."""
+    start = (x + 0.001 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+    x_adv = kl_attack(model, x, start, eps, alpha, steps)
+    return trades_update(model, optimizer, x, x_adv, y, beta)
+
+
+def atta_trades_step(model, optimizer, x, y, delta: torch.Tensor, eps: float = 0.3,
+                     alpha: float = 0.01, beta: float = 6.0) -> tuple[dict[str, float], torch.Tensor]:
+    """ATTA-1 + TRADES: continue the stored perturbation ``delta`` (B, C, H, W) by one KL
+    step, train on the TRADES loss, and return ``(losses, new delta)``."""
+    start = (x + delta).clamp(0, 1)
+    x_adv = kl_attack(model, x, start, eps, alpha, 1)
+    out = trades_update(model, optimizer, x, x_adv, y, beta)
+    return out, (x_adv - x).detach()
+
+
+def pgd_at_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
+                generator: torch.Generator | None = None) -> dict[str, float]:
+    """Madry et al.'s adversarial training: CE on PGD-k examples (random start)."""
+    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator)
+    model.train()
+    logits = model(x_adv)
+    loss = F.cross_entropy(logits, y)
+    _sgd_update(optimizer, loss)
+    return {"loss": loss.item(), "adv_acc": (logits.argmax(1) == y).float().mean().item()}
+
+
+# --------------------------------------------------------------------------- methods
+class Method:
+    """Binds a step function to the training loop: per-run state and per-batch call."""
+
+    def init_state(self, train_set, cfg: TrainConfig, shape) -> dict:
+        return {}
+
+    def on_epoch_start(self, state: dict, cfg: TrainConfig, epoch: int) -> None:
+        pass
+
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen) -> dict[str, float]:
+        raise NotImplementedError
+
+
+TRAIN_METHODS: Registry[Method] = Registry("training method")
+
+
+class _Natural(Method):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+        return natural_step(model, optimizer, x, y)
+
+
+class _Trades(Method):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+        return trades_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps,
+                           cfg.beta, gen)
+
+
+class _PgdAT(Method):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+        return pgd_at_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps, gen)
+
+
+class _AttaTrades(Method):
+    """Keeps one perturbation per training example (on the padded image when augmenting)."""
+
+    PAD = 4
+
+    def init_state(self, train_set, cfg, shape):
+        c, h, w = shape
+        if cfg.data.augment:
+            h, w = h + 2 * self.PAD, w + 2 * self.PAD
+        return {"delta": self._fresh((len(train_set), c, h, w), cfg.seed)}
+
+    @staticmethod
+    def _fresh(shape, seed):
+        return 0.001 * torch.randn(shape, generator=torch.Generator().manual_seed(seed + 7))
+
+    def on_epoch_start(self, state, cfg, epoch):
+        if cfg.atta_reset_every and epoch > 0 and epoch % cfg.atta_reset_every == 0:
+            state["delta"] = self._fresh(state["delta"].shape, cfg.seed + epoch)
+
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+        store = state["delta"]
+        if aug is None:
+            delta = store[idx]
+        else:
+            dy, dx, flip = aug
+            delta = crop_flip(store[idx], dy, dx, flip, x.shape[-2], x.shape[-1])
+        out, new = atta_trades_step(model, optimizer, x, y, delta, cfg.eps, cfg.step_size, cfg.beta)
+        if aug is None:
+            store[idx] = new
+        else:
+            padded = store[idx]
+            store[idx] = uncrop_flip(new, padded, *aug)
+        return out
+
+
+TRAIN_METHODS.register("natural", _Natural())
+TRAIN_METHODS.register("trades", _Trades())
+TRAIN_METHODS.register("pgd-at", _PgdAT())
+TRAIN_METHODS.register("atta-trades", _AttaTrades())
+
+
+# --------------------------------------------------------------------------- loop
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of (0-based) ``epoch``: ``lr`` × γ for every milestone passed."""
+    return cfg.lr * cfg.lr_gamma ** sum(epoch >= m for m in cfg.lr_milestones)
+
+
+def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
+                     progress: bool = True, stop_after: int | None = None,
+                     on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train a classifier as ``cfg`` says, in ``run_dir``; returns the final metrics.
+
+    Checkpoints ``checkpoints/last.pt`` after every epoch (atomically) and, with
+    ``resume``, continues from it. ``stop_after`` ends the call after that many epochs
+    of this call (to simulate a kill in tests). Writes ``config.json``,
+    ``metrics.jsonl`` (one row per epoch), ``metrics.json`` and ``checkpoints/final.pt``.
+    """
+    rd = RunDir(run_dir).mkdir()
+    method = TRAIN_METHODS.get(cfg.method)
+    if rd.final.exists() and resume:
+        done = load_checkpoint(rd.final)
+        if done.get("config") == dataclasses.asdict(cfg):
+            log.info("%s is already trained; reusing it", rd.final)
+            return read_json(rd.metrics)
+    seed_everything(cfg.seed)
+    train_set, test_set = load_split(cfg.data, "train"), load_split(cfg.data, "test")
+    shape = dataset_shape(train_set)
+    model = build_model(cfg.model, shape, dataset_classes(train_set))
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    state = method.init_state(train_set, cfg, shape)
+    start_epoch, elapsed = 0, 0.0
+    if resume and rd.last.exists():
+        ck = load_checkpoint(rd.last)
+        if ck.get("config") != dataclasses.asdict(cfg):
+            raise ValueError(f"{rd.last} was written with another config; use a new run "
+                             "directory or --no-resume")
+        zoo.load_state_dict_strict(model, ck["state_dict"], str(rd.last))
+        optimizer.load_state_dict(ck["optimizer"])
+        state = ck["method_state"]
+        start_epoch, elapsed = ck["epoch"], ck.get("elapsed_s", 0.0)
+        set_rng_state(ck["rng"])
+        log.info("resuming %s at epoch %d", rd.root, start_epoch + 1)
+    else:
+        rd.metrics_jsonl.unlink(missing_ok=True)
+    write_json(rd.config, {"kind": "classifier", **dataclasses.asdict(cfg)})
+    eval_attack = get_attack(cfg.eval_attack, cfg.data.dataset) if cfg.eval_attack else None
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    aug_gen = torch.Generator()
+    epochs_run = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        method.on_epoch_start(state, cfg, epoch)
+        aug_gen.manual_seed(cfg.seed * 1000 + epoch)
+        gen.manual_seed(cfg.seed * 1000 + epoch + 1)
+        sums: dict[str, float] = {}
+        n = 0
+        bar = tqdm(batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                           with_index=True),
+                   total=num_batches(train_set, cfg.batch_size), disable=not progress,
+                   desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for idx, x, y in bar:
+            aug = None
+            if cfg.data.augment:
+                x, aug = random_crop_flip(x, 4, aug_gen)
+            out = method.step(model, optimizer, idx, x, y, aug, state, cfg, gen)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v * len(y)
+            n += len(y)
+            bar.set_postfix({k: f"{v / n:.3f}" for k, v in sums.items() if k in ("loss", "acc")})
+        row = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch),
+               **{f"train_{k}": v / n for k, v in sums.items()}}
+        row["test_acc"] = accuracy(model, test_set, cfg.eval_batch_size)
+        if eval_attack is not None:
+            sub = test_set.subset(cfg.eval_attack_subset) if isinstance(test_set, ImageDataset) else test_set
+            row[f"{eval_attack.name}_acc"] = robust_accuracy(model, sub, eval_attack,
+                                                             cfg.eval_batch_size)
+        elapsed += time.perf_counter() - t0
+        row["elapsed_s"] = elapsed
+        append_jsonl(rd.metrics_jsonl, row)
+        log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+        save_checkpoint(rd.last, {
+            **zoo.classifier_state(model), "optimizer": optimizer.state_dict(),
+            "method_state": state, "epoch": epoch + 1, "elapsed_s": elapsed, "rng": rng_state(),
+            "config": dataclasses.asdict(cfg)})
+        if on_epoch is not None:
+            on_epoch(row)
+        epochs_run += 1
+        if stop_after is not None and epochs_run >= stop_after and epoch + 1 < cfg.epochs:
+            return {"interrupted": True, "epoch": epoch + 1}
+    last = read_jsonl_last(rd.metrics_jsonl)
+    metrics = {"dataset": cfg.data.dataset, "model": cfg.model.name, "pool": cfg.model.pool,
+               "method": cfg.method, "epochs": cfg.epochs, "test_accuracy": last["test_acc"],
+               "wall_time_s": elapsed, "run_dir": str(rd.root)}
+    if eval_attack is not None:
+        metrics[f"{eval_attack.name}_accuracy_subset"] = last.get(f"{eval_attack.name}_acc")
+    save_checkpoint(rd.final, {**zoo.classifier_state(model), "config": dataclasses.asdict(cfg),
+                               "metrics": metrics, "dataset": cfg.data.dataset})
+    write_json(rd.metrics, metrics)
+    rd.last.unlink(missing_ok=True)  # the finished model lives in final.pt
+    return metrics
+
+
+def read_jsonl_last(path: Path) -> dict:
+    from .runs import read_jsonl
+
+    rows = read_jsonl(path)
+    if not rows:
+        raise RuntimeError(f"{path} has no rows")
+    return rows[-1]
+
+
+def config_of_checkpoint(path: str | Path) -> TrainConfig | None:
+    """The :class:`TrainConfig` a classifier checkpoint was trained with, if it has one."""
+    ck = load_checkpoint(path)
+    return from_dict(TrainConfig, ck["config"]) if isinstance(ck, dict) and "config" in ck else None
