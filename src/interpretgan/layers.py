@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -113,15 +114,22 @@ def resolve(model: nn.Module, name: str) -> LayerPoint:
     return LayerPoint(name, module, None, 1)
 
 
+_VERIFIED: "weakref.WeakKeyDictionary[nn.Module, set[str]]" = weakref.WeakKeyDictionary()
+
+
 def capture(model: nn.Module, x: torch.Tensor, names: Sequence[str],
             stop_early: bool = True) -> dict[str, torch.Tensor]:
     """Outputs of the named layers for input ``x`` from one forward pass.
 
     Returns ``{name: tensor (B, ...)}``, differentiable with respect to ``x``. With
-    ``stop_early`` the forward ends as soon as the last wanted output is captured.
+    ``stop_early`` the forward ends as soon as the last wanted output is captured (after
+    the first use of a name, whose call count is checked on one full forward).
     The model's mode is left as it is; every hook is removed before returning.
     """
     points = [resolve(model, n) for n in names]
+    verified = _VERIFIED.setdefault(model, set())
+    unchecked = [p for p in points if p.name not in verified and (p.call is None or p.shared > 1)]
+    stop_early = stop_early and not unchecked
     wanted: dict[int, list[tuple[int | None, str]]] = {}
     for p in points:
         wanted.setdefault(id(p.module), []).append((p.call, p.name))
@@ -133,11 +141,7 @@ def capture(model: nn.Module, x: torch.Tensor, names: Sequence[str],
         i = calls.get(id(mod), 0)
         calls[id(mod)] = i + 1
         for call, nm in wanted[id(mod)]:
-            if call is None and i > 0:
-                raise LayerNameError(
-                    f"layer {nm!r} is called more than once per forward: name one call as "
-                    f"'{nm}@0', '{nm}@1', …")
-            if call is None or call == i:
+            if (call is None and i == 0) or call == i:
                 if not isinstance(output, torch.Tensor):
                     raise TypeError(f"layer {nm!r} returns {type(output).__name__}, not a tensor")
                 out[nm] = output
@@ -154,21 +158,22 @@ def capture(model: nn.Module, x: torch.Tensor, names: Sequence[str],
     finally:
         for h in handles:
             h.remove()
+    for p in unchecked:
+        got = calls.get(id(p.module), 0)
+        if p.call is None and got > 1:
+            raise LayerNameError(
+                f"layer {p.name!r} is called {got} times per forward: name one call as "
+                f"'{p.name}@0' … '{p.name}@{got - 1}'")
+        if p.shared > 1 and got != p.shared:
+            raise LayerNameError(
+                f"layer {p.name!r}: one module registered under {p.shared} names is called "
+                f"{got} times per forward, so its names cannot be matched to calls; name a "
+                "call with '@k' on its first name instead")
+        verified.add(p.name)
     missing = [p.name for p in points if p.name not in out]
     if missing:
         raise LayerNameError(f"layers {missing} were not reached in the forward pass "
                              "(named a call that does not happen?)")
-    if not stop_early:
-        for p in points:
-            expected = p.shared if p.shared > 1 else (1 if p.call is None else None)
-            got = calls.get(id(p.module), 0)
-            if expected is not None and p.call is None and got != expected:
-                raise LayerNameError(f"layer {p.name!r}: module called {got} times, expected {expected}")
-            if p.shared > 1 and got != p.shared:
-                raise LayerNameError(
-                    f"layer {p.name!r}: one module registered under {p.shared} names is called "
-                    f"{got} times per forward, so its names cannot be matched to calls; name a "
-                    f"call with '@k' on its first name instead")
     return out
 
 
