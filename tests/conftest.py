@@ -122,3 +122,22 @@ def mnist_small(session_cache):
     train = load_mnist("train", cache_dir=session_cache)
     test = load_mnist("test", cache_dir=session_cache)
     return train, test
+
+
+@pytest.fixture(scope="session")
+def trained_smallcnn(mnist_small, tmp_path_factory):
+    """A SmallCNN naturally trained on 3,000 real MNIST images (about 98 % clean is not
+    needed; it only has to be a real classifier), in eval mode."""
+    from interpretgan import models
+    from interpretgan.data import batches
+    from interpretgan.training import natural_step
+
+    torch.manual_seed(0)
+    train, _ = mnist_small
+    sub = train.subset(3000, seed=1)
+    net = models.create("smallcnn")
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    for epoch in range(2):
+        for x, y in batches(sub, 64, shuffle=True, seed=0, epoch=epoch):
+            natural_step(net, opt, x, y)
+    return net.eval()

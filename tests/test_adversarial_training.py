@@ -1,0 +1,105 @@
+"""ATTA-1/TRADES, TRADES and PGD-AT steps; the per-example perturbation store."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interpretgan import models
+from interpretgan.config import DataConfig, ModelConfig, TrainConfig, override
+from interpretgan.runs import load_checkpoint, read_jsonl
+from interpretgan.training import (TRAIN_METHODS, atta_trades_step, kl_attack, trades_kl,
+                                   train_classifier)
+
+
+def test_trades_kl_by_hand():
+    nat = torch.tensor([[0.0, 0.0]])
+    adv = torch.tensor([[torch.log(torch.tensor(3.0)), 0.0]])  # softmax → (0.75, 0.25)
+    expected = 0.5 * torch.log(torch.tensor(0.5 / 0.75)) + 0.5 * torch.log(torch.tensor(0.5 / 0.25))
+    torch.testing.assert_close(trades_kl(adv, nat), expected)
+    assert trades_kl(nat, nat).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kl_attack_stays_in_ball_and_raises_kl(trained_smallcnn, mnist_small):
+    _, test = mnist_small
+    x = test.images[:32].float() / 255
+    start = (x + 0.001 * torch.randn(x.shape)).clamp(0, 1)
+    adv = kl_attack(trained_smallcnn, x, start, eps=0.3, alpha=0.05, steps=5)
+    assert (adv - x).abs().max() <= 0.3 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        assert trades_kl(trained_smallcnn(adv), trained_smallcnn(x)) > \
+            trades_kl(trained_smallcnn(start), trained_smallcnn(x)) + 0.01
+
+
+def test_atta_step_continues_the_stored_perturbation(trained_smallcnn, mnist_small):
+    import copy
+
+    _, test = mnist_small
+    net = copy.deepcopy(trained_smallcnn)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the model stays fixed
+    x, y = test.images[:16].float() / 255, test.labels[:16]
+    delta = 0.001 * torch.randn(x.shape)
+    norms = []
+    for _ in range(4):
+        out, delta = atta_trades_step(net, opt, x, y, delta, eps=0.3, alpha=0.05, beta=6.0)
+        norms.append(delta.abs().amax(dim=(1, 2, 3)).max().item())
+    assert set(out) >= {"loss", "ce", "kl", "acc", "adv_acc"}
+    # one step of 0.05 per call, carried over: the l∞ size grows 0.05 → 0.2 (plus the
+    # ~0.004 of the N(0, 0.001²) start), where restarting would give 0.05 every time
+    for k, n in enumerate(norms, 1):
+        assert 0.05 * k - 1e-6 <= n <= 0.05 * k + 0.005
+
+
+def _tiny_cfg(session_cache, method, **kw):
+    return override(TrainConfig(
+        data=DataConfig(cache_dir=str(session_cache), train_subset=256, test_subset=64),
+        method=method, epochs=2, batch_size=64, lr=0.02, lr_milestones=(1,), step_size=0.1,
+        attack_steps=2, eval_attack="pgd-3", eval_attack_subset=32, eval_batch_size=64), **kw)
+
+
+@pytest.mark.parametrize("method", TRAIN_METHODS.names())
+def test_every_method_trains_and_logs(method, mnist_small, session_cache, tmp_path):
+    cfg = _tiny_cfg(session_cache, method)
+    m = train_classifier(cfg, tmp_path / method, progress=False)
+    rows = read_jsonl(tmp_path / method / "metrics.jsonl")
+    assert len(rows) == 2 and "pgd-3_acc" in rows[-1] and 0 <= m["test_accuracy"] <= 1
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] * 1.5
+
+
+def test_atta_state_survives_resume(mnist_small, session_cache, tmp_path):
+    cfg = _tiny_cfg(session_cache, "atta-trades", epochs=3, lr_milestones=(2,))
+    train_classifier(cfg, tmp_path / "a", progress=False, stop_after=1)
+    ck = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    delta = ck["method_state"]["delta"]
+    assert delta.shape == (256, 1, 32, 32)
+    assert 0.1 <= delta.abs().max() <= 0.1 + 0.006  # one step of 0.1 from a ~N(0, 0.001²) start
+    train_classifier(cfg, tmp_path / "a", progress=False)
+    full = train_classifier(cfg, tmp_path / "b", progress=False)
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "final.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "final.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert full["test_accuracy"] >= 0
+
+
+def test_atta_with_augmentation_on_cifar_format(tiny_cifar, tmp_path):
+    """CIFAR path end to end on tiny real-format files: crop/flip-tracked perturbations."""
+    cfg = TrainConfig(
+        data=DataConfig(dataset="cifar10", data_dir=str(tiny_cifar), augment=True),
+        model=ModelConfig("vgg16", kwargs={"hidden": 16}), method="atta-trades", epochs=3,
+        batch_size=8, lr=0.01, lr_milestones=(), eps=8 / 255, step_size=2 / 255,
+        atta_reset_every=2, eval_attack="pgd-2", eval_attack_subset=6, eval_batch_size=6)
+    from interpretgan import data as data_mod
+
+    orig = data_mod._cifar_dir
+    try:
+        data_mod._cifar_dir = lambda d, c, dl, verify: orig(d, c, dl, False)
+        train_classifier(cfg, tmp_path / "c", progress=False, stop_after=2)
+        ck = load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")
+        delta = ck["method_state"]["delta"]
+        assert delta.shape == (20, 3, 40, 40)  # stored on the padded 40×40 image
+        inner = delta[:, :, 4:36, 4:36].abs().amax(dim=(1, 2, 3))
+        assert (inner > 1.5 / 255).all() and delta.abs().max() <= 8 / 255 + 1e-6
+        m = train_classifier(cfg, tmp_path / "c", progress=False)  # epoch 3 resets (every 2)
+        assert m["model"] == "vgg16"
+    finally:
+        data_mod._cifar_dir = orig
