@@ -120,6 +120,44 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_study(a) -> int:
+    from .config import override
+    from .report import write_study_report
+    from .study import STUDY_PRESETS, run_pooling_study
+
+    cfg = STUDY_PRESETS.get(a.dataset)
+    train_over = {}
+    if a.epochs is not None:
+        train_over["epochs"] = a.epochs
+    cfg = override(cfg, data_dir=a.data_dir, test_subset=a.test_subset,
+                   seeds=tuple(range(a.seeds)) if a.seeds else None,
+                   models=tuple(_csv(a.models)) if a.models else None,
+                   attacks=tuple(_csv(a.attacks)) if a.attacks else None,
+                   autoattack=True if a.autoattack else None,
+                   train_overrides=train_over or None)
+    if a.full_test:
+        cfg = dataclasses.replace(cfg, test_subset=None)
+    root = Path(a.run_dir or f"runs/study-pooling-{cfg.dataset}")
+    if a.dry_run:
+        from .runs import to_json
+        print(to_json(dataclasses.asdict(cfg)))
+        return 0
+    doc = run_pooling_study(cfg, root, progress=not a.quiet)
+    paths = write_study_report(doc, root)
+    print(paths["markdown"].read_text())
+    print(f"chart: {paths['chart']}")
+    return 0
+
+
+def cmd_report_study(a) -> int:
+    from .report import write_study_report
+    from .runs import read_json
+
+    paths = write_study_report(read_json(Path(a.dir) / "study.json"), a.dir)
+    print(paths["markdown"].read_text())
+    return 0
+
+
 def cmd_run(a) -> int:
     """The main job on the built-in default (currently: natural MNIST SmallCNN + evaluation)."""
     from .config import override, train_preset_for
@@ -196,6 +234,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
     e.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("study", help="robustness studies")
+    s.add_argument("kind", choices=["pooling"])
+    s.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
+    s.add_argument("--seeds", type=int, help="number of seeds (0, 1, …)")
+    s.add_argument("--models", help="comma list (default: the paper's for the dataset)")
+    s.add_argument("--attacks", help="comma list (default: the paper's columns)")
+    s.add_argument("--epochs", type=int, help="training epochs per model")
+    s.add_argument("--test-subset", type=int, help="evaluate on N test images")
+    s.add_argument("--full-test", action="store_true", help="evaluate on the whole test set")
+    s.add_argument("--autoattack", action="store_true", help="add an APGD-CE + APGD-T column")
+    s.add_argument("--data-dir")
+    s.add_argument("--run-dir")
+    s.add_argument("--dry-run", action="store_true")
+    s.set_defaults(fn=cmd_study)
+
+    rp = sub.add_parser("report", help="rebuild a report from saved artifacts")
+    rp.add_argument("kind", choices=["study"])
+    rp.add_argument("--dir", required=True)
+    rp.set_defaults(fn=cmd_report_study)
 
     r = sub.add_parser("run", help="the main job on the built-in default")
     r.add_argument("--run-dir", default="runs/main")

@@ -56,7 +56,7 @@ class TrainConfig:
     eval_attack_subset: int = 500
 
 
-def _merge(base: Any, overrides: dict[str, Any]) -> Any:
+def merge(base: Any, overrides: dict[str, Any]) -> Any:
     """Return a copy of dataclass ``base`` with (possibly nested, dotted) overrides applied."""
     changes: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
@@ -72,13 +72,14 @@ def _merge(base: Any, overrides: dict[str, Any]) -> Any:
         else:
             changes[head] = value
     for head, sub in nested.items():
-        changes[head] = _merge(getattr(base, head), sub)
+        changes[head] = merge(getattr(base, head), sub)
     return dataclasses.replace(base, **changes)
 
 
 def override(cfg: Any, **overrides: Any) -> Any:
-    """``override(cfg, epochs=3, **{"data.train_subset": 1000})``; ``None`` values are ignored."""
-    return _merge(cfg, {k: v for k, v in overrides.items() if v is not None})
+    """``override(cfg, epochs=3, **{"data.train_subset": 1000})``; ``None`` values are ignored
+    (unset command-line options). Use :func:`merge` to set a field to ``None``."""
+    return merge(cfg, {k: v for k, v in overrides.items() if v is not None})
 
 
 def from_dict(cls: type, d: dict[str, Any]) -> Any:
@@ -111,7 +112,7 @@ TRAIN_PRESETS.register("mnist-natural", TrainConfig())
 # takes one step per epoch; with ATTA's 0.01 step it needs ~30 epochs to reach eps, so
 # the fast schedule takes a larger per-epoch step (measured in docs/results.md).
 TRAIN_PRESETS.register("mnist-atta-trades", TrainConfig(
-    method="atta-trades", epochs=8, lr_milestones=(7,), step_size=0.1, eval_attack="pgd-40"))
+    method="atta-trades", epochs=4, lr_milestones=(3,), step_size=0.1, eval_attack="pgd-40"))
 # ATTA's own MNIST schedule (60 epochs, lr drop at 55, step 0.01) for GPU users.
 TRAIN_PRESETS.register("mnist-atta-trades-paper", TrainConfig(
     method="atta-trades", epochs=60, lr_milestones=(55,), step_size=0.01, eval_attack="pgd-40"))
