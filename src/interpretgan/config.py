@@ -139,3 +139,38 @@ TRAIN_PRESETS.register("celeba-natural", TrainConfig(
 def train_preset_for(dataset: str, method: str) -> TrainConfig:
     """The default preset for ``(dataset, method)``, e.g. ``("mnist", "atta-trades")``."""
     return TRAIN_PRESETS.get(f"{dataset}-{method}")
+
+
+@dataclass
+class FitConfig:
+    """InterpretGAN fitting: one compression net + progressive G/D per layer."""
+
+    layers: tuple[str, ...] = ()  # empty: the model's default layers
+    code_dim: int = 128
+    g_channels: tuple[int, ...] = (64, 64, 32, 16)  # width per scale (4, 8, 16, 32 px)
+    d_channels: tuple[int, ...] = (64, 64, 32, 16)
+    c_width_mult: float = 0.5  # compression conv widths × this (Tables 4/5 at 1.0)
+    steps_per_scale: tuple[int, ...] = (60, 60, 80, 400)
+    fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
+    warmup_fraction: float = 1 / 3  # first share of all steps: L_I only, D not updated
+    batch_size: int = 64
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.0, 0.99)
+    lam: float = 1.0  # λ of L_I
+    gan_loss: str = "ns-r1"
+    train_subset: int | None = 20000
+    eval_images: int = 1000  # held-out natural test images for agreement / realism
+    ckpt_every: int = 100  # steps
+    seed: int = 0
+    amp: bool = False  # bf16 autocast (slower than fp32 on AVX2-only CPUs; see docs/results.md)
+
+
+FIT_PRESETS: Registry[FitConfig] = Registry("fit preset")
+# Sized by measurement on 2 CPU cores (docs/results.md): ~600 steps of batch 64 per layer.
+FIT_PRESETS.register("quick", FitConfig())
+# The paper's MNIST schedule: 6 epochs for each of the first three scales, 12 for the last,
+# lr 0.001, on the full training set (60,000 / 64 = 938 steps an epoch).
+FIT_PRESETS.register("paper", FitConfig(
+    code_dim=512, g_channels=(256, 256, 128, 64), d_channels=(256, 256, 128, 64), c_width_mult=1.0,
+    steps_per_scale=(6 * 938, 6 * 938, 6 * 938, 12 * 938), warmup_fraction=0.0, train_subset=None,
+    eval_images=10000, ckpt_every=938))

@@ -1,0 +1,251 @@
+"""Fitting InterpretGAN generators for several layers of one classifier at once.
+
+All layers share the data pipeline and one forward pass of the frozen classifier per
+batch; each layer then takes a D step and a G/C step (:func:`gan_step`). Run folder::
+
+    RUN/fit/config.json               the resolved FitConfig (+ classifier and layers)
+    RUN/fit/metrics.jsonl             losses and held-out agreement as training goes
+    RUN/fit/<layer>/last.pt           resumable state of that layer (atomic, every ckpt_every steps)
+    RUN/fit/<layer>/scale<k>.pt       G and C at the end of scale k
+    RUN/fit/summary.json              agreement and realism per layer
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .attacks import eval_mode
+from .config import FitConfig
+from .data import batches, num_batches
+from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
+                  to_classifier, to_resolution)
+from .layers import capture, default_layers, layer_shapes
+from .runs import append_jsonl, load_checkpoint, save_checkpoint, write_json
+
+log = logging.getLogger(__name__)
+
+
+def layer_dirname(name: str) -> str:
+    return name.replace("/", "_").replace("@", "_at_")
+
+
+class LayerGAN(nn.Module):
+    """C, G and D for one layer, with their optimisers' construction."""
+
+    def __init__(self, layer: str, shape: Sequence[int], image_channels: int, cfg: FitConfig):
+        super().__init__()
+        self.layer = layer
+        self.C = Compressor(shape, cfg.code_dim, cfg.c_width_mult)
+        self.G = Generator(cfg.code_dim, cfg.g_channels, image_channels)
+        self.D = Discriminator(cfg.d_channels, image_channels)
+
+    def explain(self, l: torch.Tensor, scale: int | None = None, alpha: float = 1.0) -> torch.Tensor:
+        """x̂ = G(C(l)). l: (B, *shape) → (B, C, R, R) in [0, 1]."""
+        return self.G(self.C(l), scale, alpha)
+
+
+@dataclasses.dataclass
+class Phase:
+    scale: int
+    alpha: float
+    warmup: bool
+
+
+def schedule(cfg: FitConfig, step: int) -> Phase:
+    """Scale, fade-in weight and warm-up flag at a global ``step``."""
+    total = sum(cfg.steps_per_scale)
+    start = 0
+    for s, n in enumerate(cfg.steps_per_scale):
+        if step < start + n or s == len(cfg.steps_per_scale) - 1:
+            into = step - start
+            fade = cfg.fade_fraction * n
+            alpha = 1.0 if s == 0 or fade <= 0 else min(1.0, (into + 1) / fade)
+            return Phase(s, alpha, step < cfg.warmup_fraction * total)
+        start += n
+    raise AssertionError
+
+
+def gan_step(lg: LayerGAN, classifier: nn.Module, loss_fn, opt_g, opt_d, l: torch.Tensor,
+             real: torch.Tensor, target: torch.Tensor, phase: Phase, lam: float,
+             image_size: int) -> dict[str, float]:
+    """One InterpretGAN step for one layer: D update (unless warming up), then G/C update on
+    GAN loss + λ·L_I. l: (B, *shape) layer output; real: (B, C, H, W) images; target: f(x)."""
+    res = lg.G.resolution(phase.scale)
+    out: dict[str, float] = {}
+    if not phase.warmup:
+        with torch.no_grad():
+            fake = lg.explain(l, phase.scale, phase.alpha)
+        d_loss, d_stats = loss_fn.d_loss(lg.D, to_resolution(real, res), fake, phase.scale, phase.alpha)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        out.update(d_stats)
+    x_hat = lg.explain(l, phase.scale, phase.alpha)
+    li = interpretability_loss(classifier, to_classifier(x_hat, image_size), target)
+    loss = lam * li
+    if not phase.warmup:
+        g_adv = loss_fn.g_loss(lg.D(x_hat, phase.scale, phase.alpha))
+        loss = loss + g_adv
+        out["g_loss"] = g_adv.item()
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_g.step()
+    out["l_i"] = li.item()
+    return out
+
+
+def _stream(ds, batch_size: int, seed: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled batches; step k always gets the same batch (so resume is exact)."""
+    nb = num_batches(ds, batch_size, drop_last=True)
+    epoch, skip = divmod(start_step, nb)
+    while True:
+        for i, (x, y) in enumerate(batches(ds, batch_size, shuffle=True, seed=seed, epoch=epoch,
+                                            drop_last=True)):
+            if i >= skip:
+                yield x, y
+        epoch, skip = epoch + 1, 0
+
+
+@torch.no_grad()
+def agreement(classifier: nn.Module, gans: dict[str, LayerGAN], x: torch.Tensor,
+              image_size: int, scale: int | None = None, batch_size: int = 250,
+              labels: torch.Tensor | None = None) -> dict[str, float]:
+    """Per layer, the share of images with f(G(C(f_pre(x)))) = f(x) (or = ``labels``)."""
+    hits = {n: 0 for n in gans}
+    with eval_mode(classifier):
+        for s in range(0, len(x), batch_size):
+            xb = x[s: s + batch_size]
+            feats = capture(classifier, xb, list(gans))
+            ref = classifier(xb).argmax(1) if labels is None else labels[s: s + batch_size]
+            for n, lg in gans.items():
+                with eval_mode(lg):
+                    xh = to_classifier(lg.explain(feats[n], scale), image_size)
+                hits[n] += (classifier(xh).argmax(1) == ref).sum().item()
+    return {n: h / len(x) for n, h in hits.items()}
+
+
+def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: FitConfig,
+                   out_dir: str | Path, layers: Sequence[str] | None = None,
+                   progress: bool = True, stop_after: int | None = None,
+                   log_every: int = 50) -> dict[str, LayerGAN]:
+    """Train one generator per layer of the frozen ``classifier``; resumable.
+
+    ``train_set``: images for the GAN (real samples and classifier inputs). ``eval_x``:
+    held-out images (N, C, H, W) for the running agreement. ``stop_after``: end the call
+    after that many steps (to simulate a kill in tests). Returns ``{layer: LayerGAN}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    classifier.eval()
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    names = list(layers or cfg.layers or default_layers(classifier))
+    x0 = eval_x[:2]
+    shapes = layer_shapes(classifier, x0, names)
+    image_channels, image_size = x0.shape[1], x0.shape[-1]
+    if 4 * 2 ** (len(cfg.g_channels) - 1) != image_size:
+        log.info("generator renders %d px; explanations are resized to the classifier's %d px",
+                 4 * 2 ** (len(cfg.g_channels) - 1), image_size)
+    loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
+    total = sum(cfg.steps_per_scale)
+    torch.manual_seed(cfg.seed)
+    gans, opts, steps = {}, {}, {}
+    for n in names:
+        lg = LayerGAN(n, shapes[n], image_channels, cfg)
+        opt_g = torch.optim.Adam([*lg.G.parameters(), *lg.C.parameters()], lr=cfg.lr, betas=cfg.betas)
+        opt_d = torch.optim.Adam(lg.D.parameters(), lr=cfg.lr, betas=cfg.betas)
+        step = 0
+        ck_path = out / layer_dirname(n) / "last.pt"
+        if ck_path.exists():
+            ck = load_checkpoint(ck_path)
+            if ck["config"] != dataclasses.asdict(cfg) or tuple(ck["shape"]) != tuple(shapes[n]):
+                raise ValueError(f"{ck_path} was written with another config or classifier; "
+                                 "use a new run directory")
+            lg.load_state_dict(ck["gan"])
+            opt_g.load_state_dict(ck["opt_g"])
+            opt_d.load_state_dict(ck["opt_d"])
+            step = ck["step"]
+        gans[n], opts[n], steps[n] = lg, (opt_g, opt_d), step
+    start = min(steps.values())
+    write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names,
+                                     "shapes": {n: list(s) for n, s in shapes.items()}})
+    if start >= total:
+        return gans
+    if start > 0:
+        log.info("resuming generator fitting at step %d of %d", start, total)
+    stream = _stream(train_set, cfg.batch_size, cfg.seed, start)
+    bar = tqdm(range(start, total), total=total, initial=start, disable=not progress,
+               desc="fit " + ",".join(n.split(".")[-1] for n in names)[:40], leave=False)
+    sums: dict[str, dict[str, float]] = {n: {} for n in names}
+    t0, done = time.perf_counter(), 0
+    for step in bar:
+        x, _ = next(stream)
+        phase = schedule(cfg, step)
+        with torch.no_grad():
+            feats = capture(classifier, x, names)
+            target = classifier(x).argmax(1)
+        for n in names:
+            if steps[n] > step:
+                continue  # this layer's checkpoint is ahead (killed between two saves)
+            lg = gans[n]
+            lg.train()
+            stats = gan_step(lg, classifier, loss_fn, *opts[n], feats[n], x, target, phase,
+                             cfg.lam, image_size)
+            steps[n] = step + 1
+            for k, v in stats.items():
+                sums[n][k] = sums[n].get(k, 0.0) + v
+        done += 1
+        end_of_scale = step + 1 == total or schedule(cfg, step + 1).scale != phase.scale
+        if (step + 1) % log_every == 0 or end_of_scale:
+            agree = agreement(classifier, gans, eval_x[:200], image_size, phase.scale)
+            row = {"step": step + 1, "scale": phase.scale, "alpha": round(phase.alpha, 3),
+                   "warmup": phase.warmup, "seconds": time.perf_counter() - t0,
+                   **{f"{n}/{k}": v / max(1, done) for n in names for k, v in sums[n].items()},
+                   **{f"{n}/agreement200": a for n, a in agree.items()}}
+            append_jsonl(out / "metrics.jsonl", row)
+            bar.set_postfix({n.split(".")[-1]: f"{a:.2f}" for n, a in agree.items()})
+            sums = {n: {} for n in names}
+            done = 0
+        if (step + 1) % cfg.ckpt_every == 0 or end_of_scale or step + 1 == total:
+            for n in names:
+                _save_layer(out, n, gans[n], opts[n], steps[n], cfg, shapes[n])
+                if end_of_scale:
+                    save_checkpoint(out / layer_dirname(n) / f"scale{phase.scale}.pt",
+                                    {"layer": n, "scale": phase.scale, "C": gans[n].C.state_dict(),
+                                     "G": gans[n].G.state_dict(), "shape": list(shapes[n]),
+                                     "config": dataclasses.asdict(cfg)})
+        if stop_after is not None and step + 1 - start >= stop_after:
+            for n in names:
+                _save_layer(out, n, gans[n], opts[n], steps[n], cfg, shapes[n])
+            break
+    return gans
+
+
+def _save_layer(out: Path, name: str, lg: LayerGAN, opts, step: int, cfg: FitConfig, shape) -> None:
+    save_checkpoint(out / layer_dirname(name) / "last.pt", {
+        "layer": name, "gan": lg.state_dict(), "opt_g": opts[0].state_dict(),
+        "opt_d": opts[1].state_dict(), "step": step, "shape": list(shape),
+        "config": dataclasses.asdict(cfg)})
+
+
+def load_generators(fit_dir: str | Path, image_channels: int = 1) -> dict[str, LayerGAN]:
+    """The fitted layer GANs of a run folder's ``fit/`` (final state), in eval mode."""
+    from .config import from_dict
+
+    fit_dir = Path(fit_dir)
+    meta = __import__("json").loads((fit_dir / "config.json").read_text())
+    cfg = from_dict(FitConfig, meta["fit"])
+    gans = {}
+    for n in meta["layers"]:
+        ck = load_checkpoint(fit_dir / layer_dirname(n) / "last.pt")
+        lg = LayerGAN(n, ck["shape"], image_channels, cfg)
+        lg.load_state_dict(ck["gan"])
+        gans[n] = lg.eval()
+    return gans

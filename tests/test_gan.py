@@ -1,0 +1,192 @@
+"""InterpretGAN networks and fitting: compression rule, fade-in, L_I gradient, resume."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+
+from interpretgan import models
+from interpretgan.config import FitConfig
+from interpretgan.data import ImageDataset
+from interpretgan.fitting import (LayerGAN, agreement, fit_generators, gan_step, layer_dirname,
+                                  load_generators, schedule)
+from interpretgan.gan import (GAN_LOSSES, Compressor, Discriminator, Generator, compression_plan,
+                              interpretability_loss, minibatch_std, to_classifier)
+from interpretgan.layers import default_layers, layer_shapes
+from interpretgan.runs import load_checkpoint, read_jsonl
+
+
+def test_compression_plan_reproduces_tables_4_and_5():
+    mnist = {(32, 30, 30): [64, 128, 256], (32, 14, 14): [64, 128], (64, 12, 12): [128, 256],
+             (64, 5, 5): [], (200,): [], (10,): []}
+    for shape, plan in mnist.items():
+        assert compression_plan(shape) == plan
+    celeba = {(64, 64, 64): [128, 256, 512, 512], (128, 32, 32): [256, 512, 512],
+              (256, 16, 16): [512, 512], (512, 8, 8): [512]}
+    for shape, plan in celeba.items():
+        assert compression_plan(shape) == plan
+
+
+@pytest.mark.parametrize("name,kw,size", [("smallcnn", {}, 32), ("smallcnn", {"input_size": 28}, 28),
+                                          ("vgg16", {"hidden": 16}, 32)])
+def test_every_compression_rule_output_shape(name, kw, size):
+    net = models.create(name, **kw).eval()
+    x = torch.rand(3, 1 if name == "smallcnn" else 3, size, size)
+    shapes = layer_shapes(net, x, default_layers(net))
+    for layer, shape in shapes.items():
+        c = Compressor(shape, 24, width_mult=0.25)
+        out = c(torch.randn(3, *shape))
+        assert out.shape == (3, 24), layer
+        convs = [m for m in c.modules() if isinstance(m, nn.Conv2d)]
+        assert len(convs) == len(compression_plan(shape))
+
+
+def test_generator_discriminator_scales_and_fade_in():
+    torch.manual_seed(0)
+    G, D = Generator(16, [16, 16, 8, 8], 1), Discriminator([16, 16, 8, 8], 1)
+    z = torch.randn(4, 16)
+    for s in range(4):
+        x = G(z, s)
+        assert x.shape == (4, 1, 4 * 2 ** s, 4 * 2 ** s) and 0 <= x.min() and x.max() <= 1
+        assert D(x, s).shape == (4,)
+    # alpha = 0: the new scale contributes nothing, the image is the previous scale upsampled
+    full_prev = G(z, 1)
+    faded = G(z, 2, alpha=0.0)
+    torch.testing.assert_close(faded, torch.nn.functional.interpolate(full_prev, scale_factor=2))
+    mid = G(z, 2, alpha=0.5)
+    assert not torch.allclose(mid, faded) and not torch.allclose(mid, G(z, 2, alpha=1.0))
+    # D at alpha = 0 sees only the downsampled image through the previous scale's path
+    img = torch.rand(4, 1, 16, 16)
+    torch.testing.assert_close(D(img, 2, alpha=0.0), D(torch.nn.functional.avg_pool2d(img, 2), 1))
+
+
+def test_schedule_fade_and_warmup():
+    cfg = FitConfig(steps_per_scale=(10, 10, 10, 20), fade_fraction=0.5, warmup_fraction=0.2)
+    assert schedule(cfg, 0) == schedule(cfg, 0) and schedule(cfg, 0).scale == 0
+    assert schedule(cfg, 0).alpha == 1.0 and schedule(cfg, 9).warmup and not schedule(cfg, 10).warmup
+    p = schedule(cfg, 10)
+    assert p.scale == 1 and p.alpha == pytest.approx(0.2)
+    assert schedule(cfg, 14).alpha == 1.0 and schedule(cfg, 30).scale == 3
+    assert schedule(cfg, 49).scale == 3 and schedule(cfg, 49).alpha == 1.0
+
+
+def test_minibatch_std_channel():
+    x = torch.zeros(4, 2, 3, 3)
+    x[0] = 1.0
+    out = minibatch_std(x, group=4)
+    assert out.shape == (4, 3, 3, 3)
+    assert torch.allclose(out[:, 2], torch.full((4, 3, 3), (0.75 * 0.25) ** 0.5, dtype=out.dtype), atol=1e-3)
+
+
+def test_interpretability_gradient_reaches_g_and_c_not_f():
+    f = models.create("smallcnn").eval()
+    nn.init.normal_(f.classifier.fc3.weight, std=0.1)  # TRADES' init zeroes it: no input gradient
+    for p in f.parameters():
+        p.requires_grad_(False)
+    cfg = FitConfig(code_dim=8, g_channels=(8, 8, 8, 8), d_channels=(8, 8, 8, 8), c_width_mult=0.25)
+    lg = LayerGAN("classifier.relu1", (200,), 1, cfg)
+    x_hat = to_classifier(lg.explain(torch.randn(4, 200), scale=2), 32)
+    assert x_hat.shape == (4, 1, 32, 32)
+    interpretability_loss(f, x_hat, torch.tensor([1, 2, 3, 4])).backward()
+    assert lg.G.fc.weight.grad.abs().sum() > 0 and lg.C.net[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in lg.D.parameters())
+    assert all(p.grad is None for p in f.parameters())
+
+
+@pytest.mark.parametrize("loss", GAN_LOSSES.names())
+def test_gan_step_updates_and_reports(loss):
+    torch.manual_seed(0)
+    f = models.create("smallcnn").eval()
+    for p in f.parameters():
+        p.requires_grad_(False)
+    cfg = FitConfig(code_dim=8, g_channels=(8, 8, 8, 8), d_channels=(8, 8, 8, 8), gan_loss=loss)
+    lg = LayerGAN("classifier.fc3", (10,), 1, cfg)
+    opt_g = torch.optim.Adam([*lg.G.parameters(), *lg.C.parameters()], lr=1e-3)
+    opt_d = torch.optim.Adam(lg.D.parameters(), lr=1e-3)
+    d_before = [p.clone() for p in lg.D.parameters()]
+    phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=0), 3)
+    out = gan_step(lg, f, GAN_LOSSES.get(loss)(), opt_g, opt_d, torch.randn(6, 10), torch.rand(6, 1, 32, 32),
+                   torch.arange(6), phase, 1.0, 32)
+    assert {"d_loss", "g_loss", "l_i"} <= set(out)
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, lg.D.parameters()))
+    # in warm-up, D is not updated and there is no GAN term
+    d_before = [p.clone() for p in lg.D.parameters()]
+    warm = dataclasses.replace(phase, warmup=True)
+    out = gan_step(lg, f, GAN_LOSSES.get(loss)(), opt_g, opt_d, torch.randn(6, 10), torch.rand(6, 1, 32, 32),
+                   torch.arange(6), warm, 1.0, 32)
+    assert set(out) == {"l_i"} and all(torch.equal(a, b) for a, b in zip(d_before, lg.D.parameters()))
+
+
+def _toy_data(n=256):
+    """Class c: a bright bar at rows 3c..3c+2; a classifier for it trains in a second."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 10
+    x = (torch.rand(n, 1, 32, 32, generator=g) * 40).to(torch.uint8)
+    for i, c in enumerate(y):
+        x[i, 0, 3 * c + 1: 3 * c + 4, 4:28] = 255
+    return ImageDataset(x, y)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from interpretgan.data import batches
+    from interpretgan.training import natural_step
+
+    torch.manual_seed(0)
+    ds = _toy_data()
+    f = models.create("smallcnn")
+    opt = torch.optim.SGD(f.parameters(), lr=0.05, momentum=0.9)
+    for epoch in range(6):
+        for x, y in batches(ds, 32, shuffle=True, epoch=epoch):
+            natural_step(f, opt, x, y)
+    f.eval()
+    ex = ds.images[:64].float() / 255
+    assert (f(ex).argmax(1) == ds.labels[:64]).float().mean() > 0.9
+    return f, ds, ex
+
+
+TINY = FitConfig(code_dim=16, g_channels=(16, 16, 8, 8), d_channels=(16, 16, 8, 8), c_width_mult=0.25,
+                 steps_per_scale=(4, 4, 4, 12), batch_size=16, ckpt_every=5, warmup_fraction=0.25)
+LAYERS = ["feature_extractor.pool2", "classifier.fc3"]
+
+
+def test_fit_writes_checkpoints_per_layer_and_scale(toy, tmp_path):
+    f, ds, ex = toy
+    gans = fit_generators(f, ds, ex, TINY, tmp_path / "fit", LAYERS, progress=False, log_every=4)
+    for n in LAYERS:
+        d = tmp_path / "fit" / layer_dirname(n)
+        assert sorted(p.name for p in d.glob("scale*.pt")) == ["scale0.pt", "scale1.pt", "scale2.pt", "scale3.pt"]
+        assert load_checkpoint(d / "last.pt")["step"] == 24
+    rows = read_jsonl(tmp_path / "fit" / "metrics.jsonl")
+    assert rows[-1]["step"] == 24 and "classifier.fc3/agreement200" in rows[-1]
+    back = load_generators(tmp_path / "fit")
+    x = torch.randn(2, 10)
+    torch.testing.assert_close(back["classifier.fc3"].explain(x), gans["classifier.fc3"].eval().explain(x))
+    a = agreement(f, back, ex, 32)
+    assert set(a) == set(LAYERS) and all(0 <= v <= 1 for v in a.values())
+    # f stays frozen and in eval mode
+    assert not f.training and all(not p.requires_grad for p in f.parameters())
+
+
+def test_resume_mid_scale_matches_uninterrupted(toy, tmp_path):
+    f, ds, ex = toy
+    full = fit_generators(f, ds, ex, TINY, tmp_path / "a", LAYERS, progress=False)
+    fit_generators(f, ds, ex, TINY, tmp_path / "b", LAYERS, progress=False, stop_after=14)  # mid scale 3
+    assert load_checkpoint(tmp_path / "b" / layer_dirname(LAYERS[0]) / "last.pt")["step"] == 14
+    resumed = fit_generators(f, ds, ex, TINY, tmp_path / "b", LAYERS, progress=False)
+    for n in LAYERS:
+        for (k, a), b in zip(full[n].state_dict().items(), resumed[n].state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{n} {k}")
+
+
+def test_fit_on_a_28px_classifier_resizes():
+    torch.manual_seed(0)
+    f = models.create("smallcnn", input_size=28).eval()
+    ds = ImageDataset((torch.rand(32, 1, 28, 28) * 255).to(torch.uint8), torch.arange(32) % 10)
+    cfg = dataclasses.replace(TINY, steps_per_scale=(1, 1, 1, 2))
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        gans = fit_generators(f, ds, ds.images[:8].float() / 255, cfg, d, ["classifier.fc3"], progress=False)
+    assert set(agreement(f, gans, ds.images[:8].float() / 255, 28)) == {"classifier.fc3"}
