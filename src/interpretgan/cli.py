@@ -158,6 +158,33 @@ def cmd_report_study(a) -> int:
     return 0
 
 
+def cmd_fit(a) -> int:
+    from .config import FIT_PRESETS, override
+    from .fitting import fit_run
+    from .runs import to_json
+
+    cfg = override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset)
+    layers = None if a.layers in (None, "default") else _csv(a.layers)
+    run_dir = Path(a.run_dir or Path(a.checkpoint).resolve().parent.parent)
+    if a.dry_run:
+        print(to_json({"fit": dataclasses.asdict(cfg), "layers": layers or "default",
+                       "run_dir": str(run_dir)}))
+        return 0
+    summary = fit_run(a.checkpoint, run_dir, cfg, layers, a.data_dir, progress=not a.quiet)
+    for n, r in summary["layers"].items():
+        print(f"{n:<28} agreement {100 * r['agreement']:6.2f}%   KID {r['kid']:.4f}")
+    print(f"real-vs-real KID {summary['kid_real_vs_real']:.4f}; fit took {summary['fit_seconds']:.0f}s")
+    return 0
+
+
+def cmd_explain(a) -> int:
+    from .explain import explain_run
+
+    doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed)
+    print(f"explanations: {doc['figures']['explanations']}\nbaselines:    {doc['figures']['baselines']}")
+    return 0
+
+
 def cmd_run(a) -> int:
     """The main job on the built-in default (currently: natural MNIST SmallCNN + evaluation)."""
     from .config import override, train_preset_for
@@ -234,6 +261,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
     e.set_defaults(fn=cmd_evaluate)
+
+    f = sub.add_parser("fit", help="fit InterpretGAN explanation generators for a classifier")
+    f.add_argument("--checkpoint", required=True)
+    f.add_argument("--layers", default="default", help="default, or a comma list of module paths")
+    f.add_argument("--preset", default="quick", choices=["quick", "paper"])
+    f.add_argument("--seed", type=int)
+    f.add_argument("--train-subset", type=int)
+    f.add_argument("--data-dir")
+    f.add_argument("--run-dir", help="default: the classifier's run folder")
+    f.add_argument("--dry-run", action="store_true")
+    f.set_defaults(fn=cmd_fit)
+
+    x = sub.add_parser("explain", help="explanation grids (natural + adversarial) and baselines")
+    x.add_argument("--run", required=True, help="run folder with checkpoints/final.pt and fit/")
+    x.add_argument("--images", type=int, default=8)
+    x.add_argument("--attack", default="pgd-40")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--out")
+    x.add_argument("--data-dir")
+    x.set_defaults(fn=cmd_explain)
 
     s = sub.add_parser("study", help="robustness studies")
     s.add_argument("kind", choices=["pooling"])

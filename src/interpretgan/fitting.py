@@ -249,3 +249,56 @@ def load_generators(fit_dir: str | Path, image_channels: int = 1) -> dict[str, L
         lg.load_state_dict(ck["gan"])
         gans[n] = lg.eval()
     return gans
+
+
+def summarize_fit(classifier: nn.Module, gans: dict[str, LayerGAN], eval_x: torch.Tensor,
+                  real_ref: torch.Tensor, feat_net, seconds: float | None = None) -> dict:
+    """Agreement and realism (KID vs held-out real images) per layer, with a real-vs-real
+    KID as the floor to read them against."""
+    from .metrics import embed, kid
+
+    size = eval_x.shape[-1]
+    agree = agreement(classifier, gans, eval_x, size)
+    real_feats = embed(feat_net, real_ref)
+    floor = kid(real_feats, embed(feat_net, eval_x))
+    rows = {}
+    with torch.no_grad(), eval_mode(classifier):
+        for n, lg in gans.items():
+            xh = []
+            for s in range(0, len(eval_x), 250):
+                feats = capture(classifier, eval_x[s: s + 250], [n])
+                with eval_mode(lg):
+                    xh.append(to_classifier(lg.explain(feats[n]), size))
+            k = kid(real_feats, embed(feat_net, torch.cat(xh)))
+            rows[n] = {"agreement": agree[n], "kid": k[0], "kid_std": k[1]}
+    return {"layers": rows, "kid_real_vs_real": floor[0], "n_eval": len(eval_x),
+            "fit_seconds": seconds}
+
+
+def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
+            layers: Sequence[str] | None = None, data_dir: str | None = None,
+            progress: bool = True) -> dict:
+    """``interpretgan fit``: fit generators for a classifier checkpoint into ``run_dir/fit``
+    and write ``summary.json`` (agreement + KID per layer). Resumes a killed run."""
+    from .evaluate import checkpoint_data_config
+    from .metrics import feature_net
+    from .models import load_classifier
+    from .training import load_split
+
+    classifier = load_classifier(checkpoint)
+    data = checkpoint_data_config(checkpoint, data_dir=data_dir)
+    train = load_split(data, "train")
+    test = load_split(data, "test")
+    fit_dir = Path(run_dir) / "fit"
+    if cfg.train_subset is not None:
+        train = train.subset(cfg.train_subset, seed=cfg.seed)
+    eval_x = test.images[: cfg.eval_images].float() / 255
+    t0 = time.perf_counter()
+    gans = fit_generators(classifier, train, eval_x, cfg, fit_dir, layers, progress=progress)
+    seconds = time.perf_counter() - t0
+    fnet = feature_net(load_split(data, "train"), f"{data.dataset}-{data.image_size}")
+    ref = test.images[-cfg.eval_images:].float() / 255  # other held-out images
+    summary = summarize_fit(classifier, gans, eval_x, ref, fnet, seconds)
+    summary["checkpoint"] = str(checkpoint)
+    write_json(fit_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,176 @@
+"""Explanations of natural and adversarial images (paper Figures 3, 5, 8–11).
+
+:func:`explain_images` computes, for each image and each layer, the explanation
+x̂_i = G_i(C_i(f_pre_i(x))) and the label f gives it; :func:`explanation_grid` draws them
+(rows: natural image then its explanations, adversarial image then its explanations);
+:func:`attributions` and :func:`attribution_grid` do the same for Captum's baselines
+(DeepLIFT, saliency, input×gradient, integrated gradients, occlusion).
+"""
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from .attacks import eval_mode  # noqa: E402
+from .gan import to_classifier  # noqa: E402
+from .layers import capture  # noqa: E402
+from .runs import atomic_write_bytes  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("DeepLIFT", "Saliency", "Input×Gradient", "Integrated Gradients", "Occlusion")
+
+
+@torch.no_grad()
+def explain_images(classifier: nn.Module, gans: dict, x: torch.Tensor) -> dict:
+    """x: (N, C, H, W) → ``{"pred": (N,), "explanations": {layer: (N, C, H, W)},
+    "labels": {layer: (N,)}}`` with f's label for every explanation."""
+    size = x.shape[-1]
+    with eval_mode(classifier):
+        feats = capture(classifier, x, list(gans))
+        out = {"pred": classifier(x).argmax(1), "explanations": {}, "labels": {}}
+        for n, lg in gans.items():
+            with eval_mode(lg):
+                xh = to_classifier(lg.explain(feats[n]), size)
+            out["explanations"][n] = xh
+            out["labels"][n] = classifier(xh).argmax(1)
+    return out
+
+
+def _img(ax, t: torch.Tensor) -> None:
+    a = t.detach().float().cpu().numpy()
+    if a.shape[0] == 1:
+        ax.imshow(a[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(np.clip(a.transpose(1, 2, 0), 0, 1))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig, path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
+                     y: torch.Tensor, layer_labels: Sequence[str], path: str | Path,
+                     class_names: Sequence[str] | None = None) -> Path:
+    """Figure 3's layout: for each image, a natural row and an adversarial row; columns are
+    the input and one explanation per layer, each titled with the label f gives it
+    (red when it differs from the true label)."""
+    layers = list(nat["explanations"])
+    n, cols = len(x), len(layers) + 1
+    name = (lambda c: class_names[c]) if class_names else str
+    fig, axes = plt.subplots(2 * n, cols, figsize=(1.25 * cols, 1.35 * 2 * n), squeeze=False)
+    for i in range(n):
+        for r, (res, img, kind) in enumerate([(nat, x, "natural"), (adv, x_adv, "adversarial")]):
+            row = axes[2 * i + r]
+            _img(row[0], img[i])
+            p = int(res["pred"][i])
+            row[0].set_title(f"f: {name(p)}", fontsize=7, color="black" if p == int(y[i]) else "red")
+            row[0].set_ylabel("natural" if r == 0 else "adv.", fontsize=7)
+            for j, layer in enumerate(layers, 1):
+                _img(row[j], res["explanations"][layer][i])
+                c = int(res["labels"][layer][i])
+                title = f"{layer_labels[j - 1]}\n{name(c)}" if 2 * i + r == 0 else name(c)
+                row[j].set_title(title, fontsize=7, color="black" if c == int(y[i]) else "red")
+    fig.suptitle("InterpretGAN explanations per layer (label f gives each; red = not the true label)",
+                 fontsize=8)
+    return _save(fig, path)
+
+
+def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                 methods: Sequence[str] = BASELINES) -> dict[str, torch.Tensor]:
+    """Captum attributions of ``classifier`` for ``x`` (N, C, H, W) towards ``target`` (N,).
+    Returns ``{method: (N, C, H, W)}``; the model's mode is restored afterwards."""
+    from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Occlusion, Saliency
+
+    out = {}
+    with eval_mode(classifier):
+        x = x.detach().clone().requires_grad_(True)
+        makers = {
+            "DeepLIFT": lambda: DeepLift(classifier).attribute(x, target=target),
+            "Saliency": lambda: Saliency(classifier).attribute(x, target=target),
+            "Input×Gradient": lambda: InputXGradient(classifier).attribute(x, target=target),
+            "Integrated Gradients": lambda: IntegratedGradients(classifier).attribute(
+                x, target=target, n_steps=32, internal_batch_size=64),
+            "Occlusion": lambda: Occlusion(classifier).attribute(
+                x, target=target, sliding_window_shapes=(x.shape[1], 4, 4), strides=(x.shape[1], 2, 2)),
+        }
+        for m in methods:
+            out[m] = makers[m]().detach()
+    return out
+
+
+def attribution_grid(x: torch.Tensor, x_adv: torch.Tensor, attr_nat: dict, attr_adv: dict,
+                     path: str | Path) -> Path:
+    """Figure 5's baselines: per image a natural and an adversarial row, one column per method
+    (heat maps of the attribution summed over channels, symmetric colour scale)."""
+    methods = list(attr_nat)
+    n, cols = len(x), len(methods) + 1
+    fig, axes = plt.subplots(2 * n, cols, figsize=(1.25 * cols, 1.35 * 2 * n), squeeze=False)
+    for i in range(n):
+        for r, (img, att, kind) in enumerate([(x, attr_nat, "natural"), (x_adv, attr_adv, "adversarial")]):
+            row = axes[2 * i + r]
+            _img(row[0], img[i])
+            row[0].set_ylabel("natural" if r == 0 else "adv.", fontsize=7)
+            for j, m in enumerate(methods, 1):
+                a = att[m][i].sum(0).cpu().numpy()
+                v = float(np.abs(a).max()) or 1.0
+                row[j].imshow(a, cmap="bwr", vmin=-v, vmax=v)
+                row[j].set_xticks([])
+                row[j].set_yticks([])
+                if 2 * i + r == 0:
+                    row[j].set_title(m, fontsize=7)
+    fig.suptitle("Attribution baselines (Captum) for f's label", fontsize=8)
+    return _save(fig, path)
+
+
+def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
+                out_dir: str | Path | None = None, data_dir: str | None = None, seed: int = 0) -> dict:
+    """``interpretgan explain``: grids for the first ``n_images`` test images of a run folder
+    holding ``checkpoints/final.pt`` and ``fit/``, and their adversarial versions."""
+    from .attacks import get_attack
+    from .evaluate import checkpoint_data_config
+    from .fitting import load_generators
+    from .layers import layer_labels
+    from .models import load_classifier
+    from .runs import write_json
+    from .training import load_split
+
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints" / "final.pt"
+    classifier = load_classifier(ckpt)
+    data = checkpoint_data_config(ckpt, data_dir=data_dir)
+    test = load_split(data, "test")
+    x = torch.stack([test[i][0] for i in range(n_images)])
+    y = torch.stack([torch.as_tensor(test[i][1]) for i in range(n_images)])
+    gans = load_generators(run_dir / "fit", image_channels=x.shape[1])
+    x_adv = get_attack(attack, data.dataset)(classifier, x, y, generator=torch.Generator().manual_seed(seed))
+    nat, adv = explain_images(classifier, gans, x), explain_images(classifier, gans, x_adv)
+    out = Path(out_dir or run_dir / "explain")
+    labels = layer_labels(classifier, list(gans))
+    classes = getattr(test, "classes", None) or None
+    grid = explanation_grid(nat, adv, x, x_adv, y, labels, out / "explanations.png", classes)
+    an = attributions(classifier, x, nat["pred"])
+    aa = attributions(classifier, x_adv, adv["pred"])
+    base = attribution_grid(x, x_adv, an, aa, out / "baselines.png")
+    doc = {"attack": attack, "true": y.tolist(), "natural_pred": nat["pred"].tolist(),
+           "adversarial_pred": adv["pred"].tolist(), "layers": list(gans), "layer_labels": labels,
+           "natural_labels": {n: v.tolist() for n, v in nat["labels"].items()},
+           "adversarial_labels": {n: v.tolist() for n, v in adv["labels"].items()},
+           "figures": {"explanations": str(grid), "baselines": str(base)}}
+    write_json(out / "explain.json", doc)
+    return doc
