@@ -150,9 +150,9 @@ class FitConfig:
     g_channels: tuple[int, ...] = (64, 64, 32, 16)  # width per scale (4, 8, 16, 32 px)
     d_channels: tuple[int, ...] = (64, 64, 32, 16)
     c_width_mult: float = 0.5  # compression conv widths × this (Tables 4/5 at 1.0)
-    steps_per_scale: tuple[int, ...] = (60, 60, 80, 400)
+    steps_per_scale: tuple[int, ...] = (40, 40, 60, 460)
     fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
-    warmup_fraction: float = 1 / 3  # first share of all steps: L_I only, D not updated
+    warmup_fraction: float = 0.4  # first share of all steps: L_I only, D not updated
     batch_size: int = 64
     lr: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)
