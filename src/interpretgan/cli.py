@@ -186,18 +186,25 @@ def cmd_explain(a) -> int:
 
 
 def cmd_run(a) -> int:
-    """The main job on the built-in default (currently: natural MNIST SmallCNN + evaluation)."""
-    from .config import override, train_preset_for
-    from .evaluate import evaluate_checkpoint
-    from .training import train_classifier
+    """The main job: two classifiers, D*, generators, diagnosis and report (see pipeline)."""
+    from .config import RUN_PRESETS, override
+    from .pipeline import run_main
+    from .runs import to_json
 
-    root = Path(a.run_dir)
-    cfg = override(train_preset_for("mnist", "natural"), **{"data.data_dir": a.data_dir})
-    metrics = train_classifier(cfg, root / "natural", progress=not a.quiet)
-    rows = evaluate_checkpoint(root / "natural" / "checkpoints" / "final.pt", [],
-                               progress=not a.quiet)
-    print(f"natural SmallCNN: test accuracy {100 * rows[0]['accuracy']:.2f}% "
-          f"(training {metrics['wall_time_s']:.0f}s); results in {root}")
+    cfg = override(RUN_PRESETS.get(a.preset), data_dir=a.data_dir, dataset=a.dataset,
+                   layers=tuple(_csv(a.layers)) if a.layers and a.layers != "default" else None,
+                   dstar_images=a.dstar_images, seed=a.seed)
+    if a.dry_run:
+        print(to_json(dataclasses.asdict(cfg)))
+        return 0
+    res = run_main(cfg, a.run_dir, a.model_file, a.checkpoint, progress=not a.quiet)
+    for key in ("natural", "adversarially_trained", "user"):
+        if key in res:
+            r = res[key]
+            accs = " ".join(f"{100 * r['per_layer'][n]['acc']:.1f}" for n in res["layers"])
+            print(f"{key:>22}: clean {100 * r['clean_accuracy']:.2f}%  {r['attack']} "
+                  f"{100 * r['adversarial_accuracy']:.2f}%  Acc_i {accs}")
+    print(f"report: {Path(a.run_dir) / 'report' / 'index.html'}  ({res['wall_time_s']:.0f}s)")
     return 0
 
 
@@ -302,9 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dir", required=True)
     rp.set_defaults(fn=cmd_report_study)
 
-    r = sub.add_parser("run", help="the main job on the built-in default")
+    r = sub.add_parser("run", help="the main job: train, attack, fit, diagnose, report")
+    r.add_argument("--preset", default="quick", choices=["quick", "paper"])
     r.add_argument("--run-dir", default="runs/main")
+    r.add_argument("--dataset")
     r.add_argument("--data-dir")
+    r.add_argument("--layers", help="default, or a comma list of module paths")
+    r.add_argument("--model-file", help="your classifier: FILE.py:FUNCTION returning an nn.Module")
+    r.add_argument("--checkpoint", help="its state_dict (with --model-file)")
+    r.add_argument("--dstar-images", type=int, help="test images in the adversarial set D*")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--dry-run", action="store_true")
     r.set_defaults(fn=cmd_run)
     return p
 

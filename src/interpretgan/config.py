@@ -174,3 +174,27 @@ FIT_PRESETS.register("paper", FitConfig(
     code_dim=512, g_channels=(256, 256, 128, 64), d_channels=(256, 256, 128, 64), c_width_mult=1.0,
     steps_per_scale=(6 * 938, 6 * 938, 6 * 938, 12 * 938), warmup_fraction=0.0, train_subset=None,
     eval_images=10000, ckpt_every=938))
+
+
+@dataclass
+class RunConfig:
+    """The main job (``interpretgan run``): two classifiers, D*, generators, diagnosis, report."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    natural: str = "mnist-natural"  # training presets
+    adversarial: str = "mnist-atta-trades"
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to both
+    fit: str = "quick"  # fit preset
+    fit_overrides: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[str, ...] = ()  # empty: the model's default layers
+    attack: str = "pgd-40"  # builds D* (every step on every sample)
+    dstar_images: int | None = 2000  # None: the whole test set
+    explain_images: int = 8
+    seed: int = 0
+
+
+RUN_PRESETS: Registry[RunConfig] = Registry("run preset")
+RUN_PRESETS.register("quick", RunConfig())
+RUN_PRESETS.register("paper", RunConfig(adversarial="mnist-atta-trades-paper", fit="paper",
+                                        dstar_images=None))

@@ -107,7 +107,8 @@ def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
             "Integrated Gradients": lambda: IntegratedGradients(classifier).attribute(
                 x, target=target, n_steps=32, internal_batch_size=64),
             "Occlusion": lambda: Occlusion(classifier).attribute(
-                x, target=target, sliding_window_shapes=(x.shape[1], 4, 4), strides=(x.shape[1], 2, 2)),
+                x, target=target, sliding_window_shapes=(x.shape[1], 4, 4), strides=(x.shape[1], 2, 2),
+                perturbations_per_eval=64),
         }
         for m in methods:
             out[m] = makers[m]().detach()
@@ -139,7 +140,8 @@ def attribution_grid(x: torch.Tensor, x_adv: torch.Tensor, attr_nat: dict, attr_
 
 
 def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
-                out_dir: str | Path | None = None, data_dir: str | None = None, seed: int = 0) -> dict:
+                out_dir: str | Path | None = None, data_dir: str | None = None, seed: int = 0,
+                model: nn.Module | None = None) -> dict:
     """``interpretgan explain``: grids for the first ``n_images`` test images of a run folder
     holding ``checkpoints/final.pt`` and ``fit/``, and their adversarial versions."""
     from .attacks import get_attack
@@ -152,7 +154,7 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
 
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "final.pt"
-    classifier = load_classifier(ckpt)
+    classifier = model if model is not None else load_classifier(ckpt)
     data = checkpoint_data_config(ckpt, data_dir=data_dir)
     test = load_split(data, "test")
     x = torch.stack([test[i][0] for i in range(n_images)])

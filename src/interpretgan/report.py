@@ -126,3 +126,171 @@ def write_study_report(doc: dict, folder: str | Path) -> dict[str, Path]:
     md = atomic_write_bytes(folder / "study.md", (study_markdown(doc) + "\n").encode())
     png = study_bar_chart(doc, folder / "study.png")
     return {"markdown": md, "chart": png}
+
+
+# --------------------------------------------------------------------------- main report
+def _png(fig, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def acc_vul_chart(results: dict, path: Path) -> Path:
+    """Acc_i and Vul_i per layer for each model, the paper's Table 1 as markers."""
+    models = [k for k in ("natural", "adversarially_trained", "user") if k in results]
+    labels = results["layer_labels"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], models):
+        per = results[key]["per_layer"]
+        acc = [100 * per[n]["acc"] for n in results["layers"]]
+        vul = [100 * per[n]["vul"] for n in results["layers"]]
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], acc, 0.4, label="Acc_i (ours)", color="#1f77b4")
+        ax.bar([x + 0.2 for x in xs], vul, 0.4, label="Vul_i (ours)",
+               color=["#d62728" if per[n]["large_vul"] else "#ff9896" for n in results["layers"]])
+        paper = (results.get("paper") or {}).get(key)
+        if paper and len(paper["acc"]) == len(labels):
+            ax.scatter([x - 0.2 for x in xs], paper["acc"], marker="_", s=200, color="black",
+                       label="paper Acc_i", zorder=3)
+            ax.scatter([x + 0.2 for x in xs], paper["vul"], marker="x", s=25, color="black",
+                       label="paper Vul_i", zorder=3)
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_ylabel("%")
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.set_title(f"{key.replace('_', ' ')}: explanations of D* ({results[key]['attack']})", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig, path)
+
+
+def misclassification_heatmap(counts, path: Path, title: str) -> Path:
+    """Row-normalised true → adversarial label shares (paper Figure 7)."""
+    import numpy as np
+
+    c = np.asarray(counts, dtype=float)
+    share = c / np.maximum(c.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    im = ax.imshow(100 * share, cmap="viridis", vmin=0, vmax=100)
+    for i in range(c.shape[0]):
+        for j in range(c.shape[1]):
+            if share[i, j] >= 0.05:
+                ax.text(j, i, f"{100 * share[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if share[i, j] < 0.6 else "black")
+    ax.set_xlabel("label under attack")
+    ax.set_ylabel("true label")
+    ax.set_xticks(range(c.shape[1]))
+    ax.set_yticks(range(c.shape[0]))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="% of the class")
+    return _png(fig, path)
+
+
+def architecture_figure(results: dict, key: str, path: Path) -> Path:
+    """Figure 6: the explained layers in order, those with a large Vul_i in red."""
+    per = results[key]["per_layer"]
+    names, labels = results["layers"], results["layer_labels"]
+    fig, ax = plt.subplots(figsize=(1.5 * (len(names) + 1), 1.8))
+    ax.set_xlim(-0.6, len(names) + 0.6)
+    ax.set_ylim(-1, 1)
+    ax.axis("off")
+    boxes = ["input"] + labels
+    for i, lab in enumerate(boxes):
+        red = i > 0 and per[names[i - 1]]["large_vul"]
+        ax.add_patch(plt.Rectangle((i - 0.4, -0.35), 0.8, 0.7, fill=True,
+                                   color="#ffd6d6" if red else "#e8eef7", ec="black"))
+        ax.text(i, 0.08, lab, ha="center", va="center", fontsize=8, weight="bold" if red else None)
+        if i > 0:
+            v = 100 * per[names[i - 1]]["vul"]
+            ax.text(i, -0.2, f"Vul {v:.1f}%", ha="center", va="center", fontsize=6,
+                    color="#d62728" if red else "black")
+            ax.annotate("", (i - 0.4, 0), (i - 0.6, 0),
+                        arrowprops={"arrowstyle": "->", "color": "#d62728" if red else "black",
+                                    "lw": 2 if red else 1})
+    ax.set_title(f"{key.replace('_', ' ')}: layers with a large accuracy drop in red", fontsize=9)
+    return _png(fig, path)
+
+
+def _b64(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _table(results: dict) -> str:
+    import html
+
+    names, labels = results["layers"], results["layer_labels"]
+    head = "".join(f"<th>{html.escape(x)}</th>" for x in labels)
+    rows = []
+    for key in ("natural", "adversarially_trained", "user"):
+        if key not in results:
+            continue
+        per = results[key]["per_layer"]
+        paper = (results.get("paper") or {}).get(key)
+        for metric in ("acc", "vul"):
+            cells = []
+            for i, n in enumerate(names):
+                v = 100 * per[n][metric]
+                p = f" <span class=paper>({paper[metric][i]:.1f})</span>" if paper and len(paper[metric]) == len(names) else ""
+                cls = " class=red" if metric == "vul" and per[n]["large_vul"] else ""
+                cells.append(f"<td{cls}>{v:.1f}{p}</td>")
+            name = f"{key.replace('_', ' ')} {'Acc' if metric == 'acc' else 'Vul'}<sub>i</sub>"
+            rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
+        cells = "".join(f"<td>{100 * per[n]['agreement_natural']:.1f}</td>" for n in names)
+        rows.append(f"<tr><th>{key.replace('_', ' ')} agreement (natural)</th>{cells}</tr>")
+    return f"<table><tr><th>%</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def write_main_report(results: dict, root: str | Path) -> Path:
+    """``report/index.html`` (self-contained: images inline) and its PNGs, from ``results``
+    and the figures the run saved. Never retrains."""
+    import html
+
+    root = Path(root)
+    rep = root / "report"
+    figs = {"acc_vul": acc_vul_chart(results, rep / "acc_vul.png")}
+    models = [k for k in ("natural", "adversarially_trained", "user") if k in results]
+    for key in models:
+        figs[f"arch_{key}"] = architecture_figure(results, key, rep / f"architecture_{key}.png")
+        figs[f"mis_{key}"] = misclassification_heatmap(
+            results[key]["misclassification"], rep / f"misclassification_{key}.png",
+            f"{key.replace('_', ' ')}: true → adversarial label")
+    parts = ["<!doctype html><html><head><meta charset=utf-8><title>interpretgan report</title><style>",
+             "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+             ".red{color:#d62728;font-weight:bold}.paper{color:#888;font-size:11px}img{max-width:100%}",
+             "</style></head><body><h1>interpretgan: per-layer vulnerability</h1>"]
+    parts.append("<h2>Accuracy</h2><ul>")
+    for key in models:
+        r = results[key]
+        parts.append(f"<li>{key.replace('_', ' ')}: clean {100 * r['clean_accuracy']:.2f}%, under "
+                     f"{html.escape(r['attack'])} {100 * r['adversarial_accuracy']:.2f}% (n = {r['n']})</li>")
+    parts.append("</ul><h2>Acc<sub>i</sub> and Vul<sub>i</sub> per layer (Eq. 5)</h2>")
+    parts.append("<p>Acc<sub>i</sub>: share of D* whose layer-i explanation f labels correctly; "
+                 "red: large Vul<sub>i</sub>; grey: the paper's Table 1.</p>")
+    parts.append(_table(results))
+    parts.append(f"<p><img alt='Acc and Vul per layer' src='{_b64(figs['acc_vul'])}'></p>")
+    for key in models:
+        r = results[key]
+        parts.append(f"<h2>{key.replace('_', ' ')}</h2>")
+        parts.append(f"<p><img alt='architecture' src='{_b64(figs[f'arch_{key}'])}'></p>")
+        mp = ", ".join(f"{html.escape(n)}: {100 * v:.1f}%" for n, v in r["maxpool_index_change"].items())
+        parts.append(f"<p>Max-pooling index change (natural vs adversarial): {mp or 'no max pooling'}"
+                     " (paper: 40.9% and 18.1%).</p>")
+        tops = "; ".join(f"{t['true']} → {t['top_target']} ({100 * t['share']:.1f}%)" for t in r["top_targets"])
+        parts.append(f"<p>Most frequent adversarial label per class: {tops} (paper: 0 → 6 39.3%, 7 → 3 39.5%).</p>")
+        parts.append(f"<p><img alt='misclassification' src='{_b64(figs[f'mis_{key}'])}'></p>")
+        for fig in ("explanations", "baselines"):
+            p = root / r["figures"][fig]
+            if p.exists():
+                parts.append(f"<h3>{fig}</h3><p><img alt='{fig}' src='{_b64(p)}'></p>")
+    parts.append("<h2>Where the time went</h2><table><tr><th>stage</th><th>seconds</th></tr>")
+    for k, v in results["timings_s"].items():
+        parts.append(f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>")
+    parts.append(f"</table><p>Total wall time of this call: {results['wall_time_s']:.0f} s.</p>")
+    parts.append("<h2>Config</h2><pre>" + html.escape(__import__("json").dumps(results["config"], indent=2))
+                 + "</pre></body></html>")
+    return atomic_write_bytes(rep / "index.html", "".join(parts).encode())

@@ -1,0 +1,76 @@
+"""The main job end to end on tiny settings: stages, caching, redo on change, report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interpretgan.config import RunConfig
+from interpretgan.pipeline import Stages, run_main
+from interpretgan.runs import read_json
+
+TINY_TRAIN = {"epochs": 1, "lr_milestones": (), "data.train_subset": 256, "data.test_subset": 200,
+              "batch_size": 64, "eval_attack": None, "lr": 0.05}
+TINY_FIT = {"code_dim": 8, "g_channels": (8, 8, 8, 8), "d_channels": (8, 8, 8, 8), "c_width_mult": 0.25,
+            "steps_per_scale": (1, 1, 1, 3), "batch_size": 16, "train_subset": 128, "eval_images": 32}
+
+
+def tiny(**kw) -> RunConfig:
+    return RunConfig(train_overrides=TINY_TRAIN, fit_overrides=TINY_FIT, attack="pgd-2",
+                     dstar_images=40, explain_images=2,
+                     layers=("feature_extractor.pool2", "classifier.fc3"), **kw)
+
+
+def test_stages_skip_and_redo(tmp_path):
+    st = Stages(tmp_path)
+    calls = []
+    out = tmp_path / "o.txt"
+
+    def work():
+        calls.append(1)
+        out.write_text("x")
+
+    st.run("a", {"v": 1}, [out], work)
+    st.run("a", {"v": 1}, [out], work)
+    assert calls == [1]
+    st.run("a", {"v": 2}, [out], work, clean=[out])
+    assert calls == [1, 1]
+    out.unlink()
+    st.run("a", {"v": 2}, [out], work)  # output missing: redo
+    assert calls == [1, 1, 1]
+
+
+def test_main_job_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    root = tmp_path / "main"
+    res = run_main(tiny(), root, progress=False)
+    assert res["layers"] == ["feature_extractor.pool2", "classifier.fc3"]
+    for key in ("natural", "adversarially_trained"):
+        r = res[key]
+        assert {"clean_accuracy", "adversarial_accuracy", "per_layer", "maxpool_index_change",
+                "misclassification"} <= set(r)
+        accs = [r["per_layer"][n]["acc"] for n in res["layers"]]
+        vul = [r["per_layer"][n]["vul"] for n in res["layers"]]
+        assert vul[0] == pytest.approx(1 - accs[0]) and vul[1] == pytest.approx(accs[0] - accs[1])
+        assert set(r["maxpool_index_change"]) == {"feature_extractor.pool1", "feature_extractor.pool2"}
+        assert torch.tensor(r["misclassification"]).sum() == 40
+        assert "agreement_natural" in r["per_layer"]["classifier.fc3"]
+    saved = json.loads((root / "results.json").read_text())
+    assert saved["layers"] == res["layers"]
+    html = (root / "report" / "index.html").read_text()
+    assert html.count("data:image/png;base64,") >= 7 and "Vul<sub>i</sub>" in html
+    # a rerun skips every stage
+    before = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
+    run_main(tiny(), root, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
+    assert before == after
+    # a changed input (the attack) redoes D* and what depends on it, not training or fitting
+    run_main(tiny(attack="fgsm") if False else RunConfig(**{**tiny().__dict__, "attack": "fgsm"}),
+             root, progress=False)
+    changed = {k for k, v in {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}.items()
+               if v != before[k]}
+    assert changed == {"dstar__natural.json", "dstar__adversarially_trained.json",
+                       "diagnose__natural.json", "diagnose__adversarially_trained.json",
+                       "explain__natural.json", "explain__adversarially_trained.json"}
+    assert read_json(root / "natural" / "diagnosis.json")["attack"] == "fgsm"
