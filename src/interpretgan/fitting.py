@@ -116,7 +116,7 @@ def _stream(ds, batch_size: int, seed: int, start_step: int) -> Iterator[tuple[t
 @torch.no_grad()
 def agreement(classifier: nn.Module, gans: dict[str, LayerGAN], x: torch.Tensor,
               image_size: int, scale: int | None = None, batch_size: int = 250,
-              labels: torch.Tensor | None = None) -> dict[str, float]:
+              labels: torch.Tensor | None = None, alpha: float = 1.0) -> dict[str, float]:
     """Per layer, the share of images with f(G(C(f_pre(x)))) = f(x) (or = ``labels``)."""
     hits = {n: 0 for n in gans}
     with eval_mode(classifier):
@@ -126,7 +126,7 @@ def agreement(classifier: nn.Module, gans: dict[str, LayerGAN], x: torch.Tensor,
             ref = classifier(xb).argmax(1) if labels is None else labels[s: s + batch_size]
             for n, lg in gans.items():
                 with eval_mode(lg):
-                    xh = to_classifier(lg.explain(feats[n], scale), image_size)
+                    xh = to_classifier(lg.explain(feats[n], scale, alpha), image_size)
                 hits[n] += (classifier(xh).argmax(1) == ref).sum().item()
     return {n: h / len(x) for n, h in hits.items()}
 
@@ -204,7 +204,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         done += 1
         end_of_scale = step + 1 == total or schedule(cfg, step + 1).scale != phase.scale
         if (step + 1) % log_every == 0 or end_of_scale:
-            agree = agreement(classifier, gans, eval_x[:200], image_size, phase.scale)
+            agree = agreement(classifier, gans, eval_x[:200], image_size, phase.scale, alpha=phase.alpha)
             row = {"step": step + 1, "scale": phase.scale, "alpha": round(phase.alpha, 3),
                    "warmup": phase.warmup, "seconds": time.perf_counter() - t0,
                    **{f"{n}/{k}": v / max(1, done) for n in names for k, v in sums[n].items()},
