@@ -74,3 +74,43 @@ def test_main_job_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypa
                        "diagnose__natural.json", "diagnose__adversarially_trained.json",
                        "explain__natural.json", "explain__adversarially_trained.json"}
     assert read_json(root / "natural" / "diagnosis.json")["attack"] == "fgsm"
+
+
+USER_MODEL = '''
+import torch.nn as nn
+
+class Net(nn.Module):
+    """Not a zoo model: a custom forward over a nested Sequential."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(),
+                                  nn.Sequential(nn.Conv2d(8, 8, 3, stride=2), nn.ReLU()))
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(8 * 3 * 3, 10)
+
+    def forward(self, x):
+        return self.head(self.pool(self.body(x)).flatten(1))
+
+
+def build():
+    return Net()
+'''
+
+
+def test_main_job_on_a_user_model_file(mnist_small, session_cache, tmp_path, monkeypatch):
+    from interpretgan.pipeline import load_model_file
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    src = tmp_path / "my_model.py"
+    src.write_text(USER_MODEL)
+    net = load_model_file(f"{src}:build")
+    torch.save(net.state_dict(), tmp_path / "my.pt")
+    cfg = RunConfig(**{**tiny().__dict__, "layers": ("body.2.1", "head")})
+    res = run_main(cfg, tmp_path / "run", model_file=f"{src}:build", checkpoint=str(tmp_path / "my.pt"),
+                   progress=False)
+    assert set(res) >= {"user", "layers"} and "natural" not in res
+    assert res["layers"] == ["body.2.1", "head"]
+    assert set(res["user"]["maxpool_index_change"]) == {"pool"}
+    with pytest.raises(ValueError, match="FILE.py:FUNCTION"):
+        load_model_file(str(src))
