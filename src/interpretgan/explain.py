@@ -8,7 +8,6 @@ x̂_i = G_i(C_i(f_pre_i(x))) and the label f gives it; :func:`explanation_grid` 
 """
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +23,7 @@ import torch.nn as nn  # noqa: E402
 from .attacks import eval_mode  # noqa: E402
 from .gan import to_classifier  # noqa: E402
 from .layers import capture  # noqa: E402
-from .runs import atomic_write_bytes  # noqa: E402
+from .report import save_figure  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +56,6 @@ def _img(ax, t: torch.Tensor) -> None:
     ax.set_yticks([])
 
 
-def _save(fig, path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
                      y: torch.Tensor, layer_labels: Sequence[str], path: str | Path,
                      class_names: Sequence[str] | None = None) -> Path:
@@ -88,7 +80,7 @@ def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
                 row[j].set_title(title, fontsize=7, color="black" if c == int(y[i]) else "red")
     fig.suptitle("InterpretGAN explanations per layer (label f gives each; red = not the true label)",
                  fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
@@ -136,7 +128,7 @@ def attribution_grid(x: torch.Tensor, x_adv: torch.Tensor, attr_nat: dict, attr_
                 if 2 * i + r == 0:
                     row[j].set_title(m, fontsize=7)
     fig.suptitle("Attribution baselines (Captum) for f's label", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",

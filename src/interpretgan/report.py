@@ -13,6 +13,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .runs import atomic_write_bytes  # noqa: E402
 
 
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Render a matplotlib figure to PNG and write it atomically; closes the figure."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def _fmt(cell: dict | None) -> str:
     if not cell:
         return "–"
@@ -110,14 +120,7 @@ def study_bar_chart(doc: dict, path: str | Path) -> Path:
         ax.set_title(f"{model} ({cfg['dataset']}, {cfg['method']})")
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def write_study_report(doc: dict, folder: str | Path) -> dict[str, Path]:
@@ -129,15 +132,6 @@ def write_study_report(doc: dict, folder: str | Path) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------- main report
-def _png(fig, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def acc_vul_chart(results: dict, path: Path) -> Path:
     """Acc_i and Vul_i per layer for each model, the paper's Table 1 as markers."""
     models = [k for k in ("natural", "adversarially_trained", "user") if k in results]
@@ -163,7 +157,7 @@ def acc_vul_chart(results: dict, path: Path) -> Path:
         ax.set_title(f"{key.replace('_', ' ')}: explanations of D* ({results[key]['attack']})", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig, path)
+    return save_figure(fig, path)
 
 
 def misclassification_heatmap(counts, path: Path, title: str) -> Path:
@@ -185,7 +179,7 @@ def misclassification_heatmap(counts, path: Path, title: str) -> Path:
     ax.set_yticks(range(c.shape[0]))
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="% of the class")
-    return _png(fig, path)
+    return save_figure(fig, path)
 
 
 def architecture_figure(results: dict, key: str, path: Path) -> Path:
@@ -210,7 +204,7 @@ def architecture_figure(results: dict, key: str, path: Path) -> Path:
                         arrowprops={"arrowstyle": "->", "color": "#d62728" if red else "black",
                                     "lw": 2 if red else 1})
     ax.set_title(f"{key.replace('_', ' ')}: layers with a large accuracy drop in red", fontsize=9)
-    return _png(fig, path)
+    return save_figure(fig, path)
 
 
 def _b64(path: Path) -> str:
