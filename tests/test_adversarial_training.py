@@ -103,3 +103,13 @@ def test_atta_with_augmentation_on_cifar_format(tiny_cifar, tmp_path):
         assert m["model"] == "vgg16"
     finally:
         data_mod._cifar_dir = orig
+
+
+def test_atta_uniform_init_fills_the_ball():
+    from interpretgan.training import _AttaTrades
+
+    cfg = TrainConfig(method="atta-trades", eps=0.3, atta_init="uniform")
+    d = _AttaTrades._fresh((2000, 1, 4, 4), cfg, 0)
+    assert d.abs().max() <= 0.3 and d.abs().max() > 0.29 and abs(d.mean()) < 0.01
+    with pytest.raises(ValueError, match="atta_init"):
+        _AttaTrades._fresh((1,), TrainConfig(atta_init="zeros"), 0)

@@ -52,6 +52,7 @@ class TrainConfig:
     attack_steps: int = 40  # inner PGD steps for trades / pgd-at
     beta: float = 6.0  # TRADES
     atta_reset_every: int = 0  # 0: never (MNIST); ATTA resets CIFAR perturbations every 10
+    atta_init: str = "normal"  # stored perturbations start as 0.001·N(0,1) ("normal") or U(−ε, ε)
     eval_attack: str | None = None  # e.g. "pgd-40" to log robust accuracy per epoch
     eval_attack_subset: int = 500
 
@@ -96,6 +97,15 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
             v = tuple(v)
         kwargs[f.name] = v
     return cls(**kwargs)
+
+
+def same_config(saved: dict, cfg: Any) -> bool:
+    """Whether a config saved as a dict equals ``cfg``, reading fields added since it was
+    saved at their defaults (so adding an option does not invalidate old checkpoints)."""
+    try:
+        return dataclasses.asdict(from_dict(type(cfg), saved)) == dataclasses.asdict(cfg)
+    except (TypeError, KeyError):
+        return False
 
 
 def eval_type(cls: type, name: str) -> Any:

@@ -22,7 +22,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .attacks import eval_mode
-from .config import FitConfig
+from .config import FitConfig, same_config
 from .data import batches, num_batches
 from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
                   to_classifier, to_resolution)
@@ -165,7 +165,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         ck_path = out / layer_dirname(n) / "last.pt"
         if ck_path.exists():
             ck = load_checkpoint(ck_path)
-            if ck["config"] != dataclasses.asdict(cfg) or tuple(ck["shape"]) != tuple(shapes[n]):
+            if not same_config(ck["config"], cfg) or tuple(ck["shape"]) != tuple(shapes[n]):
                 raise ValueError(f"{ck_path} was written with another config or classifier; "
                                  "use a new run directory")
             lg.load_state_dict(ck["gan"])

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import models as zoo
 from .attacks import accuracy, eval_mode, get_attack, pgd, robust_accuracy
-from .config import TrainConfig, from_dict
+from .config import TrainConfig, from_dict, same_config
 from .data import ImageDataset, batches, crop_flip, load_dataset, num_batches, uncrop_flip
 from .data import random_crop_flip
 from .registry import Registry
@@ -199,15 +199,20 @@ class _AttaTrades(Method):
         c, h, w = shape
         if cfg.data.augment:
             h, w = h + 2 * self.PAD, w + 2 * self.PAD
-        return {"delta": self._fresh((len(train_set), c, h, w), cfg.seed)}
+        return {"delta": self._fresh((len(train_set), c, h, w), cfg, cfg.seed)}
 
     @staticmethod
-    def _fresh(shape, seed):
-        return 0.001 * torch.randn(shape, generator=torch.Generator().manual_seed(seed + 7))
+    def _fresh(shape, cfg, seed):
+        g = torch.Generator().manual_seed(seed + 7)
+        if cfg.atta_init == "uniform":
+            return (2 * torch.rand(shape, generator=g) - 1) * cfg.eps
+        if cfg.atta_init == "normal":
+            return 0.001 * torch.randn(shape, generator=g)
+        raise ValueError(f"atta_init must be 'normal' or 'uniform', not {cfg.atta_init!r}")
 
     def on_epoch_start(self, state, cfg, epoch):
         if cfg.atta_reset_every and epoch > 0 and epoch % cfg.atta_reset_every == 0:
-            state["delta"] = self._fresh(state["delta"].shape, cfg.seed + epoch)
+            state["delta"] = self._fresh(state["delta"].shape, cfg, cfg.seed + epoch)
 
     def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
         store = state["delta"]
@@ -251,7 +256,7 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     method = TRAIN_METHODS.get(cfg.method)
     if rd.final.exists() and resume:
         done = load_checkpoint(rd.final)
-        if done.get("config") == dataclasses.asdict(cfg):
+        if same_config(done.get("config", {}), cfg):
             log.info("%s is already trained; reusing it", rd.final)
             return read_json(rd.metrics)
     seed_everything(cfg.seed)
@@ -264,7 +269,7 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     start_epoch, elapsed = 0, 0.0
     if resume and rd.last.exists():
         ck = load_checkpoint(rd.last)
-        if ck.get("config") != dataclasses.asdict(cfg):
+        if not same_config(ck.get("config", {}), cfg):
             raise ValueError(f"{rd.last} was written with another config; use a new run "
                              "directory or --no-resume")
         zoo.load_state_dict_strict(model, ck["state_dict"], str(rd.last))
