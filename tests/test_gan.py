@@ -190,3 +190,14 @@ def test_fit_on_a_28px_classifier_resizes():
     with tempfile.TemporaryDirectory() as d:
         gans = fit_generators(f, ds, ds.images[:8].float() / 255, cfg, d, ["classifier.fc3"], progress=False)
     assert set(agreement(f, gans, ds.images[:8].float() / 255, 28)) == {"classifier.fc3"}
+
+
+def test_lazy_r1_every_k_steps():
+    torch.manual_seed(0)
+    D = Discriminator([8, 8], 1)
+    loss = GAN_LOSSES.get("ns-r1")()
+    real, fake = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    with_r1 = [("r1" in loss.d_loss(D, real, fake, 1, 1.0, step)[1]) for step in range(8)]
+    assert with_r1 == [True, False, False, False, True, False, False, False]
+    total, stats = loss.d_loss(D, real, fake, 1, 1.0, 0)
+    assert total.item() == pytest.approx(stats["d_loss"] + 0.5 * 1.0 * 4 * stats["r1"], rel=1e-5)

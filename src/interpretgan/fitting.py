@@ -56,6 +56,7 @@ class Phase:
     scale: int
     alpha: float
     warmup: bool
+    step: int = 0
 
 
 def schedule(cfg: FitConfig, step: int) -> Phase:
@@ -67,7 +68,7 @@ def schedule(cfg: FitConfig, step: int) -> Phase:
             into = step - start
             fade = cfg.fade_fraction * n
             alpha = 1.0 if s == 0 or fade <= 0 else min(1.0, (into + 1) / fade)
-            return Phase(s, alpha, step < cfg.warmup_fraction * total)
+            return Phase(s, alpha, step < cfg.warmup_fraction * total, step)
         start += n
     raise AssertionError
 
@@ -82,7 +83,8 @@ def gan_step(lg: LayerGAN, classifier: nn.Module, loss_fn, opt_g, opt_d, l: torc
     if not phase.warmup:
         with torch.no_grad():
             fake = lg.explain(l, phase.scale, phase.alpha)
-        d_loss, d_stats = loss_fn.d_loss(lg.D, to_resolution(real, res), fake, phase.scale, phase.alpha)
+        d_loss, d_stats = loss_fn.d_loss(lg.D, to_resolution(real, res), fake, phase.scale, phase.alpha,
+                                         phase.step)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
