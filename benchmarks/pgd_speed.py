@@ -26,8 +26,6 @@ def torchattacks_accuracy(model, ds, eps, alpha, steps, batch_size=500, seed=0):
     for s in range(0, len(ds), batch_size):
         x = ds.images[s: s + batch_size].float() / 255
         y = ds.labels[s: s + batch_size]
-        with torch.no_grad():
-            pass
         xa = atk(x, y)
         with torch.no_grad():
             correct += (model(xa).argmax(1) == y).sum().item()

@@ -201,3 +201,22 @@ def test_lazy_r1_every_k_steps():
     assert with_r1 == [True, False, False, False, True, False, False, False]
     total, stats = loss.d_loss(D, real, fake, 1, 1.0, 0)
     assert total.item() == pytest.approx(stats["d_loss"] + 0.5 * 1.0 * 4 * stats["r1"], rel=1e-5)
+
+
+def test_fit_run_writes_summary_with_agreement_and_kid(mnist_small, session_cache, tmp_path, monkeypatch):
+    from interpretgan.config import DataConfig, TrainConfig
+    from interpretgan.fitting import fit_run
+    from interpretgan.runs import read_json
+    from interpretgan.training import train_classifier
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    tc = TrainConfig(data=DataConfig(train_subset=256, test_subset=100), epochs=1, batch_size=64,
+                     lr_milestones=())
+    train_classifier(tc, tmp_path / "clf", progress=False)
+    cfg = dataclasses.replace(TINY, steps_per_scale=(1, 1, 1, 3), train_subset=128, eval_images=40)
+    summary = fit_run(tmp_path / "clf" / "checkpoints" / "final.pt", tmp_path / "clf", cfg,
+                      layers=["classifier.fc3"], progress=False)
+    saved = read_json(tmp_path / "clf" / "fit" / "summary.json")
+    row = saved["layers"]["classifier.fc3"]
+    assert 0 <= row["agreement"] <= 1 and row["kid"] > saved["kid_real_vs_real"]
+    assert summary["n_eval"] == 40 and (session_cache / "feature-nets" / "mnist-32-10k.pt").exists()

@@ -1,6 +1,7 @@
 """The main job end to end on tiny settings: stages, caching, redo on change, report."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -66,8 +67,7 @@ def test_main_job_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypa
     after = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
     assert before == after
     # a changed input (the attack) redoes D* and what depends on it, not training or fitting
-    run_main(tiny(attack="fgsm") if False else RunConfig(**{**tiny().__dict__, "attack": "fgsm"}),
-             root, progress=False)
+    run_main(dataclasses.replace(tiny(), attack="fgsm"), root, progress=False)
     changed = {k for k, v in {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}.items()
                if v != before[k]}
     assert changed == {"dstar__natural.json", "dstar__adversarially_trained.json",

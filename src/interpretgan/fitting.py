@@ -298,7 +298,9 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     t0 = time.perf_counter()
     gans = fit_generators(classifier, train, eval_x, cfg, fit_dir, layers, progress=progress)
     seconds = time.perf_counter() - t0
-    fnet = feature_net(load_split(data, "train"), f"{data.dataset}-{data.image_size}")
+    full = load_split(data, "train")
+    fnet = feature_net(full.subset(10000, seed=12345) if hasattr(full, "subset") else full,
+                       f"{data.dataset}-{data.image_size}-10k")
     ref = test.images[-cfg.eval_images:].float() / 255  # other held-out images
     summary = summarize_fit(classifier, gans, eval_x, ref, fnet, seconds)
     summary["checkpoint"] = str(checkpoint)

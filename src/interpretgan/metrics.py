@@ -47,16 +47,17 @@ def feature_net(train_set, name: str, cache_dir: str | Path | None = None, epoch
         if tuple(ck["shape"]) == shape:
             net.load_state_dict(ck["state_dict"])
             return net.eval()
-    g = torch.manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    net.train()
-    for epoch in range(epochs):
-        for x, y in batches(train_set, 128, shuffle=True, seed=seed, epoch=epoch):
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    del g
+    with torch.random.fork_rng():  # seeded without touching the caller's RNG
+        torch.manual_seed(seed)
+        net = FeatureNet(shape[0], train_set.num_classes)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        net.train()
+        for epoch in range(epochs):
+            for x, y in batches(train_set, 128, shuffle=True, seed=seed, epoch=epoch):
+                loss = F.cross_entropy(net(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     save_checkpoint(path, {"state_dict": net.state_dict(), "shape": list(shape)})
     log.info("trained the realism feature network %s", path)
     return net.eval()
