@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .attacks import accuracy, get_attack, paper_attacks, robust_accuracy
+from .attacks import THREAT_MODELS, accuracy, get_attack, paper_attacks, robust_accuracy
 from .config import DataConfig, merge, train_preset_for
 from .models import load_classifier
 from .registry import Registry
@@ -116,8 +116,7 @@ def evaluate_cached(run_dir: Path, ds, dataset: str, attacks: list[str], subset_
             if name == "clean":
                 acc = accuracy(model, ds)
             elif name == "autoattack":
-                acc = autoattack_accuracy(model, autoattack_ds, get_attack("pgd-1", dataset).eps,
-                                          n_classes)
+                acc = autoattack_accuracy(model, autoattack_ds, THREAT_MODELS[dataset][0], n_classes)
             else:
                 acc = robust_accuracy(model, ds, get_attack(name, dataset), progress=progress)
             cache[key] = {"accuracy": acc, "seconds": time.perf_counter() - t0}
