@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from interpretgan import models
@@ -47,3 +48,24 @@ def test_clear_errors(tmp_path, caplog):
 def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "interpretgan.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip()
+
+
+def test_set_assignments_reach_the_fit_and_run_configs(capsys):
+    from interpretgan.config import parse_assignments
+
+    assert parse_assignments(["a=3", "b=[1,2]", "c=wgan-gp", "d=null", "e=0.5"]) == {
+        "a": 3, "b": (1, 2), "c": "wgan-gp", "d": None, "e": 0.5}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_assignments(["batch_size"])
+    assert main(["fit", "--checkpoint", "x.pt", "--dry-run", "--set", "batch_size=8",
+                 "--set", "g_channels=[8,8,8,8]"]) == 0
+    out = capsys.readouterr().out
+    cfg = json.loads(out[: out.rindex("}") + 1])["fit"]
+    assert cfg["batch_size"] == 8 and cfg["g_channels"] == [8, 8, 8, 8]
+    assert main(["run", "--dry-run", "--set", "fit.batch_size=16", "--set", "train.epochs=2",
+                 "--set", "attack=fgsm"]) == 0
+    out = capsys.readouterr().out
+    cfg = json.loads(out[: out.rindex("}") + 1])
+    assert cfg["fit_overrides"] == {"batch_size": 16} and cfg["train_overrides"] == {"epochs": 2}
+    assert cfg["attack"] == "fgsm"
+    assert main(["fit", "--checkpoint", "x.pt", "--dry-run", "--set", "no_such_field=1"]) == 2

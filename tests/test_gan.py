@@ -220,3 +220,34 @@ def test_fit_run_writes_summary_with_agreement_and_kid(mnist_small, session_cach
     row = saved["layers"]["classifier.fc3"]
     assert 0 <= row["agreement"] <= 1 and row["kid"] > saved["kid_real_vs_real"]
     assert summary["n_eval"] == 40 and (session_cache / "feature-nets" / "mnist-32-10k.pt").exists()
+
+
+def test_ema_tracks_live_weights_and_serves_explanations_in_eval_mode():
+    torch.manual_seed(0)
+    f = models.create("smallcnn").eval()
+    for p in f.parameters():
+        p.requires_grad_(False)
+    torch.nn.init.normal_(f.classifier.fc3.weight)  # TRADES initialises it to 0: no gradient
+    cfg = FitConfig(code_dim=8, g_channels=(8, 8, 8, 8), d_channels=(8, 8, 8, 8), ema_beta=0.9)
+    lg = LayerGAN("classifier.fc3", (10,), 1, cfg)
+    init = [p.clone() for p in lg.G.parameters()]
+    opt_g = torch.optim.Adam([*lg.G.parameters(), *lg.C.parameters()], lr=1e-2)
+    opt_d = torch.optim.Adam(lg.D.parameters(), lr=1e-3)
+    phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=1.0), 3)
+    l = torch.randn(6, 10)
+    gan_step(lg.train(), f, GAN_LOSSES.get("ns-r1")(), opt_g, opt_d, l, torch.rand(6, 1, 32, 32),
+             torch.arange(6), phase, 1.0, 32)
+    # one step: ema = 0.9·init + 0.1·live, worked out per parameter
+    assert any(not torch.equal(p0, p) for p0, p in zip(init, lg.G.parameters()))
+    for e, p0, p in zip(lg.ema["G"].parameters(), init, lg.G.parameters()):
+        torch.testing.assert_close(e, 0.9 * p0 + 0.1 * p)
+    assert not any(p.requires_grad for p in lg.ema.parameters())
+    with torch.no_grad():
+        live = lg.explain(l, 3, use_ema=False)
+        avg = lg.explain(l, 3, use_ema=True)
+        assert not torch.equal(live, avg)
+        torch.testing.assert_close(lg.train().explain(l, 3), live)  # training: live weights
+        torch.testing.assert_close(lg.eval().explain(l, 3), avg)  # eval: the average
+    off = LayerGAN("classifier.fc3", (10,), 1, dataclasses.replace(cfg, ema_beta=0.0))
+    assert off.ema is None
+    off.update_ema()  # a no-op

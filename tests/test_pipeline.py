@@ -57,10 +57,16 @@ def test_main_job_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypa
         assert set(r["maxpool_index_change"]) == {"feature_extractor.pool1", "feature_extractor.pool2"}
         assert torch.tensor(r["misclassification"]).sum() == 40
         assert "agreement_natural" in r["per_layer"]["classifier.fc3"]
+        g = r["generators"]  # fit/summary.json: agreement + KID per layer
+        assert set(g["layers"]) == set(res["layers"]) and all("kid" in v for v in g["layers"].values())
+    b = res["budget"]  # cost in natural epochs measured in this run
+    assert b["natural_epoch_s"] > 0 and b["epoch_units"] == pytest.approx(b["stages_s"] / b["natural_epoch_s"])
+    assert set(b["per_stage_units"]) == set(res["timings_s"])
     saved = json.loads((root / "results.json").read_text())
     assert saved["layers"] == res["layers"]
     html = (root / "report" / "index.html").read_text()
     assert html.count("data:image/png;base64,") >= 7 and "Vul<sub>i</sub>" in html
+    assert "agreement (%) / KID" in html and "natural training epochs" in html
     # a rerun skips every stage
     before = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
     run_main(tiny(), root, progress=False)
@@ -114,3 +120,51 @@ def test_main_job_on_a_user_model_file(mnist_small, session_cache, tmp_path, mon
     assert set(res["user"]["maxpool_index_change"]) == {"pool"}
     with pytest.raises(ValueError, match="FILE.py:FUNCTION"):
         load_model_file(str(src))
+
+
+def test_kill_during_fitting_then_rerun_loses_at_most_one_checkpoint_interval(
+        mnist_small, session_cache, tmp_path, monkeypatch, caplog):
+    """A crash in the middle of the fit stage; the rerun keeps the classifiers and D* and
+    continues the generators from their last checkpoint (every 2 steps here)."""
+    import logging
+
+    from interpretgan import fitting
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    cfg = dataclasses.replace(tiny(), fit_overrides={**TINY_FIT, "steps_per_scale": (2, 2, 2, 4),
+                                                     "ckpt_every": 2})
+    real_step, calls = fitting.gan_step, {"n": 0}
+
+    def dying_step(*a, **k):  # two layers per step: the 13th call is step 7 (index 6)
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(fitting, "gan_step", dying_step)
+    root = tmp_path / "main"
+    with pytest.raises(KeyboardInterrupt):
+        run_main(cfg, root, progress=False)
+    stage = read_json(root / "stages" / "fit__natural.json")
+    assert stage["done"] is False
+    saved = torch.load(root / "natural" / "fit" / "classifier.fc3" / "last.pt", weights_only=False)
+    assert saved["step"] == 6  # steps 0–5 done and saved; step 6 was in flight
+    stamps = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
+    calls["n"] = -10 ** 9  # no more crashes
+    with caplog.at_level(logging.INFO):
+        res = run_main(cfg, root, progress=False)
+    assert "resuming generator fitting at step 6 of 10" in caplog.text
+    assert calls["n"] == -10 ** 9 + 2 * 4 + 2 * 10  # natural: 4 steps left ×2 layers; adv: all 10
+    for name in ("train__natural.json", "train__adversarially_trained.json", "dstar__natural.json"):
+        assert (root / "stages" / name).stat().st_mtime_ns == stamps[name]  # not redone
+    assert read_json(root / "stages" / "fit__natural.json")["done"] is True
+    assert "natural" in res and "adversarially_trained" in res
+
+
+def test_quick_preset_checkpoints_within_one_epoch_of_its_training_subset():
+    from interpretgan.config import FIT_PRESETS
+
+    for name in FIT_PRESETS.names():
+        cfg = FIT_PRESETS.get(name)
+        per_epoch = (cfg.train_subset or 60000) // cfg.batch_size
+        assert cfg.ckpt_every <= per_epoch, name

@@ -159,11 +159,12 @@ def cmd_report_study(a) -> int:
 
 
 def cmd_fit(a) -> int:
-    from .config import FIT_PRESETS, override
+    from .config import FIT_PRESETS, merge, override, parse_assignments
     from .fitting import fit_run
     from .runs import to_json
 
-    cfg = override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset)
+    cfg = merge(override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset),
+                parse_assignments(a.set))
     layers = None if a.layers in (None, "default") else _csv(a.layers)
     run_dir = Path(a.run_dir or Path(a.checkpoint).resolve().parent.parent)
     if a.dry_run:
@@ -187,13 +188,21 @@ def cmd_explain(a) -> int:
 
 def cmd_run(a) -> int:
     """The main job: two classifiers, D*, generators, diagnosis and report (see pipeline)."""
-    from .config import RUN_PRESETS, override
+    from .config import RUN_PRESETS, merge, override, parse_assignments
     from .pipeline import run_main
     from .runs import to_json
 
     cfg = override(RUN_PRESETS.get(a.preset), data_dir=a.data_dir, dataset=a.dataset,
                    layers=tuple(_csv(a.layers)) if a.layers and a.layers != "default" else None,
                    dstar_images=a.dstar_images, seed=a.seed)
+    sets = parse_assignments(a.set)
+    groups = {"fit.": "fit_overrides", "train.": "train_overrides"}
+    top = {k: v for k, v in sets.items() if not k.startswith(tuple(groups))}
+    for prefix, field in groups.items():
+        sub = {k[len(prefix):]: v for k, v in sets.items() if k.startswith(prefix)}
+        if sub:
+            top[field] = {**getattr(cfg, field), **sub}
+    cfg = merge(cfg, top)
     if a.dry_run:
         print(to_json(dataclasses.asdict(cfg)))
         return 0
@@ -277,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--train-subset", type=int)
     f.add_argument("--data-dir")
     f.add_argument("--run-dir", help="default: the classifier's run folder")
+    f.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change one FitConfig field, e.g. --set batch_size=32 (repeatable)")
     f.add_argument("--dry-run", action="store_true")
     f.set_defaults(fn=cmd_fit)
 
@@ -319,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", help="its state_dict (with --model-file)")
     r.add_argument("--dstar-images", type=int, help="test images in the adversarial set D*")
     r.add_argument("--seed", type=int)
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a RunConfig field; fit.KEY / train.KEY change the fit / training "
+                        "presets, e.g. --set fit.batch_size=32 --set train.epochs=2 (repeatable)")
     r.add_argument("--dry-run", action="store_true")
     r.set_defaults(fn=cmd_run)
     return p

@@ -57,6 +57,13 @@ class TrainConfig:
     eval_attack_subset: int = 500
 
 
+class ConfigError(KeyError, ValueError):
+    """An override names a field the config does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def merge(base: Any, overrides: dict[str, Any]) -> Any:
     """Return a copy of dataclass ``base`` with (possibly nested, dotted) overrides applied."""
     changes: dict[str, Any] = {}
@@ -65,7 +72,8 @@ def merge(base: Any, overrides: dict[str, Any]) -> Any:
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
         if head not in names:
-            raise KeyError(f"{type(base).__name__} has no field {head!r}")
+            raise ConfigError(f"{type(base).__name__} has no field {head!r}; fields: "
+                              + ", ".join(sorted(names)))
         if rest:
             nested.setdefault(head, {})[rest] = value
         elif dataclasses.is_dataclass(getattr(base, head)) and isinstance(value, dict):
@@ -81,6 +89,24 @@ def override(cfg: Any, **overrides: Any) -> Any:
     """``override(cfg, epochs=3, **{"data.train_subset": 1000})``; ``None`` values are ignored
     (unset command-line options). Use :func:`merge` to set a field to ``None``."""
     return merge(cfg, {k: v for k, v in overrides.items() if v is not None})
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, Any]:
+    """``["batch_size=32", "g_channels=[32,16]", "gan_loss=wgan-gp"]`` → a dict for :func:`merge`;
+    values are JSON when they parse as JSON (lists become tuples), else strings."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def from_dict(cls: type, d: dict[str, Any]) -> Any:
@@ -118,6 +144,8 @@ TRAIN_PRESETS: Registry[TrainConfig] = Registry("training preset")
 
 # The paper's MNIST natural schedule: 10 epochs, SGD(0.9), lr 0.01 then 0.001 after epoch 5.
 TRAIN_PRESETS.register("mnist-natural", TrainConfig())
+# The quick main job's natural model: 3 epochs, lr 0.01 then 0.001 (a third of the paper's cost).
+TRAIN_PRESETS.register("mnist-natural-quick", TrainConfig(epochs=3, lr_milestones=(2,)))
 # ATTA-1 + TRADES on MNIST. ATTA carries each example's perturbation across epochs and
 # takes one step per epoch; with ATTA's 0.01 step it needs ~30 epochs to reach eps, so
 # the fast schedule takes a larger per-epoch step (measured in docs/results.md).
@@ -157,16 +185,17 @@ class FitConfig:
 
     layers: tuple[str, ...] = ()  # empty: the model's default layers
     code_dim: int = 128
-    g_channels: tuple[int, ...] = (64, 64, 32, 16)  # width per scale (4, 8, 16, 32 px)
-    d_channels: tuple[int, ...] = (64, 64, 32, 16)
+    g_channels: tuple[int, ...] = (32, 32, 16, 8)  # width per scale (4, 8, 16, 32 px)
+    d_channels: tuple[int, ...] = (32, 32, 16, 8)
     c_width_mult: float = 0.5  # compression conv widths × this (Tables 4/5 at 1.0)
-    steps_per_scale: tuple[int, ...] = (40, 40, 60, 460)
+    steps_per_scale: tuple[int, ...] = (30, 30, 60, 480)
     fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
     warmup_fraction: float = 0.4  # first share of all steps: L_I only, D not updated
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)
     lam: float = 1.0  # λ of L_I
+    ema_beta: float = 0.98  # moving average of C and G used for explanations (0: off)
     gan_loss: str = "ns-r1"
     train_subset: int | None = 20000
     eval_images: int = 1000  # held-out natural test images for agreement / realism
@@ -176,14 +205,15 @@ class FitConfig:
 
 
 FIT_PRESETS: Registry[FitConfig] = Registry("fit preset")
-# Sized by measurement on 2 CPU cores (docs/results.md): ~600 steps of batch 64 per layer.
+# Sized by measurement on 2 CPU cores (docs/results.md): 600 steps of batch 32 per layer, most
+# of them at 32 px, the first 40 % on L_I alone, explanations from the moving average of C/G.
 FIT_PRESETS.register("quick", FitConfig())
 # The paper's MNIST schedule: 6 epochs for each of the first three scales, 12 for the last,
 # lr 0.001, on the full training set (60,000 / 64 = 938 steps an epoch).
 FIT_PRESETS.register("paper", FitConfig(
     code_dim=512, g_channels=(256, 256, 128, 64), d_channels=(256, 256, 128, 64), c_width_mult=1.0,
     steps_per_scale=(6 * 938, 6 * 938, 6 * 938, 12 * 938), warmup_fraction=0.0, train_subset=None,
-    eval_images=10000, ckpt_every=938))
+    batch_size=64, ema_beta=0.999, eval_images=10000, ckpt_every=500))
 
 
 @dataclass
@@ -192,7 +222,7 @@ class RunConfig:
 
     dataset: str = "mnist"
     data_dir: str | None = None
-    natural: str = "mnist-natural"  # training presets
+    natural: str = "mnist-natural-quick"  # training presets
     adversarial: str = "mnist-atta-trades"
     train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to both
     fit: str = "quick"  # fit preset
@@ -206,5 +236,5 @@ class RunConfig:
 
 RUN_PRESETS: Registry[RunConfig] = Registry("run preset")
 RUN_PRESETS.register("quick", RunConfig())
-RUN_PRESETS.register("paper", RunConfig(adversarial="mnist-atta-trades-paper", fit="paper",
+RUN_PRESETS.register("paper", RunConfig(natural="mnist-natural", adversarial="mnist-atta-trades-paper", fit="paper",
                                         dstar_images=None))

@@ -11,6 +11,7 @@ batch; each layer then takes a D step and a G/C step (:func:`gan_step`). Run fol
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -37,7 +38,9 @@ def layer_dirname(name: str) -> str:
 
 
 class LayerGAN(nn.Module):
-    """C, G and D for one layer, with their optimisers' construction."""
+    """C, G and D for one layer, plus an exponential moving average of C and G (ProGAN's
+    G_ema) when ``cfg.ema_beta > 0``: training updates C/G, explanations in eval mode use
+    the average, which smooths out the GAN's step-to-step swings."""
 
     def __init__(self, layer: str, shape: Sequence[int], image_channels: int, cfg: FitConfig):
         super().__init__()
@@ -45,10 +48,31 @@ class LayerGAN(nn.Module):
         self.C = Compressor(shape, cfg.code_dim, cfg.c_width_mult)
         self.G = Generator(cfg.code_dim, cfg.g_channels, image_channels)
         self.D = Discriminator(cfg.d_channels, image_channels)
+        self.ema_beta = cfg.ema_beta
+        self.ema: nn.ModuleDict | None = None
+        if cfg.ema_beta > 0:
+            self.ema = copy.deepcopy(nn.ModuleDict({"C": self.C, "G": self.G})).requires_grad_(False)
 
-    def explain(self, l: torch.Tensor, scale: int | None = None, alpha: float = 1.0) -> torch.Tensor:
-        """x̂ = G(C(l)). l: (B, *shape) → (B, C, R, R) in [0, 1]."""
+    def explain(self, l: torch.Tensor, scale: int | None = None, alpha: float = 1.0,
+                use_ema: bool | None = None) -> torch.Tensor:
+        """x̂ = G(C(l)). l: (B, *shape) → (B, C, R, R) in [0, 1]. ``use_ema`` defaults to
+        "in eval mode, if there is an average"."""
+        if use_ema is None:
+            use_ema = not self.training and self.ema is not None
+        if use_ema:
+            return self.ema["G"](self.ema["C"](l), scale, alpha)
         return self.G(self.C(l), scale, alpha)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema ← β·ema + (1 − β)·live, for C and G (call after each C/G update)."""
+        if self.ema is None:
+            return
+        for name, live in (("C", self.C), ("G", self.G)):
+            for pe, p in zip(self.ema[name].parameters(), live.parameters()):
+                pe.lerp_(p, 1.0 - self.ema_beta)
+            for be, b in zip(self.ema[name].buffers(), live.buffers()):
+                be.copy_(b)
 
 
 @dataclasses.dataclass
@@ -80,16 +104,14 @@ def gan_step(lg: LayerGAN, classifier: nn.Module, loss_fn, opt_g, opt_d, l: torc
     GAN loss + λ·L_I. l: (B, *shape) layer output; real: (B, C, H, W) images; target: f(x)."""
     res = lg.G.resolution(phase.scale)
     out: dict[str, float] = {}
+    x_hat = lg.explain(l, phase.scale, phase.alpha)  # one G forward serves both updates
     if not phase.warmup:
-        with torch.no_grad():
-            fake = lg.explain(l, phase.scale, phase.alpha)
-        d_loss, d_stats = loss_fn.d_loss(lg.D, to_resolution(real, res), fake, phase.scale, phase.alpha,
-                                         phase.step)
+        d_loss, d_stats = loss_fn.d_loss(lg.D, to_resolution(real, res), x_hat.detach(), phase.scale,
+                                         phase.alpha, phase.step)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         out.update(d_stats)
-    x_hat = lg.explain(l, phase.scale, phase.alpha)
     li = interpretability_loss(classifier, to_classifier(x_hat, image_size), target)
     loss = lam * li
     if not phase.warmup:
@@ -99,6 +121,7 @@ def gan_step(lg: LayerGAN, classifier: nn.Module, loss_fn, opt_g, opt_d, l: torc
     opt_g.zero_grad(set_to_none=True)
     loss.backward()
     opt_g.step()
+    lg.update_ema()
     out["l_i"] = li.item()
     return out
 
@@ -277,13 +300,27 @@ def summarize_fit(classifier: nn.Module, gans: dict[str, LayerGAN], eval_x: torc
             "fit_seconds": seconds}
 
 
+def quality_summary(classifier: nn.Module, gans: dict[str, LayerGAN], data, test, eval_images: int,
+                    seconds: float | None = None) -> dict:
+    """Agreement + KID per layer on the first ``eval_images`` test images, against the last
+    ``eval_images`` ones as the real reference; the realism network is trained (once, cached)
+    on 10,000 training images of ``data``'s dataset."""
+    from .metrics import feature_net
+    from .training import load_split
+
+    eval_x = test.images[:eval_images].float() / 255
+    full = load_split(data, "train")
+    fnet = feature_net(full.subset(10000, seed=12345), f"{data.dataset}-{data.image_size}-10k")
+    ref = test.images[-eval_images:].float() / 255  # other held-out images
+    return summarize_fit(classifier, gans, eval_x, ref, fnet, seconds)
+
+
 def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
             layers: Sequence[str] | None = None, data_dir: str | None = None,
             progress: bool = True) -> dict:
     """``interpretgan fit``: fit generators for a classifier checkpoint into ``run_dir/fit``
     and write ``summary.json`` (agreement + KID per layer). Resumes a killed run."""
     from .evaluate import checkpoint_data_config
-    from .metrics import feature_net
     from .models import load_classifier
     from .training import load_split
 
@@ -296,13 +333,10 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
         train = train.subset(cfg.train_subset, seed=cfg.seed)
     eval_x = test.images[: cfg.eval_images].float() / 255
     t0 = time.perf_counter()
-    gans = fit_generators(classifier, train, eval_x, cfg, fit_dir, layers, progress=progress)
+    fit_generators(classifier, train, eval_x, cfg, fit_dir, layers, progress=progress)
     seconds = time.perf_counter() - t0
-    full = load_split(data, "train")
-    fnet = feature_net(full.subset(10000, seed=12345) if hasattr(full, "subset") else full,
-                       f"{data.dataset}-{data.image_size}-10k")
-    ref = test.images[-cfg.eval_images:].float() / 255  # other held-out images
-    summary = summarize_fit(classifier, gans, eval_x, ref, fnet, seconds)
+    summary = quality_summary(classifier, load_generators(fit_dir, eval_x.shape[1]), data, test,
+                              cfg.eval_images, seconds)
     summary["checkpoint"] = str(checkpoint)
     write_json(fit_dir / "summary.json", summary)
     return summary

@@ -160,7 +160,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
     """Run every stage of the main job into ``root``; returns ``results.json``'s content."""
     from .evaluate import checkpoint_data_config
     from .explain import explain_run
-    from .fitting import fit_generators, load_generators
+    from .fitting import fit_generators, load_generators, quality_summary
     from .models import load_state_dict_strict
     from .report import write_main_report
     from .training import load_split, train_classifier
@@ -220,10 +220,15 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
                 train = train.subset(fit_cfg.train_subset, seed=fit_cfg.seed)
             # held-out images for the running agreement: the test images outside D*
             ex = test.images[-min(fit_cfg.eval_images, 1000):].float() / 255
+            t0 = time.perf_counter()
             fit_generators(model, train, ex, fit_cfg, fit_dir, layers, progress=progress)
+            seconds = time.perf_counter() - t0
+            gans = load_generators(fit_dir, test.shape[0])
+            write_json(fit_dir / "summary.json", quality_summary(
+                model, gans, data, test, min(fit_cfg.eval_images, 1000), seconds))
 
-        fkey = st.run(f"fit:{key}", [up, dataclasses.asdict(fit_cfg), layers], [fit_dir / "config.json"],
-                      do_fit, clean=[fit_dir])
+        fkey = st.run(f"fit:{key}", [up, dataclasses.asdict(fit_cfg), layers],
+                      [fit_dir / "config.json", fit_dir / "summary.json"], do_fit, clean=[fit_dir])
         diag_path = run / "diagnosis.json"
         st.run(f"diagnose:{key}", [dkey, fkey], [diag_path], lambda model=model, run=run, dpath=dpath,
                test=test, diag_path=diag_path: write_json(diag_path, diagnose_model(
@@ -263,9 +268,12 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
     first = next(iter(diagnoses.values()))
     out = {"layers": first["layers"], "layer_labels": first["layer_labels"],
            "config": dataclasses.asdict(cfg), "timings_s": timings, "wall_time_s": total,
+           "budget": budget(root, timings),
            "paper": PAPER_TABLE1 if cfg.dataset == "mnist" else None}
     for key, d in diagnoses.items():
+        summary = root / key / "fit" / "summary.json"
         out[key] = {
+            "generators": read_json(summary) if summary.exists() else None,
             "clean_accuracy": d["clean_accuracy"], "adversarial_accuracy": d["adversarial_accuracy"],
             "n": d["n"], "attack": d["attack"],
             "per_layer": {p["layer"]: {k: v for k, v in p.items() if k != "layer"} for p in d["per_layer"]},
@@ -275,6 +283,21 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
                         "baselines": f"{key}/explain/baselines.png"},
         }
     return out
+
+
+def budget(root: Path, timings: dict[str, float]) -> dict | None:
+    """The run's cost in units of one natural training epoch measured in this run (the median
+    of the natural model's per-epoch step times): issue 5's "≤ 40 epochs" bound."""
+    from .runs import read_jsonl
+
+    rows = read_jsonl(root / "natural" / "metrics.jsonl") if (root / "natural" / "metrics.jsonl").exists() else []
+    epochs = sorted(r["train_s"] for r in rows if "train_s" in r)
+    if not epochs:
+        return None
+    unit = epochs[len(epochs) // 2]
+    total = sum(timings.values())
+    return {"natural_epoch_s": unit, "stages_s": total, "epoch_units": total / unit,
+            "per_stage_units": {k: v / unit for k, v in timings.items()}}
 
 
 # Table 1 and Section 5.2 of the paper, for the report.

@@ -238,6 +238,27 @@ def _table(results: dict) -> str:
     return f"<table><tr><th>%</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def _generator_table(results: dict, models: list[str]) -> str:
+    """Per layer: agreement and KID of the explanations on held-out natural images."""
+    import html
+
+    rows = []
+    for key in models:
+        g = results[key].get("generators")
+        if not g:
+            continue
+        cells = "".join(f"<td>{100 * g['layers'][n]['agreement']:.1f} / {1000 * g['layers'][n]['kid']:.1f}</td>"
+                        for n in results["layers"] if n in g["layers"])
+        rows.append(f"<tr><th>{key.replace('_', ' ')}</th>{cells}</tr>")
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(x)}</th>" for x in results["layer_labels"])
+    floor = next(results[k]["generators"]["kid_real_vs_real"] for k in models if results[k].get("generators"))
+    return ("<h2>Generators: agreement (%) / KID ×1000</h2><p>On held-out natural test images; KID in "
+            "the feature space of an independently trained network (real vs real: "
+            f"{1000 * floor:.1f}).</p><table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
+
+
 def write_main_report(results: dict, root: str | Path) -> Path:
     """``report/index.html`` (self-contained: images inline) and its PNGs, from ``results``
     and the figures the run saved. Never retrains."""
@@ -281,10 +302,19 @@ def write_main_report(results: dict, root: str | Path) -> Path:
             p = root / r["figures"][fig]
             if p.exists():
                 parts.append(f"<h3>{fig}</h3><p><img alt='{fig}' src='{_b64(p)}'></p>")
-    parts.append("<h2>Where the time went</h2><table><tr><th>stage</th><th>seconds</th></tr>")
+    parts.append(_generator_table(results, models))
+    b = results.get("budget")
+    unit = b["natural_epoch_s"] if b else None
+    parts.append("<h2>Where the time went</h2><table><tr><th>stage</th><th>seconds</th>"
+                 + ("<th>natural epochs</th>" if unit else "") + "</tr>")
     for k, v in results["timings_s"].items():
-        parts.append(f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>")
-    parts.append(f"</table><p>Total wall time of this call: {results['wall_time_s']:.0f} s.</p>")
+        u = f"<td>{v / unit:.1f}</td>" if unit else ""
+        parts.append(f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td>{u}</tr>")
+    parts.append("</table>")
+    if b:
+        parts.append(f"<p>All stages: {b['stages_s']:.0f} s = <b>{b['epoch_units']:.1f}</b> natural "
+                     f"training epochs of {unit:.0f} s measured in this run.</p>")
+    parts.append(f"<p>Wall time of this call: {results['wall_time_s']:.0f} s.</p>")
     parts.append("<h2>Config</h2><pre>" + html.escape(__import__("json").dumps(results["config"], indent=2))
                  + "</pre></body></html>")
     return atomic_write_bytes(rep / "index.html", "".join(parts).encode())

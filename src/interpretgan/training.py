@@ -308,7 +308,8 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
             n += len(y)
             bar.set_postfix({k: f"{v / n:.3f}" for k, v in sums.items() if k in ("loss", "acc")})
         row = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch),
-               **{f"train_{k}": v / n for k, v in sums.items()}}
+               **{f"train_{k}": v / n for k, v in sums.items()},
+               "train_s": time.perf_counter() - t0}  # the epoch's steps, before evaluation
         row["test_acc"] = accuracy(model, test_set, cfg.eval_batch_size)
         if eval_attack is not None:
             sub = test_set.subset(cfg.eval_attack_subset) if isinstance(test_set, ImageDataset) else test_set
