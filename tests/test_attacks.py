@@ -80,6 +80,10 @@ def test_model_mode_restored_and_parameter_grads_untouched():
     assert torch.equal(a, b)  # eval mode: dropout off, deterministic
     assert m.training and all(mod.training for mod in m.modules())
     assert all(p.grad is None for p in m.parameters())
+    # parameters are frozen during the attack only; each one's flag comes back as it was
+    m[2].bias.requires_grad_(False)
+    pgd(m, x, y, eps=0.1, alpha=0.02, steps=2)
+    assert [p.requires_grad for p in m.parameters()] == [True, True, True, False]
 
 
 def test_early_stop_only_makes_the_attack_stronger(trained_smallcnn, mnist_small):

@@ -14,7 +14,7 @@ from interpretgan.fitting import (LayerGAN, agreement, fit_generators, gan_step,
                                   load_generators, schedule)
 from interpretgan.gan import (GAN_LOSSES, Compressor, Discriminator, Generator, compression_plan,
                               interpretability_loss, minibatch_std, to_classifier)
-from interpretgan.layers import default_layers, layer_shapes
+from interpretgan.layers import capture, default_layers, layer_shapes
 from interpretgan.runs import load_checkpoint, read_jsonl
 
 
@@ -107,15 +107,15 @@ def test_gan_step_updates_and_reports(loss):
     opt_d = torch.optim.Adam(lg.D.parameters(), lr=1e-3)
     d_before = [p.clone() for p in lg.D.parameters()]
     phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=0), 3)
-    out = gan_step(lg, f, GAN_LOSSES.get(loss)(), opt_g, opt_d, torch.randn(6, 10), torch.rand(6, 1, 32, 32),
-                   torch.arange(6), phase, 1.0, 32)
+    out = gan_step({"fc3": lg}, f, GAN_LOSSES.get(loss)(), {"fc3": (opt_g, opt_d)}, {"fc3": torch.randn(6, 10)},
+                   torch.rand(6, 1, 32, 32), torch.arange(6), phase, 1.0, 32)["fc3"]
     assert {"d_loss", "g_loss", "l_i"} <= set(out)
     assert any(not torch.equal(a, b) for a, b in zip(d_before, lg.D.parameters()))
     # in warm-up, D is not updated and there is no GAN term
     d_before = [p.clone() for p in lg.D.parameters()]
     warm = dataclasses.replace(phase, warmup=True)
-    out = gan_step(lg, f, GAN_LOSSES.get(loss)(), opt_g, opt_d, torch.randn(6, 10), torch.rand(6, 1, 32, 32),
-                   torch.arange(6), warm, 1.0, 32)
+    out = gan_step({"fc3": lg}, f, GAN_LOSSES.get(loss)(), {"fc3": (opt_g, opt_d)}, {"fc3": torch.randn(6, 10)},
+                   torch.rand(6, 1, 32, 32), torch.arange(6), warm, 1.0, 32)["fc3"]
     assert set(out) == {"l_i"} and all(torch.equal(a, b) for a, b in zip(d_before, lg.D.parameters()))
 
 
@@ -235,8 +235,8 @@ def test_ema_tracks_live_weights_and_serves_explanations_in_eval_mode():
     opt_d = torch.optim.Adam(lg.D.parameters(), lr=1e-3)
     phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=1.0), 3)
     l = torch.randn(6, 10)
-    gan_step(lg.train(), f, GAN_LOSSES.get("ns-r1")(), opt_g, opt_d, l, torch.rand(6, 1, 32, 32),
-             torch.arange(6), phase, 1.0, 32)
+    gan_step({"fc3": lg.train()}, f, GAN_LOSSES.get("ns-r1")(), {"fc3": (opt_g, opt_d)}, {"fc3": l},
+             torch.rand(6, 1, 32, 32), torch.arange(6), phase, 1.0, 32)
     # one step: ema = 0.9·init + 0.1·live, worked out per parameter
     assert any(not torch.equal(p0, p) for p0, p in zip(init, lg.G.parameters()))
     for e, p0, p in zip(lg.ema["G"].parameters(), init, lg.G.parameters()):
@@ -251,3 +251,39 @@ def test_ema_tracks_live_weights_and_serves_explanations_in_eval_mode():
     off = LayerGAN("classifier.fc3", (10,), 1, dataclasses.replace(cfg, ema_beta=0.0))
     assert off.ema is None
     off.update_ema()  # a no-op
+
+
+@pytest.mark.parametrize("loss", GAN_LOSSES.names())
+def test_joint_step_over_layers_equals_separate_steps(loss):
+    """All layers' explanations share one classifier batch; each layer's update is unchanged."""
+    torch.manual_seed(0)
+    f = models.create("smallcnn").eval()
+    torch.nn.init.normal_(f.classifier.fc3.weight, std=0.1)
+    for p in f.parameters():
+        p.requires_grad_(False)
+    cfg = FitConfig(code_dim=8, g_channels=(8, 8, 8, 8), d_channels=(8, 8, 8, 8), c_width_mult=0.25,
+                    gan_loss=loss)
+    x, target = torch.rand(6, 1, 32, 32), torch.arange(6)
+    names = ["feature_extractor.pool2", "classifier.fc3"]
+    feats = capture(f, x, names)
+    phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=0), 3)
+
+    def build():
+        torch.manual_seed(1)
+        gans = {n: LayerGAN(n, feats[n].shape[1:], 1, cfg).train() for n in names}
+        # SGD: Adam's first step is ≈ lr·sign(grad), which would magnify rounding differences
+        opts = {n: (torch.optim.SGD([*g.G.parameters(), *g.C.parameters()], lr=0.1),
+                    torch.optim.SGD(g.D.parameters(), lr=0.1)) for n, g in gans.items()}
+        return gans, opts
+
+    joint, jopts = build()
+    torch.manual_seed(2)  # WGAN-GP draws its interpolation weights
+    out = gan_step(joint, f, GAN_LOSSES.get(loss)(), jopts, feats, x, target, phase, 1.0, 32)
+    alone, aopts = build()
+    torch.manual_seed(2)
+    outs = {n: gan_step({n: alone[n]}, f, GAN_LOSSES.get(loss)(), aopts, feats, x, target, phase, 1.0, 32)[n]
+            for n in names}
+    for n in names:
+        assert out[n] == pytest.approx(outs[n], rel=1e-4)
+        for a, b in zip(joint[n].parameters(), alone[n].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

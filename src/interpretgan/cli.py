@@ -149,12 +149,20 @@ def cmd_study(a) -> int:
     return 0
 
 
-def cmd_report_study(a) -> int:
-    from .report import write_study_report
+def cmd_report(a) -> int:
+    """Rebuild a report from saved artifacts (never retrains)."""
     from .runs import read_json
 
-    paths = write_study_report(read_json(Path(a.dir) / "study.json"), a.dir)
-    print(paths["markdown"].read_text())
+    if a.kind == "study":
+        from .report import write_study_report
+
+        paths = write_study_report(read_json(Path(a.dir) / "study.json"), a.dir)
+        print(paths["markdown"].read_text())
+    else:
+        from .pipeline import rebuild_report
+
+        rebuild_report(a.dir)
+        print(f"report: {Path(a.dir) / 'report' / 'index.html'}")
     return 0
 
 
@@ -316,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_study)
 
     rp = sub.add_parser("report", help="rebuild a report from saved artifacts")
-    rp.add_argument("kind", choices=["study"])
+    rp.add_argument("kind", choices=["study", "run"], help="study: a pooling study; run: the main job")
     rp.add_argument("--dir", required=True)
-    rp.set_defaults(fn=cmd_report_study)
+    rp.set_defaults(fn=cmd_report)
 
     r = sub.add_parser("run", help="the main job: train, attack, fit, diagnose, report")
     r.add_argument("--preset", default="quick", choices=["quick", "paper"])

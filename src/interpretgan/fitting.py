@@ -1,7 +1,8 @@
 """Fitting InterpretGAN generators for several layers of one classifier at once.
 
 All layers share the data pipeline and one forward pass of the frozen classifier per
-batch; each layer then takes a D step and a G/C step (:func:`gan_step`). Run folder::
+batch; each step then updates every layer's D and C/G, with the explanations of all layers
+going through the classifier as one batch (:func:`gan_step`). Run folder::
 
     RUN/fit/config.json               the resolved FitConfig (+ classifier and layers)
     RUN/fit/metrics.jsonl             losses and held-out agreement as training goes
@@ -16,17 +17,17 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .attacks import eval_mode
 from .config import FitConfig, same_config
 from .data import batches, num_batches
-from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
-                  to_classifier, to_resolution)
+from .gan import GAN_LOSSES, Compressor, Discriminator, Generator, to_classifier, to_resolution
 from .layers import capture, default_layers, layer_shapes
 from .runs import append_jsonl, load_checkpoint, save_checkpoint, write_json
 
@@ -97,32 +98,48 @@ def schedule(cfg: FitConfig, step: int) -> Phase:
     raise AssertionError
 
 
-def gan_step(lg: LayerGAN, classifier: nn.Module, loss_fn, opt_g, opt_d, l: torch.Tensor,
-             real: torch.Tensor, target: torch.Tensor, phase: Phase, lam: float,
-             image_size: int) -> dict[str, float]:
-    """One InterpretGAN step for one layer: D update (unless warming up), then G/C update on
-    GAN loss + λ·L_I. l: (B, *shape) layer output; real: (B, C, H, W) images; target: f(x)."""
-    res = lg.G.resolution(phase.scale)
-    out: dict[str, float] = {}
-    x_hat = lg.explain(l, phase.scale, phase.alpha)  # one G forward serves both updates
+def gan_step(gans: Mapping[str, LayerGAN], classifier: nn.Module, loss_fn,
+             opts: Mapping[str, tuple[torch.optim.Optimizer, torch.optim.Optimizer]],
+             feats: Mapping[str, torch.Tensor], real: torch.Tensor, target: torch.Tensor,
+             phase: Phase, lam: float, image_size: int) -> dict[str, dict[str, float]]:
+    """One InterpretGAN step for every layer in ``gans``: per layer a D update (unless warming
+    up), then the C/G update on GAN loss + λ·L_I.
+
+    feats[name]: (B, *shape) that layer's output; real: (B, C, H, W) images; target: (B,) f(x).
+    The layers' explanations go through the frozen classifier as one batch (one forward and
+    backward for all layers, the costliest part of a step); since each layer's loss only
+    reaches its own C/G, this equals separate steps per layer. Returns ``{layer: losses}``.
+    """
+    out: dict[str, dict[str, float]] = {n: {} for n in gans}
+    x_hats = {n: lg.explain(feats[n], phase.scale, phase.alpha) for n, lg in gans.items()}
     if not phase.warmup:
-        d_loss, d_stats = loss_fn.d_loss(lg.D, to_resolution(real, res), x_hat.detach(), phase.scale,
-                                         phase.alpha, phase.step)
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        out.update(d_stats)
-    li = interpretability_loss(classifier, to_classifier(x_hat, image_size), target)
-    loss = lam * li
-    if not phase.warmup:
-        g_adv = loss_fn.g_loss(lg.D(x_hat, phase.scale, phase.alpha))
-        loss = loss + g_adv
-        out["g_loss"] = g_adv.item()
-    opt_g.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_g.step()
-    lg.update_ema()
-    out["l_i"] = li.item()
+        for n, lg in gans.items():  # one G forward serves the D and the G update
+            real_r = to_resolution(real, lg.G.resolution(phase.scale))
+            d_loss, d_stats = loss_fn.d_loss(lg.D, real_r, x_hats[n].detach(), phase.scale,
+                                             phase.alpha, phase.step)
+            opt_d = opts[n][1]
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            out[n].update(d_stats)
+    names = list(gans)
+    logits = classifier(torch.cat([to_classifier(x_hats[n], image_size) for n in names]))
+    total = 0.0
+    for n, chunk in zip(names, logits.split(len(target))):
+        li = F.cross_entropy(chunk, target)  # L_I of Eq. 3–4
+        loss = lam * li
+        if not phase.warmup:
+            g_adv = loss_fn.g_loss(gans[n].D(x_hats[n], phase.scale, phase.alpha))
+            loss = loss + g_adv
+            out[n]["g_loss"] = g_adv.item()
+        out[n]["l_i"] = li.item()
+        total = total + loss
+    for n in names:
+        opts[n][0].zero_grad(set_to_none=True)
+    total.backward()
+    for n in names:
+        opts[n][0].step()
+        gans[n].update_ema()
     return out
 
 
@@ -216,15 +233,12 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         with torch.no_grad():
             feats = capture(classifier, x, names)
             target = classifier(x).argmax(1)
-        for n in names:
-            if steps[n] > step:
-                continue  # this layer's checkpoint is ahead (killed between two saves)
-            lg = gans[n]
-            lg.train()
-            stats = gan_step(lg, classifier, loss_fn, *opts[n], feats[n], x, target, phase,
-                             cfg.lam, image_size)
+        # a layer whose checkpoint is ahead (killed between two saves) skips this step
+        due = {n: gans[n].train() for n in names if steps[n] <= step}
+        stats = gan_step(due, classifier, loss_fn, opts, feats, x, target, phase, cfg.lam, image_size)
+        for n, st in stats.items():
             steps[n] = step + 1
-            for k, v in stats.items():
+            for k, v in st.items():
                 sums[n][k] = sums[n].get(k, 0.0) + v
         done += 1
         end_of_scale = step + 1 == total or schedule(cfg, step + 1).scale != phase.scale

@@ -246,6 +246,29 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
     return results
 
 
+def rebuild_report(root: str | Path) -> dict:
+    """``results.json`` + ``report/index.html`` again from a finished run's saved artifacts
+    (diagnoses, fit summaries, stage timings, figures): never trains or attacks."""
+    from .config import from_dict
+    from .report import write_main_report
+
+    root = Path(root)
+    saved = read_json(root / "config.json")
+    cfg = from_dict(RunConfig, saved["run"])
+    keys = ["user"] if saved.get("model_file") else list(MODEL_KEYS)
+    missing = [k for k in keys if not (root / k / "diagnosis.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"{root} has no diagnosis for {', '.join(missing)}: run the job first")
+    diagnoses = {k: read_json(root / k / "diagnosis.json") for k in keys}
+    timings = {p.stem.replace("__", ":"): read_json(p).get("seconds", 0.0)
+               for p in sorted((root / "stages").glob("*.json"))}
+    old = read_json(root / "results.json") if (root / "results.json").exists() else {}
+    results = assemble_results(root, diagnoses, timings, cfg, old.get("wall_time_s", sum(timings.values())))
+    write_json(root / "results.json", results)
+    write_main_report(results, root)
+    return results
+
+
 def _num_classes(ds) -> int:
     return ds.num_classes
 

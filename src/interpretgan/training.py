@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import models as zoo
-from .attacks import accuracy, eval_mode, get_attack, pgd, robust_accuracy
+from .attacks import accuracy, eval_mode, frozen_params, get_attack, pgd, robust_accuracy
 from .config import TrainConfig, from_dict, same_config
 from .data import ImageDataset, batches, crop_flip, load_dataset, num_batches, uncrop_flip
 from .data import random_crop_flip
@@ -88,7 +88,7 @@ def kl_attack(model: nn.Module, x: torch.Tensor, x_start: torch.Tensor, eps: flo
     with eval_mode(model), torch.no_grad():
         p_nat = F.softmax(model(x), 1)
     x_adv = x_start.detach()
-    with eval_mode(model):
+    with eval_mode(model), frozen_params(model):
         for _ in range(steps):
             x_adv.requires_grad_(True)
             loss = F.kl_div(F.log_softmax(model(x_adv), 1), p_nat, reduction="sum")
