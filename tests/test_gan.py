@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -95,8 +96,9 @@ def test_interpretability_gradient_reaches_g_and_c_not_f():
     assert all(p.grad is None for p in f.parameters())
 
 
+@pytest.mark.parametrize("amp", [False, True])
 @pytest.mark.parametrize("loss", GAN_LOSSES.names())
-def test_gan_step_updates_and_reports(loss):
+def test_gan_step_updates_and_reports(loss, amp):
     torch.manual_seed(0)
     f = models.create("smallcnn").eval()
     for p in f.parameters():
@@ -108,14 +110,16 @@ def test_gan_step_updates_and_reports(loss):
     d_before = [p.clone() for p in lg.D.parameters()]
     phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=0), 3)
     out = gan_step({"fc3": lg}, f, GAN_LOSSES.get(loss)(), {"fc3": (opt_g, opt_d)}, {"fc3": torch.randn(6, 10)},
-                   torch.rand(6, 1, 32, 32), torch.arange(6), phase, 1.0, 32)["fc3"]
+                   torch.rand(6, 1, 32, 32), torch.arange(6), phase, 1.0, 32, amp=amp)["fc3"]
     assert {"d_loss", "g_loss", "l_i"} <= set(out)
+    assert all(math.isfinite(v) for v in out.values())
+    assert all(p.dtype == torch.float32 for p in lg.parameters())  # bf16 only inside autocast
     assert any(not torch.equal(a, b) for a, b in zip(d_before, lg.D.parameters()))
     # in warm-up, D is not updated and there is no GAN term
     d_before = [p.clone() for p in lg.D.parameters()]
     warm = dataclasses.replace(phase, warmup=True)
     out = gan_step({"fc3": lg}, f, GAN_LOSSES.get(loss)(), {"fc3": (opt_g, opt_d)}, {"fc3": torch.randn(6, 10)},
-                   torch.rand(6, 1, 32, 32), torch.arange(6), warm, 1.0, 32)["fc3"]
+                   torch.rand(6, 1, 32, 32), torch.arange(6), warm, 1.0, 32, amp=amp)["fc3"]
     assert set(out) == {"l_i"} and all(torch.equal(a, b) for a, b in zip(d_before, lg.D.parameters()))
 
 

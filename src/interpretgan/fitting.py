@@ -29,6 +29,7 @@ from .config import FitConfig, same_config
 from .data import batches, num_batches
 from .gan import GAN_LOSSES, Compressor, Discriminator, Generator, to_classifier, to_resolution
 from .layers import capture, default_layers, layer_shapes
+from .precision import autocast, use_amp
 from .runs import append_jsonl, load_checkpoint, save_checkpoint, write_json
 
 log = logging.getLogger(__name__)
@@ -101,35 +102,43 @@ def schedule(cfg: FitConfig, step: int) -> Phase:
 def gan_step(gans: Mapping[str, LayerGAN], classifier: nn.Module, loss_fn,
              opts: Mapping[str, tuple[torch.optim.Optimizer, torch.optim.Optimizer]],
              feats: Mapping[str, torch.Tensor], real: torch.Tensor, target: torch.Tensor,
-             phase: Phase, lam: float, image_size: int) -> dict[str, dict[str, float]]:
+             phase: Phase, lam: float, image_size: int,
+             amp: bool = False) -> dict[str, dict[str, float]]:
     """One InterpretGAN step for every layer in ``gans``: per layer a D update (unless warming
     up), then the C/G update on GAN loss + λ·L_I.
 
     feats[name]: (B, *shape) that layer's output; real: (B, C, H, W) images; target: (B,) f(x).
     The layers' explanations go through the frozen classifier as one batch (one forward and
     backward for all layers, the costliest part of a step); since each layer's loss only
-    reaches its own C/G, this equals separate steps per layer. Returns ``{layer: losses}``.
+    reaches its own C/G, this equals separate steps per layer. ``amp``: forward passes under
+    bf16 autocast (weights, optimiser state and losses stay fp32). Returns ``{layer: losses}``.
     """
     out: dict[str, dict[str, float]] = {n: {} for n in gans}
-    x_hats = {n: lg.explain(feats[n], phase.scale, phase.alpha) for n, lg in gans.items()}
+    device = real.device
+    with autocast(amp, device):
+        x_hats = {n: lg.explain(feats[n], phase.scale, phase.alpha) for n, lg in gans.items()}
     if not phase.warmup:
         for n, lg in gans.items():  # one G forward serves the D and the G update
             real_r = to_resolution(real, lg.G.resolution(phase.scale))
-            d_loss, d_stats = loss_fn.d_loss(lg.D, real_r, x_hats[n].detach(), phase.scale,
-                                             phase.alpha, phase.step)
+            with autocast(amp, device):
+                d_loss, d_stats = loss_fn.d_loss(lg.D, real_r, x_hats[n].detach(), phase.scale,
+                                                 phase.alpha, phase.step)
             opt_d = opts[n][1]
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
             out[n].update(d_stats)
     names = list(gans)
-    logits = classifier(torch.cat([to_classifier(x_hats[n], image_size) for n in names]))
+    with autocast(amp, device):
+        logits = classifier(torch.cat([to_classifier(x_hats[n], image_size) for n in names]))
     total = 0.0
-    for n, chunk in zip(names, logits.split(len(target))):
+    for n, chunk in zip(names, logits.float().split(len(target))):
         li = F.cross_entropy(chunk, target)  # L_I of Eq. 3–4
         loss = lam * li
         if not phase.warmup:
-            g_adv = loss_fn.g_loss(gans[n].D(x_hats[n], phase.scale, phase.alpha))
+            with autocast(amp, device):
+                scores = gans[n].D(x_hats[n], phase.scale, phase.alpha)
+            g_adv = loss_fn.g_loss(scores.float())
             loss = loss + g_adv
             out[n]["g_loss"] = g_adv.item()
         out[n]["l_i"] = li.item()
@@ -196,6 +205,8 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         log.info("generator renders %d px; explanations are resized to the classifier's %d px",
                  4 * 2 ** (len(cfg.g_channels) - 1), image_size)
     loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
+    amp = use_amp(cfg.amp, eval_x.device)
+    log.info("fitting %d layers (%s)", len(names), "bf16 autocast" if amp else "fp32")
     total = sum(cfg.steps_per_scale)
     torch.manual_seed(cfg.seed)
     gans, opts, steps = {}, {}, {}
@@ -235,7 +246,8 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
             target = classifier(x).argmax(1)
         # a layer whose checkpoint is ahead (killed between two saves) skips this step
         due = {n: gans[n].train() for n in names if steps[n] <= step}
-        stats = gan_step(due, classifier, loss_fn, opts, feats, x, target, phase, cfg.lam, image_size)
+        stats = gan_step(due, classifier, loss_fn, opts, feats, x, target, phase, cfg.lam, image_size,
+                         amp=amp)
         for n, st in stats.items():
             steps[n] = step + 1
             for k, v in st.items():

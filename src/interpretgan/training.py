@@ -30,6 +30,7 @@ from .attacks import accuracy, eval_mode, frozen_params, get_attack, pgd, robust
 from .config import TrainConfig, from_dict, same_config
 from .data import ImageDataset, batches, crop_flip, load_dataset, num_batches, uncrop_flip
 from .data import random_crop_flip
+from .precision import autocast, use_amp
 from .registry import Registry
 from .runs import (RunDir, append_jsonl, load_checkpoint, read_json, rng_state, save_checkpoint,
                    seed_everything, set_rng_state, write_json)
@@ -80,18 +81,21 @@ def trades_kl(logits_adv: torch.Tensor, logits_nat: torch.Tensor) -> torch.Tenso
 
 
 def kl_attack(model: nn.Module, x: torch.Tensor, x_start: torch.Tensor, eps: float, alpha: float,
-              steps: int) -> torch.Tensor:
+              steps: int, amp: bool = False) -> torch.Tensor:
     """TRADES' inner maximisation: ``steps`` sign steps on KL(f(x) ‖ f(x')) from ``x_start``.
 
     x, x_start: (B, C, H, W). Returns x' in the ε-ball around x, clipped to [0, 1].
+    ``amp``: the model's forward passes under bf16 autocast.
     """
-    with eval_mode(model), torch.no_grad():
-        p_nat = F.softmax(model(x), 1)
+    with eval_mode(model), torch.no_grad(), autocast(amp, x.device):
+        p_nat = F.softmax(model(x).float(), 1)
     x_adv = x_start.detach()
     with eval_mode(model), frozen_params(model):
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            loss = F.kl_div(F.log_softmax(model(x_adv), 1), p_nat, reduction="sum")
+            with autocast(amp, x.device):
+                logits = model(x_adv)
+            loss = F.kl_div(F.log_softmax(logits.float(), 1), p_nat, reduction="sum")
             (grad,) = torch.autograd.grad(loss, [x_adv])
             x_adv = x_adv.detach() + alpha * grad.sign()
             x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
@@ -105,20 +109,23 @@ def _sgd_update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 
 
 def natural_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                 y: torch.Tensor) -> dict[str, float]:
-    """One SGD step on CE(f(x), y). x: (B, C, H, W), y: (B,)."""
+                 y: torch.Tensor, amp: bool = False) -> dict[str, float]:
+    """One SGD step on CE(f(x), y). x: (B, C, H, W), y: (B,). ``amp``: bf16 autocast."""
     model.train()
-    logits = model(x)
+    with autocast(amp, x.device):
+        logits = model(x).float()
     loss = F.cross_entropy(logits, y)
     _sgd_update(optimizer, loss)
     return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
 
 
 def trades_update(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                  x_adv: torch.Tensor, y: torch.Tensor, beta: float) -> dict[str, float]:
+                  x_adv: torch.Tensor, y: torch.Tensor, beta: float,
+                  amp: bool = False) -> dict[str, float]:
     """SGD step on the TRADES loss CE(f(x), y) + β·KL(f(x_adv) ‖ f(x))."""
     model.train()
-    logits = model(torch.cat([x, x_adv]))
+    with autocast(amp, x.device):
+        logits = model(torch.cat([x, x_adv])).float()
     nat, adv = logits[: len(x)], logits[len(x):]
     ce = F.cross_entropy(nat, y)
     kl = trades_kl(adv, nat)
@@ -129,29 +136,32 @@ def trades_update(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
 
 
 def trades_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
-                beta: float = 6.0, generator: torch.Generator | None = None) -> dict[str, float]:
+                beta: float = 6.0, generator: torch.Generator | None = None,
+                amp: bool = False) -> dict[str, float]:
     """TRADES with a fresh k-step KL attack started at x + 0.001·N(0, 1)."""
     start = (x + 0.001 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-    x_adv = kl_attack(model, x, start, eps, alpha, steps)
-    return trades_update(model, optimizer, x, x_adv, y, beta)
+    x_adv = kl_attack(model, x, start, eps, alpha, steps, amp)
+    return trades_update(model, optimizer, x, x_adv, y, beta, amp)
 
 
 def atta_trades_step(model, optimizer, x, y, delta: torch.Tensor, eps: float = 0.3,
-                     alpha: float = 0.01, beta: float = 6.0) -> tuple[dict[str, float], torch.Tensor]:
+                     alpha: float = 0.01, beta: float = 6.0,
+                     amp: bool = False) -> tuple[dict[str, float], torch.Tensor]:
     """ATTA-1 + TRADES: continue the stored perturbation ``delta`` (B, C, H, W) by one KL
     step, train on the TRADES loss, and return ``(losses, new delta)``."""
     start = (x + delta).clamp(0, 1)
-    x_adv = kl_attack(model, x, start, eps, alpha, 1)
-    out = trades_update(model, optimizer, x, x_adv, y, beta)
+    x_adv = kl_attack(model, x, start, eps, alpha, 1, amp)
+    out = trades_update(model, optimizer, x, x_adv, y, beta, amp)
     return out, (x_adv - x).detach()
 
 
 def pgd_at_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
-                generator: torch.Generator | None = None) -> dict[str, float]:
+                generator: torch.Generator | None = None, amp: bool = False) -> dict[str, float]:
     """Madry et al.'s adversarial training: CE on PGD-k examples (random start)."""
-    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator)
+    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator, amp=amp)
     model.train()
-    logits = model(x_adv)
+    with autocast(amp, x.device):
+        logits = model(x_adv).float()
     loss = F.cross_entropy(logits, y)
     _sgd_update(optimizer, loss)
     return {"loss": loss.item(), "adv_acc": (logits.argmax(1) == y).float().mean().item()}
@@ -176,18 +186,19 @@ TRAIN_METHODS: Registry[Method] = Registry("training method")
 
 class _Natural(Method):
     def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
-        return natural_step(model, optimizer, x, y)
+        return natural_step(model, optimizer, x, y, use_amp(cfg.amp, x.device))
 
 
 class _Trades(Method):
     def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
         return trades_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps,
-                           cfg.beta, gen)
+                           cfg.beta, gen, use_amp(cfg.amp, x.device))
 
 
 class _PgdAT(Method):
     def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
-        return pgd_at_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps, gen)
+        return pgd_at_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps, gen,
+                           use_amp(cfg.amp, x.device))
 
 
 class _AttaTrades(Method):
@@ -221,7 +232,8 @@ class _AttaTrades(Method):
         else:
             dy, dx, flip = aug
             delta = crop_flip(store[idx], dy, dx, flip, x.shape[-2], x.shape[-1])
-        out, new = atta_trades_step(model, optimizer, x, y, delta, cfg.eps, cfg.step_size, cfg.beta)
+        out, new = atta_trades_step(model, optimizer, x, y, delta, cfg.eps, cfg.step_size, cfg.beta,
+                                    use_amp(cfg.amp, x.device))
         if aug is None:
             store[idx] = new
         else:
@@ -311,7 +323,8 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
                **{f"train_{k}": v / n for k, v in sums.items()},
                "train_s": time.perf_counter() - t0}  # the epoch's steps, before evaluation
         row["test_acc"] = accuracy(model, test_set, cfg.eval_batch_size)
-        if eval_attack is not None:
+        if eval_attack is not None and (epoch + 1 == cfg.epochs or (
+                cfg.eval_attack_every and (epoch + 1) % cfg.eval_attack_every == 0)):
             sub = test_set.subset(cfg.eval_attack_subset) if isinstance(test_set, ImageDataset) else test_set
             row[f"{eval_attack.name}_acc"] = robust_accuracy(model, sub, eval_attack,
                                                              cfg.eval_batch_size)
