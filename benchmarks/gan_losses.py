@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from interpretgan.config import FIT_PRESETS, merge
+from interpretgan.config import FIT_PRESETS, merge, parse_assignments
 from interpretgan.evaluate import checkpoint_data_config
 from interpretgan.fitting import fit_generators, load_generators, quality_summary
 from interpretgan.gan import GAN_LOSSES
@@ -24,22 +24,12 @@ from interpretgan.models import load_classifier
 from interpretgan.training import load_split
 
 
-def parse_sets(items):
-    out = {}
-    for item in items:
-        k, _, v = item.partition("=")
-        out[k] = json.loads(v)
-        if isinstance(out[k], list):
-            out[k] = tuple(out[k])
-    return out
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--layers", required=True)
     p.add_argument("--losses", default=",".join(GAN_LOSSES.names()))
-    p.add_argument("--set", action="append", default=[], help="base preset override, k=JSON")
+    p.add_argument("--set", action="append", default=[], help="base preset override, KEY=VALUE")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
     if a.threads:
@@ -47,7 +37,7 @@ def main():
     clf = load_classifier(a.checkpoint)
     data = checkpoint_data_config(a.checkpoint)
     test = load_split(data, "test")
-    base = merge(FIT_PRESETS.get("quick"), parse_sets(a.set))
+    base = merge(FIT_PRESETS.get("quick"), parse_assignments(a.set))
     train = load_split(data, "train").subset(base.train_subset, seed=base.seed)
     layers = a.layers.split(",")
     eval_x = test.images[:1000].float() / 255

@@ -195,7 +195,7 @@ class FitConfig:
     g_channels: tuple[int, ...] = (32, 32, 16, 8)  # width per scale (4, 8, 16, 32 px)
     d_channels: tuple[int, ...] = (32, 32, 16, 8)
     c_width_mult: float = 0.5  # compression conv widths × this (Tables 4/5 at 1.0)
-    steps_per_scale: tuple[int, ...] = (30, 30, 60, 480)
+    steps_per_scale: tuple[int, ...] = (30, 30, 60, 360)
     fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
     warmup_fraction: float = 0.4  # first share of all steps: L_I only, D not updated
     batch_size: int = 32
@@ -212,7 +212,7 @@ class FitConfig:
 
 
 FIT_PRESETS: Registry[FitConfig] = Registry("fit preset")
-# Sized by measurement on 2 CPU cores (docs/results.md): 600 steps of batch 32 per layer, most
+# Sized by measurement on 2 CPU cores (docs/results.md): 480 steps of batch 32 per layer, most
 # of them at 32 px, the first 40 % on L_I alone, explanations from the moving average of C/G.
 FIT_PRESETS.register("quick", FitConfig())
 # The paper's MNIST schedule: 6 epochs for each of the first three scales, 12 for the last,
