@@ -3,11 +3,13 @@ torchattacks' PGD, on the same models and images, side by side in one run.
 
     python benchmarks/pgd_speed.py --natural RUN/checkpoints/final.pt --robust RUN2/checkpoints/final.pt --n 500
 
-Prints images/s, the speed ratio and both accuracies per model.
+Prints images/s, the speed ratio and both accuracies per model; where the CPU/GPU has bf16
+units, also our PGD under bf16 autocast (same early stop) against the same torchattacks run.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -15,6 +17,7 @@ import torch
 from interpretgan.attacks import get_attack, robust_accuracy
 from interpretgan.data import load_mnist
 from interpretgan.models import load_classifier
+from interpretgan.precision import native_bf16
 
 
 def torchattacks_accuracy(model, ds, eps, alpha, steps, batch_size=500, seed=0):
@@ -41,17 +44,19 @@ def main():
     test = load_mnist("test").subset(a.n, seed=0)
     atk = get_attack("pgd-40", "mnist")
     print(f"PGD-40 (eps {atk.eps}, alpha {atk.alpha}) on {a.n} MNIST test images")
-    print(f"{'model':<10}{'ours img/s':>12}{'t.attacks img/s':>17}{'ratio':>8}{'ours acc':>10}{'t.a. acc':>10}")
+    print(f"{'model':<16}{'ours img/s':>12}{'t.attacks img/s':>17}{'ratio':>8}{'ours acc':>10}{'t.a. acc':>10}")
+    variants = [("", atk)] + ([(" bf16", dataclasses.replace(atk, amp=True))] if native_bf16() else [])
     for label, path in [("natural", a.natural), ("robust", a.robust)]:
         m = load_classifier(path)
         t = time.perf_counter()
-        ours = robust_accuracy(m, test, atk, early_stop=True)
-        t_ours = time.perf_counter() - t
-        t = time.perf_counter()
         theirs = torchattacks_accuracy(m, test, atk.eps, atk.alpha, atk.steps)
         t_theirs = time.perf_counter() - t
-        print(f"{label:<10}{a.n / t_ours:>12.1f}{a.n / t_theirs:>17.1f}{t_theirs / t_ours:>8.2f}"
-              f"{100 * ours:>10.2f}{100 * theirs:>10.2f}")
+        for tag, attack in variants:
+            t = time.perf_counter()
+            ours = robust_accuracy(m, test, attack, early_stop=True)
+            t_ours = time.perf_counter() - t
+            print(f"{label + tag:<16}{a.n / t_ours:>12.1f}{a.n / t_theirs:>17.1f}{t_theirs / t_ours:>8.2f}"
+                  f"{100 * ours:>10.2f}{100 * theirs:>10.2f}", flush=True)
 
 
 if __name__ == "__main__":

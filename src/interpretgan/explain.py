@@ -78,8 +78,7 @@ def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
                 c = int(res["labels"][layer][i])
                 title = f"{layer_labels[j - 1]}\n{name(c)}" if 2 * i + r == 0 else name(c)
                 row[j].set_title(title, fontsize=7, color="black" if c == int(y[i]) else "red")
-    fig.suptitle("InterpretGAN explanations per layer (label f gives each; red = not the true label)",
-                 fontsize=8)
+    _title(fig, "InterpretGAN explanations per layer (label f gives each; red = not the true label)")
     return save_figure(fig, path)
 
 
@@ -127,8 +126,17 @@ def attribution_grid(x: torch.Tensor, x_adv: torch.Tensor, attr_nat: dict, attr_
                 row[j].set_yticks([])
                 if 2 * i + r == 0:
                     row[j].set_title(m, fontsize=7)
-    fig.suptitle("Attribution baselines (Captum) for f's label", fontsize=8)
+    _title(fig, "Attribution baselines (Captum) for f's label")
     return save_figure(fig, path)
+
+
+def _title(fig, text: str) -> None:
+    """A title just above the grid (matplotlib's default top margin is a share of the figure's
+    height, which leaves a wide gap over tall grids)."""
+    height = fig.get_size_inches()[1]
+    top = 1 - 0.7 / height
+    fig.subplots_adjust(top=top)
+    fig.suptitle(text, fontsize=8, y=top + 0.55 / height)
 
 
 def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
