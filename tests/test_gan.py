@@ -291,3 +291,13 @@ def test_joint_step_over_layers_equals_separate_steps(loss):
         assert out[n] == pytest.approx(outs[n], rel=1e-4)
         for a, b in zip(joint[n].parameters(), alone[n].parameters()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_progress_bar_shows_mean_losses_and_agreement_per_layer():
+    from interpretgan.fitting import _postfix
+
+    sums = {"feature_extractor.relu1": {"l_i": 2.0, "g_loss": 1.0, "d_loss": 3.0},
+            "classifier.fc3": {"l_i": 4.0}}  # fc3 still warming up: no GAN terms
+    out = _postfix(sums, 2, {"feature_extractor.relu1": 0.5, "classifier.fc3": 0.875})
+    # L_I: mean over layers of (sum / steps) = (1.0 + 2.0) / 2; G and D only from relu1
+    assert out == {"L_I": "1.500", "G": "0.500", "D": "1.500", "relu1": "0.50", "fc3": "0.88"}

@@ -261,7 +261,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
                    **{f"{n}/{k}": v / max(1, done) for n in names for k, v in sums[n].items()},
                    **{f"{n}/agreement200": a for n, a in agree.items()}}
             append_jsonl(out / "metrics.jsonl", row)
-            bar.set_postfix({n.split(".")[-1]: f"{a:.2f}" for n, a in agree.items()})
+            bar.set_postfix(_postfix(sums, done, agree))
             sums = {n: {} for n in names}
             done = 0
         if (step + 1) % cfg.ckpt_every == 0 or end_of_scale or step + 1 == total:
@@ -277,6 +277,18 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
                 _save_layer(out, n, gans[n], opts[n], steps[n], cfg, shapes[n])
             break
     return gans
+
+
+def _postfix(sums: dict[str, dict[str, float]], done: int, agree: dict[str, float]) -> dict[str, str]:
+    """Progress-bar fields: the mean losses over layers since the last log, then the running
+    agreement per layer (by the last part of its name)."""
+    out = {}
+    for key, label in (("l_i", "L_I"), ("g_loss", "G"), ("d_loss", "D")):
+        vals = [s[key] / max(1, done) for s in sums.values() if key in s]
+        if vals:
+            out[label] = f"{sum(vals) / len(vals):.3f}"
+    out.update({n.split(".")[-1]: f"{a:.2f}" for n, a in agree.items()})
+    return out
 
 
 def _save_layer(out: Path, name: str, lg: LayerGAN, opts, step: int, cfg: FitConfig, shape) -> None:
