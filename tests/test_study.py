@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from interpretgan.report import study_markdown, verdict, write_study_report
+from interpretgan.report import critical_t, study_markdown, verdict, write_study_report
 from interpretgan.runs import read_json
 from interpretgan.study import StudyConfig, run_pooling_study, summarize
 
@@ -25,6 +25,15 @@ def test_summary_and_paired_difference_by_hand():
     assert "more robust" in verdict("smallcnn", {"pgd-40": d})
     noisy = {"pgd-40": {"mean": 1.0, "std": 3.0, "n": 3, "t": 0.58}}
     assert "within seed noise" in verdict("smallcnn", noisy)
+    # the threshold follows the number of seeds: t = 2.5 is significant with 4 seeds, not with 3
+    assert "more robust" in verdict("smallcnn", {"pgd-40": {"mean": 1.0, "std": 0.8, "n": 4, "t": 2.5}})
+    assert "within seed noise" in verdict("smallcnn", {"pgd-40": {"mean": 1.0, "std": 0.7, "n": 3, "t": 2.5}})
+    assert "one seed" in verdict("smallcnn", {"pgd-40": {"mean": 1.0, "std": float("nan"), "n": 1,
+                                                          "t": float("nan")}})
+    mixed = {"pgd-40": {"mean": 2.0, "std": 0.1, "n": 3, "t": 30.0},
+             "fgsm": {"mean": -2.0, "std": 0.1, "n": 3, "t": -30.0}}
+    assert "mixed" in verdict("smallcnn", mixed)
+    assert critical_t(2) == pytest.approx(2.920)
 
 
 def test_pooling_study_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypatch):

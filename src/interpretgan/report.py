@@ -65,23 +65,41 @@ def study_markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# One-sided 5 % critical values of Student's t, by degrees of freedom (seeds − 1).
+_T_CRIT = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
+
+
+def critical_t(dof: int) -> float:
+    """One-sided p < 0.05 threshold for a paired t statistic with ``dof`` degrees of freedom."""
+    if dof < 1:
+        raise ValueError("a t test needs at least two paired seeds")
+    return _T_CRIT.get(dof, 1.812 if dof < 20 else 1.645)
+
+
 def verdict(model: str, diffs: dict[str, dict[str, Any]]) -> str:
     """One honest sentence: is average pooling more robust than max, beyond seed noise?"""
     attack_cols = [c for c in diffs if c not in ("clean",)]
-    better = [c for c in attack_cols if diffs[c]["mean"] > 0 and not math.isnan(diffs[c]["t"])
-              and diffs[c]["t"] > 2.9]  # one-sided p < 0.05 with 2 degrees of freedom (3 seeds)
-    worse = [c for c in attack_cols if diffs[c]["mean"] < 0 and not math.isnan(diffs[c]["t"])
-             and diffs[c]["t"] < -2.9]
     n = max(d["n"] for d in diffs.values())
+    if n < 2:
+        return f"{model}: one seed only — the difference cannot be tested against seed noise."
+    crit = critical_t(n - 1)
+    better = [c for c in attack_cols if diffs[c]["mean"] > 0 and not math.isnan(diffs[c]["t"])
+              and diffs[c]["t"] > crit]
+    worse = [c for c in attack_cols if diffs[c]["mean"] < 0 and not math.isnan(diffs[c]["t"])
+             and diffs[c]["t"] < -crit]
     if better and not worse:
         return (f"{model}: average pooling is more robust than max pooling beyond seed noise under "
-                f"{', '.join(better)} (paired t > 2.9 over {n} seeds); under "
+                f"{', '.join(better)} (paired t > {crit:.2f} over {n} seeds); under "
                 f"{', '.join(c for c in attack_cols if c not in better) or 'no other attack'} the "
                 "difference is within seed noise.")
     if worse and not better:
-        return f"{model}: average pooling is *less* robust than max pooling under {', '.join(worse)}."
+        return (f"{model}: average pooling is *less* robust than max pooling under {', '.join(worse)} "
+                f"(paired t < −{crit:.2f} over {n} seeds).")
+    if better and worse:
+        return (f"{model}: mixed — average pooling is more robust under {', '.join(better)} and less "
+                f"robust under {', '.join(worse)} (paired |t| > {crit:.2f} over {n} seeds).")
     return (f"{model}: the difference between average and max pooling is within seed noise over "
-            f"{n} seeds (no attack has a paired |t| > 2.9); we cannot confirm the paper's gain.")
+            f"{n} seeds (no attack has a paired |t| > {crit:.2f}); we cannot confirm the paper's gain.")
 
 
 def _paper_cols(doc: dict) -> list[str]:
