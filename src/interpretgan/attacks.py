@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .precision import autocast
 from .registry import Registry, UnknownNameError
 
 
@@ -60,8 +61,7 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: bo
                 amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """∇ₓ of the attack loss (CE, or −CE towards the target) and the logits."""
     x = x.detach().requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp and x.device.type == "cpu"), \
-            torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and x.device.type == "cuda"):
+    with autocast(amp, x.device):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y, reduction="sum")
     if targeted:

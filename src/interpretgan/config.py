@@ -153,12 +153,12 @@ TRAIN_PRESETS.register("mnist-natural-quick", TrainConfig(epochs=3, lr_milestone
 # the fast schedule takes a larger per-epoch step (measured in docs/results.md).
 TRAIN_PRESETS.register("mnist-atta-trades", TrainConfig(
     method="atta-trades", epochs=4, lr_milestones=(3,), step_size=0.1, eval_attack="pgd-40"))
-# ATTA's own MNIST schedule (60 epochs, lr drop at 55, step 0.01) for GPU users.
 # The quick main job's robust model: the same, in bf16 where the CPU/GPU has bf16 units (its
 # PGD-40 accuracy matched fp32's: docs/results.md), robust accuracy logged after the last epoch.
 TRAIN_PRESETS.register("mnist-atta-trades-quick", TrainConfig(
     method="atta-trades", epochs=4, lr_milestones=(3,), step_size=0.1, eval_attack="pgd-40",
     eval_attack_every=0, amp="auto"))
+# ATTA's own MNIST schedule (60 epochs, lr drop at 55, step 0.01) for GPU users.
 TRAIN_PRESETS.register("mnist-atta-trades-paper", TrainConfig(
     method="atta-trades", epochs=60, lr_milestones=(55,), step_size=0.01, eval_attack="pgd-40"))
 TRAIN_PRESETS.register("mnist-trades", TrainConfig(

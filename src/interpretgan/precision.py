@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from pathlib import Path
 
 import torch
-
-log = logging.getLogger(__name__)
 
 AMP_CHOICES = ("auto", "on", "off")
 
