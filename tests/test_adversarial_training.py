@@ -84,25 +84,18 @@ def test_atta_state_survives_resume(mnist_small, session_cache, tmp_path):
 def test_atta_with_augmentation_on_cifar_format(tiny_cifar, tmp_path):
     """CIFAR path end to end on tiny real-format files: crop/flip-tracked perturbations."""
     cfg = TrainConfig(
-        data=DataConfig(dataset="cifar10", data_dir=str(tiny_cifar), augment=True),
+        data=DataConfig(dataset="cifar10", data_dir=str(tiny_cifar), augment=True, verify=False),
         model=ModelConfig("vgg16", kwargs={"hidden": 16}), method="atta-trades", epochs=3,
         batch_size=8, lr=0.01, lr_milestones=(), eps=8 / 255, step_size=2 / 255,
         atta_reset_every=2, eval_attack="pgd-2", eval_attack_subset=6, eval_batch_size=6)
-    from interpretgan import data as data_mod
-
-    orig = data_mod._cifar_dir
-    try:
-        data_mod._cifar_dir = lambda d, c, dl, verify: orig(d, c, dl, False)
-        train_classifier(cfg, tmp_path / "c", progress=False, stop_after=2)
-        ck = load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")
-        delta = ck["method_state"]["delta"]
-        assert delta.shape == (20, 3, 40, 40)  # stored on the padded 40×40 image
-        inner = delta[:, :, 4:36, 4:36].abs().amax(dim=(1, 2, 3))
-        assert (inner > 1.5 / 255).all() and delta.abs().max() <= 8 / 255 + 1e-6
-        m = train_classifier(cfg, tmp_path / "c", progress=False)  # epoch 3 resets (every 2)
-        assert m["model"] == "vgg16"
-    finally:
-        data_mod._cifar_dir = orig
+    train_classifier(cfg, tmp_path / "c", progress=False, stop_after=2)
+    ck = load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")
+    delta = ck["method_state"]["delta"]
+    assert delta.shape == (20, 3, 40, 40)  # stored on the padded 40×40 image
+    inner = delta[:, :, 4:36, 4:36].abs().amax(dim=(1, 2, 3))
+    assert (inner > 1.5 / 255).all() and delta.abs().max() <= 8 / 255 + 1e-6
+    m = train_classifier(cfg, tmp_path / "c", progress=False)  # epoch 3 resets (every 2)
+    assert m["model"] == "vgg16"
 
 
 def test_atta_uniform_init_fills_the_ball():

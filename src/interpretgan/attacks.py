@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .devices import module_device
 from .precision import autocast
 from .registry import Registry, UnknownNameError
 
@@ -86,8 +87,10 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.3, al
     lo, hi = bounds
     x = x.detach()
     with eval_mode(model), frozen_params(model):
-        if random_start:
-            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if random_start:  # drawn where the generator lives, so a CPU generator gives the
+            # same start on every device
+            gdev = generator.device if generator is not None else x.device
+            noise = torch.rand(x.shape, generator=generator, device=gdev, dtype=x.dtype).to(x.device)
             x_adv = (x + (2 * noise - 1) * eps).clamp_(lo, hi)
         else:
             x_adv = x.clone()
@@ -214,7 +217,8 @@ def accuracy(model: nn.Module, ds, batch_size: int = 500, progress: bool = False
 
     correct = 0
     with eval_mode(model):
-        for x, y in tqdm(batches(ds, batch_size), total=num_batches(ds, batch_size),
+        for x, y in tqdm(batches(ds, batch_size, device=module_device(model)),
+                         total=num_batches(ds, batch_size),
                          disable=not progress, desc="clean", leave=False):
             correct += (model(x).argmax(1) == y).sum().item()
     return correct / len(ds)
@@ -227,7 +231,8 @@ def robust_accuracy(model: nn.Module, ds, attack: Attack, batch_size: int = 500,
 
     gen = torch.Generator().manual_seed(seed)
     correct = 0
-    for x, y in tqdm(batches(ds, batch_size), total=num_batches(ds, batch_size),
+    for x, y in tqdm(batches(ds, batch_size, device=module_device(model)),
+                     total=num_batches(ds, batch_size),
                      disable=not progress, desc=attack.name, leave=False):
         x_adv = attack(model, x, y, early_stop=early_stop, generator=gen)
         with torch.no_grad(), eval_mode(model):

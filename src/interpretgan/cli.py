@@ -83,6 +83,7 @@ def _train_config(a):
         "data.data_dir": a.data_dir, "data.train_subset": a.train_subset,
         "data.test_subset": a.test_subset, "data.image_size": a.image_size,
         "model.name": a.model, "model.pool": a.pool,
+        "data.verify": False if a.no_verify else None,
     }
     if a.preset is None:
         over["data.dataset"] = a.dataset
@@ -100,7 +101,8 @@ def cmd_train(a) -> int:
         print(to_json(dataclasses.asdict(cfg)))
         print(f"run directory: {run_dir}")
         return 0
-    metrics = train_classifier(cfg, run_dir, resume=not a.no_resume, progress=not a.quiet)
+    metrics = train_classifier(cfg, run_dir, resume=not a.no_resume, progress=not a.quiet,
+                               device=a.device)
     print(to_json(metrics))
     return 0
 
@@ -114,27 +116,32 @@ def cmd_evaluate(a) -> int:
     rows = evaluate_checkpoint(a.checkpoint, _csv(a.attacks) if a.attacks else [], a.out,
                                dataset=a.dataset, model=a.model, data_dir=a.data_dir,
                                subset=a.subset, batch_size=a.batch_size, seed=a.seed,
-                               progress=not a.quiet, **kw)
+                               progress=not a.quiet, device=a.device, **kw)
     for r in rows:
         print(f"{r['attack']:>10}: {100 * r['accuracy']:.2f}%  (n={r['n']}, {r['seconds']:.1f}s)")
     return 0
 
 
 def cmd_study(a) -> int:
-    from .config import override
+    from .config import merge, override, parse_assignments, train_preset_for
     from .report import write_study_report
     from .study import STUDY_PRESETS, run_pooling_study
 
     cfg = STUDY_PRESETS.get(a.dataset)
-    train_over = {}
+    sets = parse_assignments(a.set)
+    train_over = {k[len("train."):]: v for k, v in sets.items() if k.startswith("train.")}
+    top = {k: v for k, v in sets.items() if not k.startswith("train.")}
     if a.epochs is not None:
         train_over["epochs"] = a.epochs
+    cfg = merge(cfg, top)
     cfg = override(cfg, data_dir=a.data_dir, test_subset=a.test_subset,
                    seeds=tuple(range(a.seeds)) if a.seeds else None,
                    models=tuple(_csv(a.models)) if a.models else None,
                    attacks=tuple(_csv(a.attacks)) if a.attacks else None,
                    autoattack=True if a.autoattack else None,
-                   train_overrides=train_over or None)
+                   verify=False if a.no_verify else None,
+                   train_overrides={**cfg.train_overrides, **train_over} or None)
+    merge(train_preset_for(cfg.dataset, cfg.method), cfg.train_overrides)  # fail early on a bad key
     if a.full_test:
         cfg = dataclasses.replace(cfg, test_subset=None)
     root = Path(a.run_dir or f"runs/study-pooling-{cfg.dataset}")
@@ -142,7 +149,7 @@ def cmd_study(a) -> int:
         from .runs import to_json
         print(to_json(dataclasses.asdict(cfg)))
         return 0
-    doc = run_pooling_study(cfg, root, progress=not a.quiet)
+    doc = run_pooling_study(cfg, root, progress=not a.quiet, device=a.device)
     paths = write_study_report(doc, root)
     print(paths["markdown"].read_text())
     print(f"chart: {paths['chart']}")
@@ -268,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-subset", type=int)
     t.add_argument("--test-subset", type=int)
     t.add_argument("--data-dir")
+    t.add_argument("--no-verify", action="store_true",
+                   help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
     t.add_argument("--run-dir")
+    t.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     t.set_defaults(fn=cmd_train)
@@ -284,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
+    e.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
     e.set_defaults(fn=cmd_evaluate)
 
     f = sub.add_parser("fit", help="fit InterpretGAN explanation generators for a classifier")
@@ -319,7 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--full-test", action="store_true", help="evaluate on the whole test set")
     s.add_argument("--autoattack", action="store_true", help="add an APGD-CE + APGD-T column")
     s.add_argument("--data-dir")
+    s.add_argument("--no-verify", action="store_true",
+                   help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
     s.add_argument("--run-dir")
+    s.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a StudyConfig field, or a training field with train.KEY, e.g. "
+                        "--set train.batch_size=64 --set 'model_kwargs={\"vgg16\": {\"hidden\": 64}}'")
     s.add_argument("--dry-run", action="store_true")
     s.set_defaults(fn=cmd_study)
 

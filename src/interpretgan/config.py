@@ -21,6 +21,7 @@ class DataConfig:
     train_subset: int | None = None  # use the first N of a fixed permutation
     test_subset: int | None = None
     augment: bool = False  # random crop (pad 4) + flip, for CIFAR-10
+    verify: bool = True  # checksum the files (False: a deliberately modified CIFAR-10 copy)
 
 
 @dataclass

@@ -292,12 +292,23 @@ class ImageDataset(Dataset):
 
 
 def batches(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-            epoch: int = 0, drop_last: bool = False, with_index: bool = False) -> Iterator:
+            epoch: int = 0, drop_last: bool = False, with_index: bool = False,
+            device: torch.device | str | None = None) -> Iterator:
     """Yield ``(x, y)`` batches (``(idx, x, y)`` with ``with_index``); x is float in [0, 1].
 
     In-memory datasets are sliced as tensors (fast); others go through a DataLoader.
     The order depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
+    ``device``: where x and y go (idx stays on the CPU); default: the CPU.
     """
+    for item in _cpu_batches(ds, batch_size, shuffle, seed, epoch, drop_last):
+        idx, x, y = item
+        if device is not None and torch.device(device).type != "cpu":
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield (idx, x, y) if with_index else (x, y)
+
+
+def _cpu_batches(ds: Dataset, batch_size: int, shuffle: bool, seed: int, epoch: int,
+                 drop_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     n = len(ds)
     if shuffle:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
@@ -307,9 +318,7 @@ def batches(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
     if isinstance(ds, ImageDataset):
         for s in range(0, stop, batch_size):
             idx = order[s: s + batch_size]
-            x = ds.images[idx].float().div_(255)
-            y = ds.labels[idx]
-            yield (idx, x, y) if with_index else (x, y)
+            yield idx, ds.images[idx].float().div_(255), ds.labels[idx]
         return
     from torch.utils.data import DataLoader, Subset
 
@@ -319,7 +328,7 @@ def batches(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
     for x, y in loader:
         idx = order[start: start + len(y)]
         start += len(y)
-        yield (idx, x, y) if with_index else (x, y)
+        yield idx, x, y
 
 
 def num_batches(ds: Dataset, batch_size: int, drop_last: bool = False) -> int:

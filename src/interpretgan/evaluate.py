@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from .attacks import accuracy, get_attack, robust_accuracy
 from .config import DataConfig
+from .devices import resolve_device
 from .models import load_classifier
 from .runs import append_jsonl, load_checkpoint, write_json
 from .training import load_split
@@ -58,13 +59,14 @@ def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: 
                         dataset: str | None = None, model: str | None = None,
                         data_dir: str | None = None, subset: int | None = None,
                         batch_size: int = 500, seed: int = 0, progress: bool = True,
-                        **model_kwargs) -> list[dict]:
-    """Load ``path`` (ours or a bare state_dict with ``model`` named) and evaluate it.
+                        device: str | None = "auto", **model_kwargs) -> list[dict]:
+    """Load ``path`` (ours or a bare state_dict with ``model`` named) and evaluate it on
+    ``device`` (``"auto"``: a GPU if there is one).
 
     Writes ``evaluation.json`` (and ``evaluation.jsonl``, a row per attack) into
     ``out_dir`` (default: the checkpoint's run folder).
     """
-    net = load_classifier(path, model, **model_kwargs)
+    net = load_classifier(path, model, **model_kwargs).to(resolve_device(device))
     data = checkpoint_data_config(path, dataset, data_dir=data_dir, test_subset=subset)
     test_set = load_split(data, "test")
     out = Path(out_dir) if out_dir is not None else _default_out(Path(path))

@@ -21,6 +21,7 @@ import torch
 
 from .attacks import THREAT_MODELS, accuracy, get_attack, paper_attacks, robust_accuracy
 from .config import DataConfig, merge, train_preset_for
+from .devices import module_device, resolve_device
 from .models import load_classifier
 from .registry import Registry
 from .runs import read_json, write_json
@@ -57,7 +58,9 @@ class StudyConfig:
     autoattack: bool = False  # APGD-CE + APGD-T (torchattacks) on autoattack_subset
     autoattack_subset: int = 200
     data_dir: str | None = None
-    train_overrides: dict[str, Any] = field(default_factory=dict)
+    verify: bool = True  # checksum the dataset files
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, dotted
+    model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model name
 
     def attack_names(self) -> list[str]:
         return list(self.attacks) or paper_attacks(self.dataset)
@@ -89,7 +92,7 @@ def autoattack_accuracy(model, ds, eps: float, n_classes: int, batch_size: int =
                                n_classes=n_classes, seed=seed)
     correct = 0
     model.eval()
-    for x, y in batches(ds, batch_size):
+    for x, y in batches(ds, batch_size, device=module_device(model)):
         x1 = apgd(x, y)
         with torch.no_grad():
             ok = model(x1).argmax(1) == y
@@ -101,7 +104,8 @@ def autoattack_accuracy(model, ds, eps: float, n_classes: int, batch_size: int =
 
 
 def evaluate_cached(run_dir: Path, ds, dataset: str, attacks: list[str], subset_tag: str,
-                    autoattack_ds=None, n_classes: int = 10, progress: bool = True) -> dict[str, float]:
+                    autoattack_ds=None, n_classes: int = 10, progress: bool = True,
+                    device: torch.device | str = "cpu") -> dict[str, float]:
     """Clean + per-attack accuracy of ``run_dir``'s final model, cached in ``study_eval.json``."""
     cache_path = run_dir / "study_eval.json"
     cache = read_json(cache_path) if cache_path.exists() else {}
@@ -111,7 +115,7 @@ def evaluate_cached(run_dir: Path, ds, dataset: str, attacks: list[str], subset_
         key = f"{name}@{subset_tag}"
         if key not in cache:
             if model is None:
-                model = load_classifier(run_dir / "checkpoints" / "final.pt")
+                model = load_classifier(run_dir / "checkpoints" / "final.pt").to(device)
             t0 = time.perf_counter()
             if name == "clean":
                 acc = accuracy(model, ds)
@@ -159,15 +163,22 @@ def summarize(runs: list[dict], cfg: StudyConfig) -> dict:
     return summary
 
 
-def run_pooling_study(cfg: StudyConfig, root: str | Path, progress: bool = True) -> dict:
+def run_pooling_study(cfg: StudyConfig, root: str | Path, progress: bool = True,
+                      device: str | torch.device | None = "auto") -> dict:
     """Train and evaluate every (model, pool, seed) of ``cfg`` under ``root``; returns and
-    writes ``root/study.json``. Rerunning continues where a killed run stopped."""
+    writes ``root/study.json``. Rerunning continues where a killed run stopped (also on
+    another ``device``: ``"auto"`` takes a GPU if there is one)."""
+    device = resolve_device(device)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     attacks = cfg.attack_names()
     for a in attacks:
         get_attack(a, cfg.dataset)  # fail early on a bad name
-    data_cfg = DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, test_subset=cfg.test_subset)
+    unknown = set(cfg.model_kwargs) - set(cfg.models)
+    if unknown:
+        raise ValueError(f"model_kwargs names models the study does not train: {sorted(unknown)}")
+    data_cfg = DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, test_subset=cfg.test_subset,
+                          verify=cfg.verify)
     test = load_split(data_cfg, "test")
     aa_ds = test.subset(cfg.autoattack_subset) if cfg.autoattack else None
     tag = f"{cfg.test_subset or 'all'}"
@@ -179,11 +190,13 @@ def run_pooling_study(cfg: StudyConfig, root: str | Path, progress: bool = True)
                 name = _run_name(model, pool, seed)
                 tcfg = train_preset_for(cfg.dataset, cfg.method)
                 tcfg = merge(tcfg, {"seed": seed, "model.name": model, "model.pool": pool,
-                                    "data.data_dir": cfg.data_dir, **cfg.train_overrides})
+                                    "model.kwargs": dict(cfg.model_kwargs.get(model, {})),
+                                    "data.data_dir": cfg.data_dir, "data.verify": cfg.verify,
+                                    **cfg.train_overrides})
                 log.info("study: %s", name)
-                metrics = train_classifier(tcfg, root / name, progress=progress)
+                metrics = train_classifier(tcfg, root / name, progress=progress, device=device)
                 acc = evaluate_cached(root / name, test, cfg.dataset, attacks, tag, aa_ds,
-                                      progress=progress)
+                                      progress=progress, device=device)
                 runs.append({"model": model, "pool": pool, "seed": seed, "run": name,
                              "accuracy": acc, "train_time_s": metrics.get("wall_time_s")})
                 write_json(root / "study.json", _study_doc(cfg, runs, t_start))

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 from . import models as zoo
 from .attacks import accuracy, eval_mode, frozen_params, get_attack, pgd, robust_accuracy
 from .config import TrainConfig, from_dict, same_config
-from .data import ImageDataset, batches, crop_flip, load_dataset, num_batches, uncrop_flip
-from .data import random_crop_flip
+from .data import (DATASETS, ImageDataset, batches, crop_flip, load_dataset, num_batches,
+                   random_crop_flip, uncrop_flip)
+from .devices import resolve_device
 from .precision import autocast, use_amp
 from .registry import Registry
 from .runs import (RunDir, append_jsonl, load_checkpoint, read_json, rng_state, save_checkpoint,
@@ -44,6 +45,11 @@ def load_split(data_cfg, split: str):
     kwargs = {"data_dir": data_cfg.data_dir, "cache_dir": data_cfg.cache_dir}
     if data_cfg.dataset in ("mnist", "fashion-mnist", "celeba"):
         kwargs["size"] = data_cfg.image_size
+    if not data_cfg.verify:
+        if "verify" not in inspect.signature(DATASETS.get(data_cfg.dataset)).parameters:
+            raise ValueError(f"{data_cfg.dataset} files are always verified; verify=False is "
+                             "only for datasets whose loader takes it (cifar10)")
+        kwargs["verify"] = False
     ds = load_dataset(data_cfg.dataset, split, **kwargs)
     n = data_cfg.train_subset if split == "train" else data_cfg.test_subset
     if n is not None and isinstance(ds, ImageDataset):
@@ -139,7 +145,9 @@ def trades_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, s
                 beta: float = 6.0, generator: torch.Generator | None = None,
                 amp: bool = False) -> dict[str, float]:
     """TRADES with a fresh k-step KL attack started at x + 0.001·N(0, 1)."""
-    start = (x + 0.001 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+    noise = torch.randn(x.shape, generator=generator,
+                        device=generator.device if generator is not None else x.device)
+    start = (x + 0.001 * noise.to(x.device)).clamp(0, 1)
     x_adv = kl_attack(model, x, start, eps, alpha, steps, amp)
     return trades_update(model, optimizer, x, x_adv, y, beta, amp)
 
@@ -226,14 +234,15 @@ class _AttaTrades(Method):
             state["delta"] = self._fresh(state["delta"].shape, cfg, cfg.seed + epoch)
 
     def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
-        store = state["delta"]
+        store = state["delta"]  # (N, C, H, W) on the CPU; idx and aug are CPU tensors
         if aug is None:
             delta = store[idx]
         else:
             dy, dx, flip = aug
             delta = crop_flip(store[idx], dy, dx, flip, x.shape[-2], x.shape[-1])
-        out, new = atta_trades_step(model, optimizer, x, y, delta, cfg.eps, cfg.step_size, cfg.beta,
-                                    use_amp(cfg.amp, x.device))
+        out, new = atta_trades_step(model, optimizer, x, y, delta.to(x.device), cfg.eps,
+                                    cfg.step_size, cfg.beta, use_amp(cfg.amp, x.device))
+        new = new.cpu()
         if aug is None:
             store[idx] = new
         else:
@@ -256,16 +265,21 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
                      progress: bool = True, stop_after: int | None = None,
-                     on_epoch: Callable[[dict], None] | None = None) -> dict:
+                     on_epoch: Callable[[dict], None] | None = None,
+                     device: str | torch.device | None = "auto") -> dict:
     """Train a classifier as ``cfg`` says, in ``run_dir``; returns the final metrics.
+
+    ``device``: ``"auto"`` (a GPU if there is one), ``"cpu"``, ``"cuda[:N]"``; not part of
+    the config, so a run started on one device resumes on another.
 
     Checkpoints ``checkpoints/last.pt`` after every epoch (atomically) and, with
     ``resume``, continues from it. ``stop_after`` ends the call after that many epochs
     of this call (to simulate a kill in tests). Writes ``config.json``,
     ``metrics.jsonl`` (one row per epoch), ``metrics.json`` and ``checkpoints/final.pt``.
     """
-    rd = RunDir(run_dir).mkdir()
+    device = resolve_device(device)  # fail before any work on a bad name
     method = TRAIN_METHODS.get(cfg.method)
+    rd = RunDir(run_dir).mkdir()
     if rd.final.exists() and resume:
         done = load_checkpoint(rd.final)
         if same_config(done.get("config", {}), cfg):
@@ -274,7 +288,7 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     seed_everything(cfg.seed)
     train_set, test_set = load_split(cfg.data, "train"), load_split(cfg.data, "test")
     shape = dataset_shape(train_set)
-    model = build_model(cfg.model, shape, dataset_classes(train_set))
+    model = build_model(cfg.model, shape, dataset_classes(train_set)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     state = method.init_state(train_set, cfg, shape)
@@ -289,7 +303,7 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
         state = ck["method_state"]
         start_epoch, elapsed = ck["epoch"], ck.get("elapsed_s", 0.0)
         set_rng_state(ck["rng"])
-        log.info("resuming %s at epoch %d", rd.root, start_epoch + 1)
+        log.info("resuming %s at epoch %d on %s", rd.root, start_epoch + 1, device)
     else:
         rd.metrics_jsonl.unlink(missing_ok=True)
     write_json(rd.config, {"kind": "classifier", **dataclasses.asdict(cfg)})
@@ -312,8 +326,9 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
                    desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for idx, x, y in bar:
             aug = None
-            if cfg.data.augment:
+            if cfg.data.augment:  # on the CPU, where the perturbation store lives
                 x, aug = random_crop_flip(x, 4, aug_gen)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = method.step(model, optimizer, idx, x, y, aug, state, cfg, gen)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + v * len(y)
@@ -344,7 +359,7 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     last = read_jsonl_last(rd.metrics_jsonl)
     metrics = {"dataset": cfg.data.dataset, "model": cfg.model.name, "pool": cfg.model.pool,
                "method": cfg.method, "epochs": cfg.epochs, "test_accuracy": last["test_acc"],
-               "wall_time_s": elapsed, "run_dir": str(rd.root)}
+               "wall_time_s": elapsed, "run_dir": str(rd.root), "device": str(device)}
     if eval_attack is not None:
         metrics[f"{eval_attack.name}_accuracy_subset"] = last.get(f"{eval_attack.name}_acc")
     save_checkpoint(rd.final, {**zoo.classifier_state(model), "config": dataclasses.asdict(cfg),
