@@ -129,3 +129,24 @@ def test_normalisation_lives_inside_the_model():
     x = torch.full((1, 3, 32, 32), 0.5)
     f = capture(net, x, ["normalize"])
     assert f["normalize"].abs().max() == 0
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_fast_layout_same_function_and_layout_neutral_checkpoints(name, tmp_path):
+    """Channels-last weights (CPU) change speed, not results; checkpoints stay contiguous."""
+    torch.manual_seed(0)
+    kw = SMALL[name][0]
+    net = models.create(name, **kw).eval()
+    x = _inputs(name, kw)
+    ref = net(x)
+    models.fast_layout(net)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    torch.testing.assert_close(net(x), ref, rtol=1e-4, atol=1e-5)
+    state = models.classifier_state(net)["state_dict"]
+    assert all(v.is_contiguous() for v in state.values())
+    p = save_checkpoint(tmp_path / "c.pt", models.classifier_state(net))
+    loaded = models.load_classifier(p)
+    assert loaded is not net and not loaded.training
+    torch.testing.assert_close(loaded(x), ref, rtol=1e-4, atol=1e-5)
+    assert models.fast_layout(torch.nn.Linear(2, 2), "cpu").weight.is_contiguous()

@@ -66,7 +66,7 @@ def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: 
     Writes ``evaluation.json`` (and ``evaluation.jsonl``, a row per attack) into
     ``out_dir`` (default: the checkpoint's run folder).
     """
-    net = load_classifier(path, model, **model_kwargs).to(resolve_device(device))
+    net = load_classifier(path, model, device=resolve_device(device), **model_kwargs)
     data = checkpoint_data_config(path, dataset, data_dir=data_dir, test_subset=subset)
     test_set = load_split(data, "test")
     out = Path(out_dir) if out_dir is not None else _default_out(Path(path))

@@ -115,7 +115,7 @@ def evaluate_cached(run_dir: Path, ds, dataset: str, attacks: list[str], subset_
         key = f"{name}@{subset_tag}"
         if key not in cache:
             if model is None:
-                model = load_classifier(run_dir / "checkpoints" / "final.pt").to(device)
+                model = load_classifier(run_dir / "checkpoints" / "final.pt", device=device)
             t0 = time.perf_counter()
             if name == "clean":
                 acc = accuracy(model, ds)

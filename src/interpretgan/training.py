@@ -288,7 +288,8 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     seed_everything(cfg.seed)
     train_set, test_set = load_split(cfg.data, "train"), load_split(cfg.data, "test")
     shape = dataset_shape(train_set)
-    model = build_model(cfg.model, shape, dataset_classes(train_set)).to(device)
+    model = zoo.fast_layout(build_model(cfg.model, shape, dataset_classes(train_set)).to(device),
+                            device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     state = method.init_state(train_set, cfg, shape)
