@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .devices import module_device
+from .devices import module_device, noise_like
 from .precision import autocast
 from .registry import Registry, UnknownNameError
 
@@ -87,11 +87,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.3, al
     lo, hi = bounds
     x = x.detach()
     with eval_mode(model), frozen_params(model):
-        if random_start:  # drawn where the generator lives, so a CPU generator gives the
-            # same start on every device
-            gdev = generator.device if generator is not None else x.device
-            noise = torch.rand(x.shape, generator=generator, device=gdev, dtype=x.dtype).to(x.device)
-            x_adv = (x + (2 * noise - 1) * eps).clamp_(lo, hi)
+        if random_start:
+            x_adv = (x + (2 * noise_like(x, generator) - 1) * eps).clamp_(lo, hi)
         else:
             x_adv = x.clone()
         g = torch.zeros_like(x) if momentum else None

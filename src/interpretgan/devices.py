@@ -36,3 +36,13 @@ def module_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def noise_like(x: torch.Tensor, generator: torch.Generator | None = None,
+               normal: bool = False) -> torch.Tensor:
+    """Uniform [0, 1) (or, with ``normal``, standard normal) noise of ``x``'s shape and dtype on
+    ``x``'s device, drawn on ``generator``'s device: a CPU generator gives the same numbers
+    whatever device ``x`` is on."""
+    draw = torch.randn if normal else torch.rand
+    where = generator.device if generator is not None else x.device
+    return draw(x.shape, generator=generator, device=where, dtype=x.dtype).to(x.device)

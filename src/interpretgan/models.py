@@ -291,8 +291,8 @@ def load_state_dict_strict(model: nn.Module, state: dict, source: str = "checkpo
 def fast_layout(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """On the CPU, keep a conv net's 4-D weights channels-last (NHWC), in place.
 
-    oneDNN then runs convolutions and max-pooling in NHWC: per step on SmallCNN, ATTA-1
-    TRADES, TRADES and PGD ran 16–20 % faster here (``benchmarks/channels_last.py``), with
+    oneDNN then runs convolutions and max-pooling in NHWC: per step on SmallCNN, natural,
+    ATTA-1 TRADES, TRADES and PGD ran 1.23–1.27× faster here (``benchmarks/channels_last.py``), with
     the same results up to float rounding. Inputs need no change (a channels-last weight
     makes the first conv's output channels-last). Elsewhere ``model`` is left as it is.
     """

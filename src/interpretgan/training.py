@@ -30,7 +30,7 @@ from .attacks import accuracy, eval_mode, frozen_params, get_attack, pgd, robust
 from .config import TrainConfig, from_dict, same_config
 from .data import (DATASETS, ImageDataset, batches, crop_flip, load_dataset, num_batches,
                    random_crop_flip, uncrop_flip)
-from .devices import resolve_device
+from .devices import noise_like, resolve_device
 from .precision import autocast, use_amp
 from .registry import Registry
 from .runs import (RunDir, append_jsonl, load_checkpoint, read_json, rng_state, save_checkpoint,
@@ -145,9 +145,7 @@ def trades_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, s
                 beta: float = 6.0, generator: torch.Generator | None = None,
                 amp: bool = False) -> dict[str, float]:
     """TRADES with a fresh k-step KL attack started at x + 0.001·N(0, 1)."""
-    noise = torch.randn(x.shape, generator=generator,
-                        device=generator.device if generator is not None else x.device)
-    start = (x + 0.001 * noise.to(x.device)).clamp(0, 1)
+    start = (x + 0.001 * noise_like(x, generator, normal=True)).clamp(0, 1)
     x_adv = kl_attack(model, x, start, eps, alpha, steps, amp)
     return trades_update(model, optimizer, x, x_adv, y, beta, amp)
 
