@@ -30,7 +30,7 @@ def main():
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     x, y = torch.rand(128, 1, 32, 32), torch.randint(0, 10, (128,))
     G = Generator(128, (64, 64, 32, 16), 1)
-    z = torch.randn(64, 128)
+    z = torch.randn(1, 64, 128)  # (members, batch, code)
 
     def train_step():
         loss = F.cross_entropy(net(x).float(), y)

@@ -11,10 +11,11 @@ import torch.nn as nn
 from interpretgan import models
 from interpretgan.config import FitConfig
 from interpretgan.data import ImageDataset
-from interpretgan.fitting import (LayerGAN, agreement, fit_generators, gan_step, layer_dirname,
-                                  load_generators, schedule)
+from interpretgan.fitting import (GanBank, LayerGAN, agreement, fit_generators, gan_step, layer_dirname,
+                                  load_generators, make_optimizers, schedule)
 from interpretgan.gan import (GAN_LOSSES, Compressor, Discriminator, Generator, compression_plan,
-                              interpretability_loss, minibatch_std, to_classifier)
+                              interpretability_loss, member_of, minibatch_std, stack_members,
+                              to_classifier)
 from interpretgan.layers import capture, default_layers, layer_shapes
 from interpretgan.runs import load_checkpoint, read_jsonl
 
@@ -47,20 +48,53 @@ def test_every_compression_rule_output_shape(name, kw, size):
 def test_generator_discriminator_scales_and_fade_in():
     torch.manual_seed(0)
     G, D = Generator(16, [16, 16, 8, 8], 1), Discriminator([16, 16, 8, 8], 1)
-    z = torch.randn(4, 16)
+    z = torch.randn(1, 4, 16)  # (members, batch, code)
     for s in range(4):
         x = G(z, s)
-        assert x.shape == (4, 1, 4 * 2 ** s, 4 * 2 ** s) and 0 <= x.min() and x.max() <= 1
-        assert D(x, s).shape == (4,)
+        assert x.shape == (1, 4, 1, 4 * 2 ** s, 4 * 2 ** s) and 0 <= x.min() and x.max() <= 1
+        assert D(x, s).shape == (1, 4)
     # alpha = 0: the new scale contributes nothing, the image is the previous scale upsampled
     full_prev = G(z, 1)
     faded = G(z, 2, alpha=0.0)
-    torch.testing.assert_close(faded, torch.nn.functional.interpolate(full_prev, scale_factor=2))
+    torch.testing.assert_close(faded[0], torch.nn.functional.interpolate(full_prev[0], scale_factor=2))
     mid = G(z, 2, alpha=0.5)
     assert not torch.allclose(mid, faded) and not torch.allclose(mid, G(z, 2, alpha=1.0))
     # D at alpha = 0 sees only the downsampled image through the previous scale's path
-    img = torch.rand(4, 1, 16, 16)
-    torch.testing.assert_close(D(img, 2, alpha=0.0), D(torch.nn.functional.avg_pool2d(img, 2), 1))
+    img = torch.rand(1, 4, 1, 16, 16)
+    torch.testing.assert_close(D(img, 2, alpha=0.0), D(torch.nn.functional.avg_pool2d(img[0], 2)[None], 1))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_stacked_members_compute_what_each_member_alone_computes(channels):
+    """A stack of M generators / discriminators is M independent networks, run as one."""
+    torch.manual_seed(0)
+    make_g = lambda m: Generator(16, [16, 8, 8], channels, members=m)  # noqa: E731
+    make_d = lambda m: Discriminator([16, 8, 8], channels, members=m)  # noqa: E731
+    gs, ds = [make_g(1) for _ in range(3)], [make_d(1) for _ in range(3)]
+    G, D = stack_members(make_g, gs), stack_members(make_d, ds)
+    z = torch.randn(3, 5, 16)
+    for scale, alpha in ((0, 1.0), (2, 0.3), (2, 1.0)):
+        x = G(z, scale, alpha)
+        assert x.shape == (3, 5, channels, 4 * 2 ** scale, 4 * 2 ** scale)
+        scores = D(x, scale, alpha)
+        for i in range(3):
+            torch.testing.assert_close(x[i], gs[i](z[i: i + 1], scale, alpha)[0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(scores[i], ds[i](x[i: i + 1], scale, alpha)[0], rtol=1e-5, atol=1e-5)
+    one = member_of(make_g, G, 1)
+    torch.testing.assert_close(one(z[1:2]), gs[1](z[1:2]))
+
+
+def test_bank_members_do_not_depend_on_their_neighbours():
+    cfg = FitConfig(code_dim=8, g_channels=(8, 8), d_channels=(8, 8), c_width_mult=0.25)
+    a, b = ("feature_extractor.pool2", (64, 5, 5)), ("classifier.fc3", (10,))
+    both = GanBank.build([a, b], 1, cfg).eval()
+    alone = GanBank.build([b], 1, cfg).eval()
+    l2, l3 = torch.randn(4, 64, 5, 5), torch.randn(4, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(both.explain_all([l2, l3])[1], alone.explain(l3))
+        torch.testing.assert_close(both.member(1).explain(l3), alone.explain(l3))
+    for k, v in both.member(1).state_dict().items():
+        torch.testing.assert_close(v, alone.state_dict()[k], msg=k)
 
 
 def test_schedule_fade_and_warmup():
@@ -91,7 +125,7 @@ def test_interpretability_gradient_reaches_g_and_c_not_f():
     x_hat = to_classifier(lg.explain(torch.randn(4, 200), scale=2), 32)
     assert x_hat.shape == (4, 1, 32, 32)
     interpretability_loss(f, x_hat, torch.tensor([1, 2, 3, 4])).backward()
-    assert lg.G.fc.weight.grad.abs().sum() > 0 and lg.C.net[-1].weight.grad.abs().sum() > 0
+    assert lg.G.fc.weight.grad.abs().sum() > 0 and lg.Cs[0].net[-1].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in lg.D.parameters())
     assert all(p.grad is None for p in f.parameters())
 
@@ -105,21 +139,21 @@ def test_gan_step_updates_and_reports(loss, amp):
         p.requires_grad_(False)
     cfg = FitConfig(code_dim=8, g_channels=(8, 8, 8, 8), d_channels=(8, 8, 8, 8), gan_loss=loss)
     lg = LayerGAN("classifier.fc3", (10,), 1, cfg)
-    opt_g = torch.optim.Adam([*lg.G.parameters(), *lg.C.parameters()], lr=1e-3)
-    opt_d = torch.optim.Adam(lg.D.parameters(), lr=1e-3)
+    opts = make_optimizers(lg, cfg)
     d_before = [p.clone() for p in lg.D.parameters()]
     phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=0), 3)
-    out = gan_step({"fc3": lg}, f, GAN_LOSSES.get(loss)(), {"fc3": (opt_g, opt_d)}, {"fc3": torch.randn(6, 10)},
-                   torch.rand(6, 1, 32, 32), torch.arange(6), phase, 1.0, 32, amp=amp)["fc3"]
+    feats = {"classifier.fc3": torch.randn(6, 10)}
+    out = gan_step([lg], f, GAN_LOSSES.get(loss)(), [opts], feats,
+                   torch.rand(6, 1, 32, 32), torch.arange(6), phase, 1.0, 32, amp=amp)[0]
     assert {"d_loss", "g_loss", "l_i"} <= set(out)
-    assert all(math.isfinite(v) for v in out.values())
+    assert all(v.shape == (1,) and math.isfinite(v.item()) for v in out.values())
     assert all(p.dtype == torch.float32 for p in lg.parameters())  # bf16 only inside autocast
     assert any(not torch.equal(a, b) for a, b in zip(d_before, lg.D.parameters()))
     # in warm-up, D is not updated and there is no GAN term
     d_before = [p.clone() for p in lg.D.parameters()]
     warm = dataclasses.replace(phase, warmup=True)
-    out = gan_step({"fc3": lg}, f, GAN_LOSSES.get(loss)(), {"fc3": (opt_g, opt_d)}, {"fc3": torch.randn(6, 10)},
-                   torch.rand(6, 1, 32, 32), torch.arange(6), warm, 1.0, 32, amp=amp)["fc3"]
+    out = gan_step([lg], f, GAN_LOSSES.get(loss)(), [opts], feats,
+                   torch.rand(6, 1, 32, 32), torch.arange(6), warm, 1.0, 32, amp=amp)[0]
     assert set(out) == {"l_i"} and all(torch.equal(a, b) for a, b in zip(d_before, lg.D.parameters()))
 
 
@@ -174,6 +208,20 @@ def test_fit_writes_checkpoints_per_layer_and_scale(toy, tmp_path):
     assert not f.training and all(not p.requires_grad for p in f.parameters())
 
 
+def test_resume_after_a_kill_in_the_middle_of_a_save(toy, tmp_path):
+    """One layer's new last.pt written, the other's not yet: both resume from the older save."""
+    f, ds, ex = toy
+    full = fit_generators(f, ds, ex, TINY, tmp_path / "a", LAYERS, progress=False)
+    fit_generators(f, ds, ex, TINY, tmp_path / "b", LAYERS, progress=False, stop_after=10)
+    d0, d1 = (tmp_path / "b" / layer_dirname(n) for n in LAYERS)
+    assert load_checkpoint(d0 / "last.pt")["step"] == 10 and load_checkpoint(d0 / "prev.pt")["step"] == 8
+    (d1 / "last.pt").unlink()  # killed after moving layer 1's step-10 file aside, before writing it
+    resumed = fit_generators(f, ds, ex, TINY, tmp_path / "b", LAYERS, progress=False)
+    for n in LAYERS:
+        for (k, a), b in zip(full[n].state_dict().items(), resumed[n].state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{n} {k}")
+
+
 def test_resume_mid_scale_matches_uninterrupted(toy, tmp_path):
     f, ds, ex = toy
     full = fit_generators(f, ds, ex, TINY, tmp_path / "a", LAYERS, progress=False)
@@ -200,11 +248,11 @@ def test_lazy_r1_every_k_steps():
     torch.manual_seed(0)
     D = Discriminator([8, 8], 1)
     loss = GAN_LOSSES.get("ns-r1")()
-    real, fake = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    real, fake = torch.rand(4, 1, 8, 8), torch.rand(1, 4, 1, 8, 8)
     with_r1 = [("r1" in loss.d_loss(D, real, fake, 1, 1.0, step)[1]) for step in range(8)]
     assert with_r1 == [True, False, False, False, True, False, False, False]
     total, stats = loss.d_loss(D, real, fake, 1, 1.0, 0)
-    assert total.item() == pytest.approx(stats["d_loss"] + 0.5 * 1.0 * 4 * stats["r1"], rel=1e-5)
+    assert total.item() == pytest.approx((stats["d_loss"] + 0.5 * 1.0 * 4 * stats["r1"]).item(), rel=1e-5)
 
 
 def test_fit_run_writes_summary_with_agreement_and_kid(mnist_small, session_cache, tmp_path, monkeypatch):
@@ -235,11 +283,10 @@ def test_ema_tracks_live_weights_and_serves_explanations_in_eval_mode():
     cfg = FitConfig(code_dim=8, g_channels=(8, 8, 8, 8), d_channels=(8, 8, 8, 8), ema_beta=0.9)
     lg = LayerGAN("classifier.fc3", (10,), 1, cfg)
     init = [p.clone() for p in lg.G.parameters()]
-    opt_g = torch.optim.Adam([*lg.G.parameters(), *lg.C.parameters()], lr=1e-2)
-    opt_d = torch.optim.Adam(lg.D.parameters(), lr=1e-3)
+    opts = make_optimizers(lg, dataclasses.replace(cfg, lr=1e-2))
     phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=1.0), 3)
     l = torch.randn(6, 10)
-    gan_step({"fc3": lg.train()}, f, GAN_LOSSES.get("ns-r1")(), {"fc3": (opt_g, opt_d)}, {"fc3": l},
+    gan_step([lg.train()], f, GAN_LOSSES.get("ns-r1")(), [opts], {"classifier.fc3": l},
              torch.rand(6, 1, 32, 32), torch.arange(6), phase, 1.0, 32)
     # one step: ema = 0.9·init + 0.1·live, worked out per parameter
     assert any(not torch.equal(p0, p) for p0, p in zip(init, lg.G.parameters()))
@@ -257,9 +304,7 @@ def test_ema_tracks_live_weights_and_serves_explanations_in_eval_mode():
     off.update_ema()  # a no-op
 
 
-@pytest.mark.parametrize("loss", GAN_LOSSES.names())
-def test_joint_step_over_layers_equals_separate_steps(loss):
-    """All layers' explanations share one classifier batch; each layer's update is unchanged."""
+def _step_setup(loss):
     torch.manual_seed(0)
     f = models.create("smallcnn").eval()
     torch.nn.init.normal_(f.classifier.fc3.weight, std=0.1)
@@ -268,36 +313,76 @@ def test_joint_step_over_layers_equals_separate_steps(loss):
     cfg = FitConfig(code_dim=8, g_channels=(8, 8, 8, 8), d_channels=(8, 8, 8, 8), c_width_mult=0.25,
                     gan_loss=loss)
     x, target = torch.rand(6, 1, 32, 32), torch.arange(6)
-    names = ["feature_extractor.pool2", "classifier.fc3"]
+    names = ["feature_extractor.relu1", "feature_extractor.pool2", "classifier.fc3"]
     feats = capture(f, x, names)
+    members = [(n, feats[n].shape[1:]) for n in names]
+    return f, cfg, x, target, feats, members
+
+
+@pytest.mark.parametrize("loss", GAN_LOSSES.names())
+def test_stacked_step_over_layers_equals_separate_steps(loss):
+    """All layers as one stacked bank (one G, one D, one classifier batch) or one bank per
+    layer: the same losses and the same updated weights."""
+    f, cfg, x, target, feats, members = _step_setup(loss)
     phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 1), warmup_fraction=0), 3)
 
-    def build():
-        torch.manual_seed(1)
-        gans = {n: LayerGAN(n, feats[n].shape[1:], 1, cfg).train() for n in names}
+    def run(banks):
         # SGD: Adam's first step is ≈ lr·sign(grad), which would magnify rounding differences
-        opts = {n: (torch.optim.SGD([*g.G.parameters(), *g.C.parameters()], lr=0.1),
-                    torch.optim.SGD(g.D.parameters(), lr=0.1)) for n, g in gans.items()}
-        return gans, opts
+        opts = [tuple(torch.optim.SGD([p for _, p in g], lr=0.1) for g in b.param_groups()) for b in banks]
+        torch.manual_seed(2)  # WGAN-GP draws its interpolation weights
+        return gan_step(banks, f, GAN_LOSSES.get(loss)(), opts, feats, x, target, phase, 1.0, 32)
 
-    joint, jopts = build()
-    torch.manual_seed(2)  # WGAN-GP draws its interpolation weights
-    out = gan_step(joint, f, GAN_LOSSES.get(loss)(), jopts, feats, x, target, phase, 1.0, 32)
-    alone, aopts = build()
-    torch.manual_seed(2)
-    outs = {n: gan_step({n: alone[n]}, f, GAN_LOSSES.get(loss)(), aopts, feats, x, target, phase, 1.0, 32)[n]
-            for n in names}
-    for n in names:
-        assert out[n] == pytest.approx(outs[n], rel=1e-4)
-        for a, b in zip(joint[n].parameters(), alone[n].parameters()):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    joint = GanBank.build(members, 1, cfg)
+    alone = [GanBank.build([m], 1, cfg) for m in members]
+    out_joint, out_alone = run([joint]), run(alone)
+    for i in range(len(members)):
+        for k, v in out_joint[0].items():
+            if k == "d_loss" and loss == "wgan-gp":
+                continue  # its random interpolation points differ between the two layouts
+            assert v[i].item() == pytest.approx(out_alone[i][k].item(), rel=1e-4, abs=1e-5), k
+        if loss != "wgan-gp":
+            for k, v in joint.member(i).state_dict().items():
+                torch.testing.assert_close(v, alone[i].state_dict()[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_launch_saving_step_equals_the_per_layer_reference(amp):
+    """The fit's fast path (stacked bank, fused Adam) against the reference (a bank and an
+    unfused, per-parameter Adam per layer): same losses and weights after three steps
+    (within bf16 rounding under autocast). Adam's first steps move a weight by ≈ lr·sign(g),
+    so a gradient that rounds to the other side of 0 moves it by 2·lr: weights are compared
+    to 2·lr per step."""
+    f, cfg, x, target, feats, members = _step_setup("ns-r1")
+    tol = dict(rtol=5e-2, atol=5e-3) if amp else dict(rtol=1e-4, atol=1e-5)
+    w_tol = dict(rtol=0, atol=3 * 2 * cfg.lr + 1e-5)
+
+    def run(banks, adam):
+        c = dataclasses.replace(cfg, adam=adam)
+        opts = [make_optimizers(b, c) for b in banks]
+        outs = []
+        for step in range(3):
+            phase = schedule(dataclasses.replace(cfg, steps_per_scale=(1, 1, 1, 3), warmup_fraction=0), 3 + step)
+            outs.append(gan_step(banks, f, GAN_LOSSES.get("ns-r1")(), opts, feats, x, target, phase,
+                                 1.0, 32, amp=amp))
+        return outs
+
+    fast = GanBank.build(members, 1, cfg)
+    ref = [GanBank.build([m], 1, cfg) for m in members]
+    out_fast, out_ref = run([fast], "fused"), run(ref, "loop")
+    for step in range(3):
+        for i in range(len(members)):
+            for k, v in out_fast[step][0].items():
+                torch.testing.assert_close(v[i], out_ref[step][i][k][0], **tol, msg=f"step {step} {k}")
+    for i in range(len(members)):
+        for k, v in fast.member(i).state_dict().items():
+            torch.testing.assert_close(v, ref[i].state_dict()[k], **w_tol, msg=k)
 
 
 def test_progress_bar_shows_mean_losses_and_agreement_per_layer():
     from interpretgan.fitting import _postfix
 
-    sums = {"feature_extractor.relu1": {"l_i": 2.0, "g_loss": 1.0, "d_loss": 3.0},
-            "classifier.fc3": {"l_i": 4.0}}  # fc3 still warming up: no GAN terms
-    out = _postfix(sums, 2, {"feature_extractor.relu1": 0.5, "classifier.fc3": 0.875})
-    # L_I: mean over layers of (sum / steps) = (1.0 + 2.0) / 2; G and D only from relu1
+    means = {"feature_extractor.relu1": {"l_i": 1.0, "g_loss": 0.5, "d_loss": 1.5},
+             "classifier.fc3": {"l_i": 2.0}}  # fc3 still warming up: no GAN terms
+    out = _postfix(means, {"feature_extractor.relu1": 0.5, "classifier.fc3": 0.875})
+    # L_I: mean over layers (1.0 + 2.0) / 2; G and D only from relu1
     assert out == {"L_I": "1.500", "G": "0.500", "D": "1.500", "relu1": "0.50", "fc3": "0.88"}

@@ -161,7 +161,7 @@ def test_kill_during_fitting_then_rerun_loses_at_most_one_checkpoint_interval(
         run_main(cfg, root, progress=False)
     stage = read_json(root / "stages" / "fit__natural.json")
     assert stage["done"] is False
-    saved = torch.load(root / "natural" / "fit" / "classifier.fc3" / "last.pt", weights_only=False)
+    saved = torch.load(root / "natural" / "fit" / "classifier.fc3" / "last.pt", weights_only=True)
     assert saved["step"] == 6  # steps 0–5 done and saved; step 6 was in flight
     stamps = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
     calls["n"] = -10 ** 9  # no more crashes

@@ -210,6 +210,9 @@ class FitConfig:
     ckpt_every: int = 100  # steps
     seed: int = 0
     amp: str = "auto"  # bf16 autocast: "auto" (where the hardware has bf16 units), "on", "off"
+    # how a step is run (results equal up to float rounding; benchmarks/fit_speed.py measures them)
+    group_layers: bool = True  # all layers' G/D as one stacked network (False: one per layer)
+    adam: str = "fused"  # "fused" (one kernel for all parameters), "foreach" or "loop"
 
 
 FIT_PRESETS: Registry[FitConfig] = Registry("fit preset")

@@ -7,6 +7,7 @@ going through the classifier as one batch (:func:`gan_step`). Run folder::
     RUN/fit/config.json               the resolved FitConfig (+ classifier and layers)
     RUN/fit/metrics.jsonl             losses and held-out agreement as training goes
     RUN/fit/<layer>/last.pt           resumable state of that layer (atomic, every ckpt_every steps)
+    RUN/fit/<layer>/prev.pt           the save before it (resume point after a kill mid-save)
     RUN/fit/<layer>/scale<k>.pt       G and C at the end of scale k
     RUN/fit/summary.json              agreement and realism per layer
 """
@@ -14,7 +15,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
+import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -24,13 +29,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .attacks import eval_mode
+from .attacks import eval_mode, frozen_params
 from .config import FitConfig, same_config
 from .data import batches, num_batches
-from .gan import GAN_LOSSES, Compressor, Discriminator, Generator, to_classifier, to_resolution
+from .devices import module_device
+from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
+                  to_classifier, to_resolution)
 from .layers import capture, default_layers, layer_shapes
 from .precision import autocast, use_amp
-from .runs import append_jsonl, load_checkpoint, save_checkpoint, write_json
+from .runs import append_jsonl, load_checkpoint, read_json, save_checkpoint, write_json
 
 log = logging.getLogger(__name__)
 
@@ -39,42 +46,149 @@ def layer_dirname(name: str) -> str:
     return name.replace("/", "_").replace("@", "_at_")
 
 
-class LayerGAN(nn.Module):
-    """C, G and D for one layer, plus an exponential moving average of C and G (ProGAN's
-    G_ema) when ``cfg.ema_beta > 0``: training updates C/G, explanations in eval mode use
-    the average, which smooths out the GAN's step-to-step swings."""
+def member_seed(seed: int, key: str) -> int:
+    """The initialisation seed of member ``key`` in a fit seeded ``seed``: a member's initial
+    weights do not depend on which other members are fitted beside it."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16)
 
-    def __init__(self, layer: str, shape: Sequence[int], image_channels: int, cfg: FitConfig):
+
+class GanBank(nn.Module):
+    """C, G and D of M members (one per interpreted layer), with G and D as stacks of M
+    networks (:mod:`gan`) and one compression network C per member (layers differ in shape);
+    plus an exponential moving average of C and G (ProGAN's G_ema) when ``cfg.ema_beta > 0``:
+    training updates C/G, explanations in eval mode use the average.
+
+    ``members``: ``[(layer, shape), …]``. Member i computes exactly what a one-member bank
+    with member i's weights computes (:meth:`member`, :meth:`stack`), so fitting layers
+    together or apart gives the same generators.
+    """
+
+    def __init__(self, members: Sequence[tuple[str, Sequence[int]]], image_channels: int, cfg: FitConfig):
         super().__init__()
-        self.layer = layer
-        self.C = Compressor(shape, cfg.code_dim, cfg.c_width_mult)
-        self.G = Generator(cfg.code_dim, cfg.g_channels, image_channels)
-        self.D = Discriminator(cfg.d_channels, image_channels)
+        self.layers = [layer for layer, _ in members]
+        self.shapes = [tuple(shape) for _, shape in members]
+        self.image_channels, self.cfg = image_channels, cfg
+        m = len(members)
+        self.Cs = nn.ModuleList([Compressor(s, cfg.code_dim, cfg.c_width_mult) for s in self.shapes])
+        self.G = Generator(cfg.code_dim, cfg.g_channels, image_channels, members=m)
+        self.D = Discriminator(cfg.d_channels, image_channels, members=m)
         self.ema_beta = cfg.ema_beta
         self.ema: nn.ModuleDict | None = None
         if cfg.ema_beta > 0:
-            self.ema = copy.deepcopy(nn.ModuleDict({"C": self.C, "G": self.G})).requires_grad_(False)
+            self.ema = copy.deepcopy(nn.ModuleDict({"Cs": self.Cs, "G": self.G})).requires_grad_(False)
+
+    # ---------------------------------------------------------------- building and slicing
+    @classmethod
+    def build(cls, members: Sequence[tuple[str, Sequence[int]]], image_channels: int,
+              cfg: FitConfig) -> "GanBank":
+        """A bank whose member i starts from the weights of ``member_seed(cfg.seed, layer_i)``."""
+        parts = []
+        for layer, shape in members:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(member_seed(cfg.seed, layer))
+                parts.append(cls([(layer, shape)], image_channels, cfg))
+        return parts[0] if len(parts) == 1 else cls.stack(parts)
+
+    @classmethod
+    def stack(cls, banks: Sequence["GanBank"]) -> "GanBank":
+        """One bank holding the members of ``banks`` in order (weights copied)."""
+        first = banks[0]
+        members = [(l, s) for b in banks for l, s in zip(b.layers, b.shapes)]
+        with torch.random.fork_rng(devices=[]):  # the fresh weights are overwritten below
+            out = cls(members, first.image_channels, first.cfg)
+        states = [b.state_dict() for b in banks]
+        merged, offset = {}, 0
+        for b, st in zip(banks, states):
+            for k, v in st.items():
+                ck = _c_index(k)
+                if ck is not None:  # per-member compressor: renumber
+                    head, i, rest = ck
+                    merged[f"{head}{i + offset}.{rest}"] = v
+            offset += len(b.layers)
+        for k in states[0]:
+            if _c_index(k) is None:  # stacked G / D parameter: concatenate members
+                merged[k] = torch.cat([st[k] for st in states])
+        out.load_state_dict(merged)
+        return out.to(_device_of(first))
+
+    def member(self, i: int) -> "GanBank":
+        """Member ``i`` as a one-member bank (a copy, in this bank's train/eval mode)."""
+        with torch.random.fork_rng(devices=[]):
+            out = type(self)([(self.layers[i], self.shapes[i])], self.image_channels, self.cfg)
+        out.load_state_dict(self.member_state(i))
+        return out.to(_device_of(self)).train(self.training)
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s weights, keyed as a one-member bank's ``state_dict``."""
+        out = {}
+        for k, v in self.state_dict().items():
+            ck = _c_index(k)
+            if ck is None:
+                out[k] = v[i: i + 1].clone()
+            elif ck[1] == i:
+                out[f"{ck[0]}0.{ck[2]}"] = v.clone()
+        return out
+
+    # ---------------------------------------------------------------- explanations
+    def explain_all(self, feats: Sequence[torch.Tensor], scale: int | None = None, alpha: float = 1.0,
+                    use_ema: bool | None = None) -> torch.Tensor:
+        """x̂_m = G_m(C_m(l_m)) for every member. feats[m]: (B, *shape_m) → (M, B, C, R, R)
+        in [0, 1]. ``use_ema`` defaults to "in eval mode, if there is an average"."""
+        if use_ema is None:
+            use_ema = not self.training and self.ema is not None
+        Cs, G = (self.ema["Cs"], self.ema["G"]) if use_ema else (self.Cs, self.G)
+        codes = torch.stack([c(l) for c, l in zip(Cs, feats)])  # (M, B, code_dim)
+        return G(codes, scale, alpha)
 
     def explain(self, l: torch.Tensor, scale: int | None = None, alpha: float = 1.0,
                 use_ema: bool | None = None) -> torch.Tensor:
-        """x̂ = G(C(l)). l: (B, *shape) → (B, C, R, R) in [0, 1]. ``use_ema`` defaults to
-        "in eval mode, if there is an average"."""
-        if use_ema is None:
-            use_ema = not self.training and self.ema is not None
-        if use_ema:
-            return self.ema["G"](self.ema["C"](l), scale, alpha)
-        return self.G(self.C(l), scale, alpha)
+        """A one-member bank's explanation x̂ = G(C(l)). l: (B, *shape) → (B, C, R, R)."""
+        if len(self.layers) != 1:
+            raise ValueError(f"explain() is for one member; this bank has {len(self.layers)}: use explain_all")
+        return self.explain_all([l], scale, alpha, use_ema)[0]
 
     @torch.no_grad()
     def update_ema(self) -> None:
         """ema ← β·ema + (1 − β)·live, for C and G (call after each C/G update)."""
         if self.ema is None:
             return
-        for name, live in (("C", self.C), ("G", self.G)):
-            for pe, p in zip(self.ema[name].parameters(), live.parameters()):
-                pe.lerp_(p, 1.0 - self.ema_beta)
-            for be, b in zip(self.ema[name].buffers(), live.buffers()):
-                be.copy_(b)
+        live = [*self.Cs.parameters(), *self.G.parameters()]
+        avg = [*self.ema["Cs"].parameters(), *self.ema["G"].parameters()]
+        torch._foreach_lerp_(avg, live, 1.0 - self.ema_beta)
+
+    def param_groups(self) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, nn.Parameter]]]:
+        """(named C/G parameters, named D parameters): what the two optimisers update."""
+        g = [(k, p) for k, p in self.named_parameters() if k.startswith(("Cs.", "G."))]
+        d = [(k, p) for k, p in self.named_parameters() if k.startswith("D.")]
+        return g, d
+
+
+def _c_index(key: str) -> tuple[str, int, str] | None:
+    """``"Cs.3.net.0.weight"`` → ``("Cs.", 3, "net.0.weight")`` (also under ``ema.``); None for
+    the stacked G / D entries."""
+    for head in ("Cs.", "ema.Cs."):
+        if key.startswith(head):
+            i, _, rest = key[len(head):].partition(".")
+            return head, int(i), rest
+    return None
+
+
+def _device_of(m: nn.Module) -> torch.device:
+    return next(m.parameters()).device
+
+
+def LayerGAN(layer: str, shape: Sequence[int], image_channels: int, cfg: FitConfig) -> GanBank:  # noqa: N802
+    """One layer's C, G and D: a one-member :class:`GanBank` (initialised like ``build``)."""
+    return GanBank.build([(layer, shape)], image_channels, cfg)
+
+
+def make_optimizers(bank: GanBank, cfg: FitConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam for C/G and for D (``cfg.adam``: "fused" — one kernel for all parameters —,
+    "foreach" or "loop", the per-parameter reference)."""
+    kw = {"fused": True} if cfg.adam == "fused" else {"foreach": cfg.adam == "foreach"}
+    g, d = bank.param_groups()
+    return (torch.optim.Adam([p for _, p in g], lr=cfg.lr, betas=cfg.betas, **kw),
+            torch.optim.Adam([p for _, p in d], lr=cfg.lr, betas=cfg.betas, **kw))
 
 
 @dataclasses.dataclass
@@ -99,56 +213,57 @@ def schedule(cfg: FitConfig, step: int) -> Phase:
     raise AssertionError
 
 
-def gan_step(gans: Mapping[str, LayerGAN], classifier: nn.Module, loss_fn,
-             opts: Mapping[str, tuple[torch.optim.Optimizer, torch.optim.Optimizer]],
+def gan_step(banks: Sequence[GanBank], classifier: nn.Module, loss_fn,
+             opts: Sequence[tuple[torch.optim.Optimizer, torch.optim.Optimizer]],
              feats: Mapping[str, torch.Tensor], real: torch.Tensor, target: torch.Tensor,
              phase: Phase, lam: float, image_size: int,
-             amp: bool = False) -> dict[str, dict[str, float]]:
-    """One InterpretGAN step for every layer in ``gans``: per layer a D update (unless warming
-    up), then the C/G update on GAN loss + λ·L_I.
+             amp: bool = False) -> list[dict[str, torch.Tensor]]:
+    """One InterpretGAN step for every member of every bank: a D update (unless warming up),
+    then the C/G update on GAN loss + λ·L_I (Eq. 3–4).
 
-    feats[name]: (B, *shape) that layer's output; real: (B, C, H, W) images; target: (B,) f(x).
-    The layers' explanations go through the frozen classifier as one batch (one forward and
-    backward for all layers, the costliest part of a step); since each layer's loss only
-    reaches its own C/G, this equals separate steps per layer. ``amp``: forward passes under
-    bf16 autocast (weights, optimiser state and losses stay fp32). Returns ``{layer: losses}``.
+    feats[layer]: (B, *shape) that layer's output; real: (B, C, H, W) images; target: (B,) f(x).
+    All members' explanations go through the frozen classifier as one batch (one forward and
+    backward for every layer, the costliest part of a step); since each member's loss only
+    reaches its own C/G, this equals separate steps per member. ``amp``: forward passes under
+    bf16 autocast (weights, optimiser state and losses stay fp32).
+
+    Returns, per bank, ``{stat: (M,) tensor}`` (``l_i``, and ``g_loss``, ``d_loss``, … after
+    warm-up), detached and left on the device: reading them is the caller's (rare) sync.
     """
-    out: dict[str, dict[str, float]] = {n: {} for n in gans}
     device = real.device
+    out: list[dict[str, torch.Tensor]] = [{} for _ in banks]
     with autocast(amp, device):
-        x_hats = {n: lg.explain(feats[n], phase.scale, phase.alpha) for n, lg in gans.items()}
+        x_hats = [b.explain_all([feats[l] for l in b.layers], phase.scale, phase.alpha) for b in banks]
     if not phase.warmup:
-        for n, lg in gans.items():  # one G forward serves the D and the G update
-            real_r = to_resolution(real, lg.G.resolution(phase.scale))
+        real_r = to_resolution(real, banks[0].G.resolution(phase.scale))
+        for b, x_hat, (_, opt_d), stats in zip(banks, x_hats, opts, out):
             with autocast(amp, device):
-                d_loss, d_stats = loss_fn.d_loss(lg.D, real_r, x_hats[n].detach(), phase.scale,
-                                                 phase.alpha, phase.step)
-            opt_d = opts[n][1]
+                d_total, d_stats = loss_fn.d_loss(b.D, real_r, x_hat.detach(), phase.scale,
+                                                  phase.alpha, phase.step)
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
+            d_total.backward()
             opt_d.step()
-            out[n].update(d_stats)
-    names = list(gans)
+            stats.update(d_stats)
     with autocast(amp, device):
-        logits = classifier(torch.cat([to_classifier(x_hats[n], image_size) for n in names]))
-    total = 0.0
-    for n, chunk in zip(names, logits.float().split(len(target))):
-        li = F.cross_entropy(chunk, target)  # L_I of Eq. 3–4
-        loss = lam * li
+        li = interpretability_loss(classifier, torch.cat(x_hats), target, image_size)  # (ΣM,)
+    total = lam * li.sum()
+    offset = 0
+    for b, x_hat, stats in zip(banks, x_hats, out):
+        m = len(b.layers)
+        stats["l_i"] = li[offset: offset + m].detach()
+        offset += m
         if not phase.warmup:
-            with autocast(amp, device):
-                scores = gans[n].D(x_hats[n], phase.scale, phase.alpha)
+            with frozen_params(b.D), autocast(amp, device):  # no weight gradients for D here
+                scores = b.D(x_hat, phase.scale, phase.alpha)
             g_adv = loss_fn.g_loss(scores.float())
-            loss = loss + g_adv
-            out[n]["g_loss"] = g_adv.item()
-        out[n]["l_i"] = li.item()
-        total = total + loss
-    for n in names:
-        opts[n][0].zero_grad(set_to_none=True)
+            total = total + g_adv.sum()
+            stats["g_loss"] = g_adv.detach()
+    for opt_g, _ in opts:
+        opt_g.zero_grad(set_to_none=True)
     total.backward()
-    for n in names:
-        opts[n][0].step()
-        gans[n].update_ema()
+    for b, (opt_g, _) in zip(banks, opts):
+        opt_g.step()
+        b.update_ema()
     return out
 
 
@@ -185,132 +300,232 @@ def agreement(classifier: nn.Module, gans: dict[str, LayerGAN], x: torch.Tensor,
 def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: FitConfig,
                    out_dir: str | Path, layers: Sequence[str] | None = None,
                    progress: bool = True, stop_after: int | None = None,
-                   log_every: int = 50) -> dict[str, LayerGAN]:
-    """Train one generator per layer of the frozen ``classifier``; resumable.
+                   log_every: int = 50) -> dict[str, GanBank]:
+    """Train one generator per layer of the frozen ``classifier``, on the classifier's device;
+    resumable.
 
-    ``train_set``: images for the GAN (real samples and classifier inputs). ``eval_x``:
-    held-out images (N, C, H, W) for the running agreement. ``stop_after``: end the call
-    after that many steps (to simulate a kill in tests). Returns ``{layer: LayerGAN}``.
+    ``train_set``: images for the GAN (real samples and classifier inputs), in CPU memory,
+    moved a batch at a time. ``eval_x``: held-out images (N, C, H, W) for the running
+    agreement. ``stop_after``: end the call after that many steps (to simulate a kill in
+    tests). Every layer's state is written to its own files (``fit/<layer>/``), so a later
+    process could fit a share of the layers. Returns ``{layer: one-member GanBank}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    device = module_device(classifier)
     classifier.eval()
     for p in classifier.parameters():
         p.requires_grad_(False)
     names = list(layers or cfg.layers or default_layers(classifier))
-    x0 = eval_x[:2]
+    x0 = eval_x[:2].to(device)
     shapes = layer_shapes(classifier, x0, names)
     image_channels, image_size = x0.shape[1], x0.shape[-1]
     if 4 * 2 ** (len(cfg.g_channels) - 1) != image_size:
         log.info("generator renders %d px; explanations are resized to the classifier's %d px",
                  4 * 2 ** (len(cfg.g_channels) - 1), image_size)
     loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
-    amp = use_amp(cfg.amp, eval_x.device)
-    log.info("fitting %d layers (%s)", len(names), "bf16 autocast" if amp else "fp32")
+    amp = use_amp(cfg.amp, device)
     total = sum(cfg.steps_per_scale)
-    torch.manual_seed(cfg.seed)
-    gans, opts, steps = {}, {}, {}
-    for n in names:
-        lg = LayerGAN(n, shapes[n], image_channels, cfg)
-        opt_g = torch.optim.Adam([*lg.G.parameters(), *lg.C.parameters()], lr=cfg.lr, betas=cfg.betas)
-        opt_d = torch.optim.Adam(lg.D.parameters(), lr=cfg.lr, betas=cfg.betas)
-        step = 0
-        ck_path = out / layer_dirname(n) / "last.pt"
-        if ck_path.exists():
-            ck = load_checkpoint(ck_path)
-            if not same_config(ck["config"], cfg) or tuple(ck["shape"]) != tuple(shapes[n]):
-                raise ValueError(f"{ck_path} was written with another config or classifier; "
-                                 "use a new run directory")
-            lg.load_state_dict(ck["gan"])
-            opt_g.load_state_dict(ck["opt_g"])
-            opt_d.load_state_dict(ck["opt_d"])
-            step = ck["step"]
-        gans[n], opts[n], steps[n] = lg, (opt_g, opt_d), step
-    start = min(steps.values())
+
+    # The members (one per layer), as one stacked bank or one bank each; resumed where saved.
+    members = [(n, shapes[n]) for n in names]
+    start, saved = _resume_point(out, members, cfg)
+    parts = [GanBank.build([m], image_channels, cfg) for m in members]
+    for i, st in enumerate(saved):
+        if st is not None:
+            parts[i].load_state_dict(st["state"])
+    groups = [parts] if cfg.group_layers else [[p] for p in parts]
+    banks = [(GanBank.stack(g) if len(g) > 1 else g[0]).to(device) for g in groups]
+    opts = [make_optimizers(b, cfg) for b in banks]
+    if start > 0:
+        it = iter(saved)
+        for b, o in zip(banks, opts):
+            _load_adam(b, o, [next(it) for _ in b.layers])
     write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names,
                                      "shapes": {n: list(s) for n, s in shapes.items()}})
+    log.info("fitting %d layers on %s (%s, %s)", len(names), device, "bf16 autocast" if amp else "fp32",
+             "one stacked bank" if len(banks) == 1 else f"{len(banks)} banks")
     if start >= total:
-        return gans
+        return _views(banks)
     if start > 0:
         log.info("resuming generator fitting at step %d of %d", start, total)
+
+    # The loop: a batch, the frozen classifier's layer outputs and labels, one joint step.
+    # Losses stay on the device and are read only when a row is logged.
     stream = _stream(train_set, cfg.batch_size, cfg.seed, start)
     bar = tqdm(range(start, total), total=total, initial=start, disable=not progress,
-               desc="fit " + ",".join(n.split(".")[-1] for n in names)[:40], leave=False)
-    sums: dict[str, dict[str, float]] = {n: {} for n in names}
+               desc="fit " + ",".join(n.split(".")[-1] for n in names)[:40], leave=False,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    sums: list[dict[str, torch.Tensor]] = [{} for _ in banks]
     t0, done = time.perf_counter(), 0
     for step in bar:
         x, _ = next(stream)
+        x = x.to(device, non_blocking=True)
         phase = schedule(cfg, step)
         with torch.no_grad():
             feats = capture(classifier, x, names)
             target = classifier(x).argmax(1)
-        # a layer whose checkpoint is ahead (killed between two saves) skips this step
-        due = {n: gans[n].train() for n in names if steps[n] <= step}
-        stats = gan_step(due, classifier, loss_fn, opts, feats, x, target, phase, cfg.lam, image_size,
-                         amp=amp)
-        for n, st in stats.items():
-            steps[n] = step + 1
+        for b in banks:
+            b.train()
+        stats = gan_step(banks, classifier, loss_fn, opts, feats, x, target, phase, cfg.lam,
+                         image_size, amp=amp)
+        for acc, st in zip(sums, stats):
             for k, v in st.items():
-                sums[n][k] = sums[n].get(k, 0.0) + v
+                acc[k] = acc[k] + v if k in acc else v.clone()
         done += 1
         end_of_scale = step + 1 == total or schedule(cfg, step + 1).scale != phase.scale
+
+        # Logging: mean losses since the last row and the running agreement (one host sync).
         if (step + 1) % log_every == 0 or end_of_scale:
-            agree = agreement(classifier, gans, eval_x[:200], image_size, phase.scale, alpha=phase.alpha)
+            means = _member_means(banks, sums, done)
+            bad = [f"{n}/{k}" for n, st in means.items() for k, v in st.items() if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"generator fitting: non-finite {', '.join(bad)} at step {step + 1}")
+            agree = agreement(classifier, _views(banks), eval_x[:200], image_size, phase.scale,
+                              alpha=phase.alpha)
             row = {"step": step + 1, "scale": phase.scale, "alpha": round(phase.alpha, 3),
                    "warmup": phase.warmup, "seconds": time.perf_counter() - t0,
-                   **{f"{n}/{k}": v / max(1, done) for n in names for k, v in sums[n].items()},
+                   **{f"{n}/{k}": v for n, st in means.items() for k, v in st.items()},
                    **{f"{n}/agreement200": a for n, a in agree.items()}}
             append_jsonl(out / "metrics.jsonl", row)
-            bar.set_postfix(_postfix(sums, done, agree))
-            sums = {n: {} for n in names}
-            done = 0
-        if (step + 1) % cfg.ckpt_every == 0 or end_of_scale or step + 1 == total:
-            for n in names:
-                _save_layer(out, n, gans[n], opts[n], steps[n], cfg, shapes[n])
-                if end_of_scale:
-                    save_checkpoint(out / layer_dirname(n) / f"scale{phase.scale}.pt",
-                                    {"layer": n, "scale": phase.scale, "C": gans[n].C.state_dict(),
-                                     "G": gans[n].G.state_dict(), "shape": list(shapes[n]),
-                                     "config": dataclasses.asdict(cfg)})
-        if stop_after is not None and step + 1 - start >= stop_after:
-            for n in names:
-                _save_layer(out, n, gans[n], opts[n], steps[n], cfg, shapes[n])
+            bar.set_postfix(_postfix(means, agree))
+            sums, done = [{} for _ in banks], 0
+
+        # Checkpoints: every layer's own files, the previous one kept (see _resume_point).
+        killed = stop_after is not None and step + 1 - start >= stop_after
+        if (step + 1) % cfg.ckpt_every == 0 or end_of_scale or killed:
+            _save_members(out, banks, opts, step + 1, cfg)
+            if end_of_scale:
+                for b in banks:
+                    for i, n in enumerate(b.layers):
+                        save_checkpoint(out / layer_dirname(n) / f"scale{phase.scale}.pt",
+                                        {"layer": n, "scale": phase.scale, "shape": list(b.shapes[i]),
+                                         "state": b.member_state(i), "config": dataclasses.asdict(cfg)})
+        if killed:
             break
-    return gans
+    return _views(banks)
 
 
-def _postfix(sums: dict[str, dict[str, float]], done: int, agree: dict[str, float]) -> dict[str, str]:
-    """Progress-bar fields: the mean losses over layers since the last log, then the running
+def _views(banks: Sequence[GanBank]) -> dict[str, GanBank]:
+    return {n: b.member(i) for b in banks for i, n in enumerate(b.layers)}
+
+
+def _member_means(banks: Sequence[GanBank], sums: Sequence[dict[str, torch.Tensor]],
+                  done: int) -> dict[str, dict[str, float]]:
+    """``{layer: {stat: mean since the last row}}`` from the per-bank (M,) sums."""
+    out: dict[str, dict[str, float]] = {}
+    for b, acc in zip(banks, sums):
+        cols = {k: (v / max(1, done)).tolist() for k, v in acc.items()}
+        for i, n in enumerate(b.layers):
+            out[n] = {k: vals[i] for k, vals in cols.items()}
+    return out
+
+
+def _postfix(means: dict[str, dict[str, float]], agree: dict[str, float]) -> dict[str, str]:
+    """Progress-bar fields: the mean losses over layers since the last row, then the running
     agreement per layer (by the last part of its name)."""
     out = {}
     for key, label in (("l_i", "L_I"), ("g_loss", "G"), ("d_loss", "D")):
-        vals = [s[key] / max(1, done) for s in sums.values() if key in s]
+        vals = [s[key] for s in means.values() if key in s]
         if vals:
             out[label] = f"{sum(vals) / len(vals):.3f}"
     out.update({n.split(".")[-1]: f"{a:.2f}" for n, a in agree.items()})
     return out
 
 
-def _save_layer(out: Path, name: str, lg: LayerGAN, opts, step: int, cfg: FitConfig, shape) -> None:
-    save_checkpoint(out / layer_dirname(name) / "last.pt", {
-        "layer": name, "gan": lg.state_dict(), "opt_g": opts[0].state_dict(),
-        "opt_d": opts[1].state_dict(), "step": step, "shape": list(shape),
-        "config": dataclasses.asdict(cfg)})
+# ---------------------------------------------------------------------------- checkpoints
+# Each layer's state lives in fit/<layer>/last.pt, and the one before it in prev.pt: all
+# layers are saved at the same steps, so after a kill in the middle of a save every layer
+# has the older of the two steps on disk, and the fit resumes exactly from there.
+def _save_members(out: Path, banks: Sequence[GanBank], opts, step: int, cfg: FitConfig) -> None:
+    for b, (opt_g, opt_d) in zip(banks, opts):
+        g_names, d_names = b.param_groups()
+        for i, n in enumerate(b.layers):
+            d = out / layer_dirname(n)
+            doc = {"layer": n, "shape": list(b.shapes[i]), "step": step, "config": dataclasses.asdict(cfg),
+                   "state": b.member_state(i), "adam_g": _adam_slice(opt_g, g_names, i),
+                   "adam_d": _adam_slice(opt_d, d_names, i)}
+            if (d / "last.pt").exists():
+                os.replace(d / "last.pt", d / "prev.pt")
+            save_checkpoint(d / "last.pt", doc)
 
 
-def load_generators(fit_dir: str | Path, image_channels: int = 1) -> dict[str, LayerGAN]:
-    """The fitted layer GANs of a run folder's ``fit/`` (final state), in eval mode."""
+def _adam_slice(opt: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]], i: int) -> dict:
+    """Member ``i``'s share of an Adam state, keyed by one-member parameter names."""
+    out = {}
+    for k, p in named:
+        ck = _c_index(k)
+        if ck is not None and ck[1] != i:
+            continue
+        key = k if ck is None else f"{ck[0]}0.{ck[2]}"
+        st = opt.state.get(p, {})
+        out[key] = {s: (v if s == "step" else (v[i] if ck is None else v)).detach().cpu().clone()
+                    for s, v in st.items()}
+    return out
+
+
+def _load_adam(bank: GanBank, opts, docs: Sequence[dict]) -> None:
+    """Put the saved members' Adam states (``docs``, in member order) into ``bank``'s optimisers."""
+    for opt, named, field in zip(opts, bank.param_groups(), ("adam_g", "adam_d")):
+        sd = opt.state_dict()
+        state = {}
+        for idx, (k, p) in enumerate(named):
+            ck = _c_index(k)
+            if ck is None:
+                per = [d[field][k] for d in docs]
+                if not per[0]:
+                    continue
+                state[idx] = {s: (per[0][s] if s == "step" else torch.stack([q[s] for q in per]))
+                              for s in per[0]}
+            else:
+                saved = docs[ck[1]][field][f"{ck[0]}0.{ck[2]}"]
+                if saved:
+                    state[idx] = dict(saved)
+        opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+
+
+def _resume_point(out: Path, members: Sequence[tuple[str, Sequence[int]]],
+                  cfg: FitConfig) -> tuple[int, list[dict | None]]:
+    """The latest step saved for every member and each member's saved document at that step
+    (all None when nothing is saved)."""
+    found: list[dict[int, Path]] = []
+    for n, shape in members:
+        steps = {}
+        for name in ("last.pt", "prev.pt"):
+            path = out / layer_dirname(n) / name
+            if path.exists():
+                ck = load_checkpoint(path)
+                if not same_config(ck["config"], cfg) or tuple(ck["shape"]) != tuple(shape):
+                    raise ValueError(f"{path} was written with another config or classifier; "
+                                     "use a new run directory")
+                steps[ck["step"]] = path
+        found.append(steps)
+    if not any(found):
+        return 0, [None] * len(members)
+    common = set.intersection(*(set(s) for s in found)) if all(found) else set()
+    if not common:  # a member never saved (killed during the first save): start again
+        log.warning("fit checkpoints in %s do not share a step; starting the fit again", out)
+        return 0, [None] * len(members)
+    step = max(common)
+    return step, [load_checkpoint(s[step]) for s in found]
+
+
+def load_generators(fit_dir: str | Path, image_channels: int = 1,
+                    device: str | torch.device = "cpu") -> dict[str, GanBank]:
+    """The fitted generators of a run folder's ``fit/`` (final state): ``{layer: one-member
+    GanBank}`` in eval mode on ``device``."""
     from .config import from_dict
 
     fit_dir = Path(fit_dir)
-    meta = __import__("json").loads((fit_dir / "config.json").read_text())
+    meta = read_json(fit_dir / "config.json")
     cfg = from_dict(FitConfig, meta["fit"])
     gans = {}
     for n in meta["layers"]:
         ck = load_checkpoint(fit_dir / layer_dirname(n) / "last.pt")
-        lg = LayerGAN(n, ck["shape"], image_channels, cfg)
-        lg.load_state_dict(ck["gan"])
-        gans[n] = lg.eval()
+        with torch.random.fork_rng(devices=[]):
+            lg = GanBank([(n, ck["shape"])], image_channels, cfg)
+        lg.load_state_dict(ck["state"])
+        gans[n] = lg.to(device).eval()
     return gans
 
 

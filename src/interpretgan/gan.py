@@ -8,6 +8,13 @@ discriminator D tells x̂ from real images. G and C minimise the GAN loss plus
 Progressive GAN parts follow Karras et al. (2018): equalised learning rate, pixel norm,
 minibatch standard deviation, nearest up-sampling, two 3×3 convs per scale and a fade-in
 of each new scale.
+
+G and D are *stacks*: one module holds ``M`` independent networks ("members", e.g. the
+generators of several layers) with their weights stacked along a leading dimension, run as
+grouped convolutions and batched matmuls. One stacked step launches the kernels of one
+network, not of M, which is what makes fitting many layers at once cheap on a GPU (and,
+with channels-last activations, on the CPU). Member i of a stack computes exactly what a
+one-member stack with member i's weights computes.
 """
 from __future__ import annotations
 
@@ -22,53 +29,83 @@ from .registry import Registry
 
 
 # --------------------------------------------------------------------------- building blocks
+# Activations of a stack travel as (B, M·C, H, W): member m owns channels [m·C, (m+1)·C).
 class EqConv2d(nn.Module):
-    """Conv2d with the equalised learning rate: N(0, 1) weights scaled by √(2/fan_in) at run time."""
+    """M stacked convs with the equalised learning rate: N(0, 1) weights scaled by
+    √(2/fan_in) at run time. x: (B, M·cin, H, W) → (B, M·cout, H', W')."""
 
-    def __init__(self, cin: int, cout: int, k: int, padding: int = 0):
+    def __init__(self, members: int, cin: int, cout: int, k: int, padding: int = 0):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
-        self.bias = nn.Parameter(torch.zeros(cout))
+        self.members, self.padding = members, padding
+        self.weight = nn.Parameter(torch.randn(members, cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(members, cout))
         self.scale = math.sqrt(2.0 / (cin * k * k))
-        self.padding = padding
 
     def forward(self, x):
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        w = (self.weight * self.scale).flatten(0, 1)  # (M·cout, cin, k, k)
+        return F.conv2d(x, w, self.bias.flatten(), padding=self.padding, groups=self.members)
 
 
 class EqLinear(nn.Module):
-    """Linear layer with the equalised learning rate."""
+    """M stacked linear layers with the equalised learning rate. x: (M, B, cin) → (M, B, cout)."""
 
-    def __init__(self, cin: int, cout: int, gain: float = math.sqrt(2.0)):
+    def __init__(self, members: int, cin: int, cout: int, gain: float = math.sqrt(2.0)):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin))
-        self.bias = nn.Parameter(torch.zeros(cout))
+        self.weight = nn.Parameter(torch.randn(members, cout, cin))
+        self.bias = nn.Parameter(torch.zeros(members, cout))
         self.scale = gain / math.sqrt(cin)
 
     def forward(self, x):
-        return F.linear(x, self.weight * self.scale, self.bias)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, (self.weight * self.scale).transpose(1, 2))
 
 
-class PixelNorm(nn.Module):
-    """Normalise each pixel's feature vector to unit average square (ProGAN)."""
+def pixel_norm(x: torch.Tensor, members: int) -> torch.Tensor:
+    """ProGAN's pixel norm: each member's feature vector at each pixel to unit average square.
+    x: (B, M·C, H, W) → same shape."""
+    b, mc, h, w = x.shape
+    y = x.view(b, members, mc // members, h, w)
+    return (y * torch.rsqrt(y.pow(2).mean(dim=2, keepdim=True) + 1e-8)).view(b, mc, h, w)
 
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
+def minibatch_std(x: torch.Tensor, group: int = 4, members: int = 1) -> torch.Tensor:
+    """Append, per member, the average over features of the per-group std as one extra channel.
 
-def minibatch_std(x: torch.Tensor, group: int = 4) -> torch.Tensor:
-    """Append the average over features of the per-group std as one extra channel.
-
-    x: (B, C, H, W) → (B, C + 1, H, W).
+    x: (B, M·C, H, W) → (B, M·(C + 1), H, W) (for M = 1: (B, C, H, W) → (B, C + 1, H, W)).
     """
-    b, c, h, w = x.shape
+    b, mc, h, w = x.shape
+    c = mc // members
     g = min(group, b)
     while b % g:
         g -= 1
-    y = x.reshape(g, -1, c, h, w)
-    y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt()  # (B/g, C, H, W)
-    y = y.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
-    return torch.cat([x, y], 1)
+    y = x.reshape(g, -1, members, c, h, w)
+    y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt()  # (B/g, M, C, H, W)
+    y = y.mean(dim=(2, 3, 4)).reshape(-1, members, 1, 1, 1).repeat(g, 1, 1, h, w)  # (B, M, 1, H, W)
+    return torch.cat([x.reshape(b, members, c, h, w), y], 2).reshape(b, members * (c + 1), h, w)
+
+
+def stack_members(make: Callable[[int], nn.Module], parts: Sequence[nn.Module]) -> nn.Module:
+    """One M-member stack from M stacks (each of any size), members in order: every parameter
+    and buffer concatenated along its leading (member) dimension."""
+    out = make(sum(_members(p) for p in parts))
+    states = [p.state_dict() for p in parts]
+    out.load_state_dict({k: torch.cat([s[k] for s in states]) for k in states[0]})
+    return out
+
+
+def member_of(make: Callable[[int], nn.Module], stack: nn.Module, i: int) -> nn.Module:
+    """Member ``i`` of a stack as a one-member stack (a copy)."""
+    out = make(1)
+    out.load_state_dict({k: v[i: i + 1].clone() for k, v in stack.state_dict().items()})
+    return out.to(next(stack.parameters()).device)
+
+
+def _members(stack: nn.Module) -> int:
+    return next(stack.parameters()).shape[0]
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # grouped convs ran ~1.5x faster channels-last than NCHW on the CPU (benchmarks/fit_speed.py)
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
 # --------------------------------------------------------------------------- compression
@@ -125,25 +162,25 @@ def _lrelu(x):
 
 
 class Generator(nn.Module):
-    """Progressive generator: code (B, code_dim) → image (B, out_channels, R, R) in [0, 1].
+    """M stacked progressive generators: codes (M, B, code_dim) → images (M, B, out_channels,
+    R, R) in [0, 1].
 
     ``channels[s]`` is the width of scale s (resolution 4·2^s). ``forward(z, scale, alpha)``
     renders at scale ``scale``, fading in from the previous scale with weight ``alpha``.
     """
 
-    def __init__(self, code_dim: int, channels: Sequence[int], out_channels: int = 1):
+    def __init__(self, code_dim: int, channels: Sequence[int], out_channels: int = 1, members: int = 1):
         super().__init__()
-        self.channels = list(channels)
-        self.pn = PixelNorm()
-        c0 = channels[0]
-        self.fc = EqLinear(code_dim, c0 * 16, gain=math.sqrt(2) / 4)
-        self.blocks = nn.ModuleList([nn.ModuleList([EqConv2d(c0, c0, 3, 1), EqConv2d(c0, c0, 3, 1)])])
+        self.channels, self.members, self.out_channels = list(channels), members, out_channels
+        m, c0 = members, channels[0]
+        self.fc = EqLinear(m, code_dim, c0 * 16, gain=math.sqrt(2) / 4)
+        self.blocks = nn.ModuleList([nn.ModuleList([EqConv2d(m, c0, c0, 3, 1), EqConv2d(m, c0, c0, 3, 1)])])
         for s in range(1, len(channels)):
-            self.blocks.append(nn.ModuleList([EqConv2d(channels[s - 1], channels[s], 3, 1),
-                                              EqConv2d(channels[s], channels[s], 3, 1)]))
-        self.to_rgb = nn.ModuleList([EqConv2d(c, out_channels, 1) for c in channels])
-        for m in self.to_rgb:
-            m.scale = m.scale / math.sqrt(2)  # linear output layer: gain 1
+            self.blocks.append(nn.ModuleList([EqConv2d(m, channels[s - 1], channels[s], 3, 1),
+                                              EqConv2d(m, channels[s], channels[s], 3, 1)]))
+        self.to_rgb = nn.ModuleList([EqConv2d(m, c, out_channels, 1) for c in channels])
+        for t in self.to_rgb:
+            t.scale = t.scale / math.sqrt(2)  # linear output layer: gain 1
 
     @property
     def num_scales(self) -> int:
@@ -154,42 +191,50 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, scale: int | None = None, alpha: float = 1.0) -> torch.Tensor:
         scale = self.num_scales - 1 if scale is None else scale
-        h = _lrelu(self.fc(self.pn(z))).view(len(z), self.channels[0], 4, 4)
+        m, b = z.shape[0], z.shape[1]
+        z = z * torch.rsqrt(z.pow(2).mean(dim=2, keepdim=True) + 1e-8)  # pixel norm of the code
+        h = _lrelu(self.fc(z))  # (M, B, C0·16)
+        h = _channels_last(h.view(m, b, self.channels[0], 4, 4).transpose(0, 1).reshape(b, -1, 4, 4))
         prev = None
         for s in range(scale + 1):
             if s > 0:
                 prev = h
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
             c1, c2 = self.blocks[s]
-            h = self.pn(_lrelu(c1(self.pn(h) if s == 0 else h)))
-            h = self.pn(_lrelu(c2(h)))
+            h = pixel_norm(_lrelu(c1(pixel_norm(h, m) if s == 0 else h)), m)
+            h = pixel_norm(_lrelu(c2(h)), m)
         out = self.to_rgb[scale](h)
         if scale > 0 and alpha < 1.0:
             skip = F.interpolate(self.to_rgb[scale - 1](prev), scale_factor=2, mode="nearest")
             out = alpha * out + (1 - alpha) * skip
+        r = out.shape[-1]
+        out = out.reshape(b, m, self.out_channels, r, r).transpose(0, 1)  # (M, B, C, R, R)
         return 0.5 + 0.5 * torch.tanh(out)
 
 
 class Discriminator(nn.Module):
-    """Progressive discriminator mirroring :class:`Generator` (average-pool down-sampling,
-    minibatch std before the last block). image (B, C, R, R) → score (B,)."""
+    """M stacked progressive discriminators mirroring :class:`Generator` (average-pool
+    down-sampling, minibatch std before the last block).
+    images (M, B, C, R, R), member m's batch for discriminator m → scores (M, B)."""
 
-    def __init__(self, channels: Sequence[int], in_channels: int = 1):
+    def __init__(self, channels: Sequence[int], in_channels: int = 1, members: int = 1):
         super().__init__()
-        self.channels = list(channels)
-        self.from_rgb = nn.ModuleList([EqConv2d(in_channels, c, 1) for c in channels])
+        self.channels, self.members = list(channels), members
+        m = members
+        self.from_rgb = nn.ModuleList([EqConv2d(m, in_channels, c, 1) for c in channels])
         self.blocks = nn.ModuleList([None])  # scale 0 is the final block below
         for s in range(1, len(channels)):
-            self.blocks.append(nn.ModuleList([EqConv2d(channels[s], channels[s], 3, 1),
-                                              EqConv2d(channels[s], channels[s - 1], 3, 1)]))
+            self.blocks.append(nn.ModuleList([EqConv2d(m, channels[s], channels[s], 3, 1),
+                                              EqConv2d(m, channels[s], channels[s - 1], 3, 1)]))
         c0 = channels[0]
-        self.final_conv = EqConv2d(c0 + 1, c0, 3, 1)
-        self.final_fc = EqLinear(c0 * 16, c0)
-        self.out = EqLinear(c0, 1, gain=1.0)
+        self.final_conv = EqConv2d(m, c0 + 1, c0, 3, 1)
+        self.final_fc = EqLinear(m, c0 * 16, c0)
+        self.out = EqLinear(m, c0, 1, gain=1.0)
 
     def forward(self, x: torch.Tensor, scale: int | None = None, alpha: float = 1.0) -> torch.Tensor:
         scale = len(self.channels) - 1 if scale is None else scale
-        x = 2 * x - 1  # [0, 1] → [-1, 1]
+        m, b, c, r = x.shape[0], x.shape[1], x.shape[2], x.shape[-1]
+        x = _channels_last(2 * x.transpose(0, 1).reshape(b, m * c, r, r) - 1)  # [0, 1] → [-1, 1]
         h = _lrelu(self.from_rgb[scale](x))
         for s in range(scale, 0, -1):
             c1, c2 = self.blocks[s]
@@ -197,9 +242,10 @@ class Discriminator(nn.Module):
             if s == scale and alpha < 1.0:
                 skip = _lrelu(self.from_rgb[s - 1](F.avg_pool2d(x, 2)))
                 h = alpha * h + (1 - alpha) * skip
-        h = _lrelu(self.final_conv(minibatch_std(h)))
-        h = _lrelu(self.final_fc(h.flatten(1)))
-        return self.out(h).squeeze(1)
+        h = _lrelu(self.final_conv(minibatch_std(h, members=m)))  # (B, M·C0, 4, 4)
+        h = h.reshape(b, m, -1).transpose(0, 1)  # (M, B, C0·16)
+        h = _lrelu(self.final_fc(h))
+        return self.out(h).squeeze(2)
 
 
 def to_resolution(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -223,21 +269,45 @@ def to_classifier(x_hat: torch.Tensor, size: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- losses
-def interpretability_loss(classifier: nn.Module, x_hat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_I (as a loss to minimise): CE of f(x̂) against f(x)'s label. x̂: (B, C, H, W)."""
-    return F.cross_entropy(classifier(x_hat), target)
+def interpretability_loss(classifier: nn.Module, x_hat: torch.Tensor, target: torch.Tensor,
+                          image_size: int | None = None) -> torch.Tensor:
+    """L_I of Eq. 3–4 (as a loss to minimise): the cross-entropy of f(x̂) against f(x)'s label.
+
+    x̂: (M, B, C, R, R), M members' explanations of the same B inputs (resized to the
+    classifier's ``image_size`` and sent through f as one batch), or (B, C, H, W) for one;
+    target: (B,). Returns (M,) per member, or a scalar for a 4-d x̂.
+    """
+    single = x_hat.dim() == 4
+    xs = x_hat.unsqueeze(0) if single else x_hat
+    m, b = xs.shape[:2]
+    flat = xs.flatten(0, 1)
+    if image_size is not None:
+        flat = to_classifier(flat, image_size)
+    logits = classifier(flat).float()
+    li = F.cross_entropy(logits, target.repeat(m), reduction="none").view(m, b).mean(1)
+    return li[0] if single else li
 
 
 class GanLoss:
-    """A GAN objective: ``d_loss(D, real, fake, scale, alpha)`` and ``g_loss(fake_scores)``."""
+    """A GAN objective for stacks of M discriminators.
+
+    ``d_loss(D, real, fake, scale, alpha, step)``: real (B, C, R, R) shared by all members,
+    fake (M, B, C, R, R); returns the sum over members of their D losses (to backward) and
+    ``{stat: (M,) detached tensor}``. ``g_loss(fake_scores (M, B))`` → (M,).
+    """
 
     name = "base"
 
-    def d_loss(self, D, real, fake, scale, alpha, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    def d_loss(self, D, real, fake, scale, alpha, step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     def g_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _per_member(real: torch.Tensor, members: int) -> torch.Tensor:
+    """real (B, C, R, R) → (M, B, C, R, R), one (broadcast) copy per member."""
+    return real.unsqueeze(0).expand(members, *real.shape)
 
 
 GAN_LOSSES: Registry[Callable[[], GanLoss]] = Registry("GAN loss")
@@ -256,17 +326,18 @@ class NonSaturatingR1(GanLoss):
 
     def d_loss(self, D, real, fake, scale, alpha, step: int = 0):
         with_r1 = step % self.every == 0
-        real = real.detach().requires_grad_(with_r1)
-        s_real, s_fake = D(real, scale, alpha), D(fake.detach(), scale, alpha)
-        loss = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
+        real = _per_member(real.detach(), fake.shape[0]).requires_grad_(with_r1)
+        s_real, s_fake = D(real, scale, alpha), D(fake.detach(), scale, alpha)  # (M, B)
+        per = F.softplus(-s_real).mean(1) + F.softplus(s_fake).mean(1)  # (M,)
         if not with_r1:
-            return loss, {"d_loss": loss.item()}
+            return per.sum(), {"d_loss": per.detach()}
         (g,) = torch.autograd.grad(s_real.sum(), [real], create_graph=True)
-        r1 = g.pow(2).flatten(1).sum(1).mean()
-        return loss + 0.5 * self.gamma * self.every * r1, {"d_loss": loss.item(), "r1": r1.item()}
+        r1 = g.pow(2).flatten(2).sum(2).mean(1)  # (M,)
+        total = (per + 0.5 * self.gamma * self.every * r1).sum()
+        return total, {"d_loss": per.detach(), "r1": r1.detach()}
 
     def g_loss(self, fake_scores):
-        return F.softplus(-fake_scores).mean()
+        return F.softplus(-fake_scores).mean(1)
 
 
 @GAN_LOSSES.register("wgan-gp")
@@ -280,14 +351,16 @@ class WganGP(GanLoss):
 
     def d_loss(self, D, real, fake, scale, alpha, step: int = 0):
         fake = fake.detach()
-        s_real, s_fake = D(real, scale, alpha), D(fake, scale, alpha)
-        wd = s_fake.mean() - s_real.mean()
-        eps = torch.rand(len(real), 1, 1, 1, device=real.device)
+        m, b = fake.shape[:2]
+        real = _per_member(real.detach(), m)
+        s_real, s_fake = D(real, scale, alpha), D(fake, scale, alpha)  # (M, B)
+        wd = s_fake.mean(1) - s_real.mean(1)
+        eps = torch.rand(m, b, 1, 1, 1, device=real.device)
         mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
         (g,) = torch.autograd.grad(D(mix, scale, alpha).sum(), [mix], create_graph=True)
-        gp = (g.flatten(1).norm(dim=1) - 1).pow(2).mean()
-        loss = wd + self.gp * gp + self.drift * s_real.pow(2).mean()
-        return loss, {"d_loss": wd.item(), "gp": gp.item()}
+        gp = (g.flatten(2).norm(dim=2) - 1).pow(2).mean(1)
+        per = wd + self.gp * gp + self.drift * s_real.pow(2).mean(1)
+        return per.sum(), {"d_loss": wd.detach(), "gp": gp.detach()}
 
     def g_loss(self, fake_scores):
-        return -fake_scores.mean()
+        return -fake_scores.mean(1)
