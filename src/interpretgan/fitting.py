@@ -488,7 +488,7 @@ def _resume_point(out: Path, members: Sequence[tuple[str, Sequence[int]]],
                   cfg: FitConfig) -> tuple[int, list[dict | None]]:
     """The latest step saved for every member and each member's saved document at that step
     (all None when nothing is saved)."""
-    found: list[dict[int, Path]] = []
+    found: list[dict[int, dict]] = []
     for n, shape in members:
         steps = {}
         for name in ("last.pt", "prev.pt"):
@@ -498,7 +498,7 @@ def _resume_point(out: Path, members: Sequence[tuple[str, Sequence[int]]],
                 if not same_config(ck["config"], cfg) or tuple(ck["shape"]) != tuple(shape):
                     raise ValueError(f"{path} was written with another config or classifier; "
                                      "use a new run directory")
-                steps[ck["step"]] = path
+                steps[ck["step"]] = ck
         found.append(steps)
     if not any(found):
         return 0, [None] * len(members)
@@ -507,7 +507,7 @@ def _resume_point(out: Path, members: Sequence[tuple[str, Sequence[int]]],
         log.warning("fit checkpoints in %s do not share a step; starting the fit again", out)
         return 0, [None] * len(members)
     step = max(common)
-    return step, [load_checkpoint(s[step]) for s in found]
+    return step, [s[step] for s in found]
 
 
 def load_generators(fit_dir: str | Path, image_channels: int = 1,

@@ -1,0 +1,118 @@
+"""Generator-fitting step speed: the per-layer reference step against the stacked step.
+
+Times one joint step for the seven default SmallCNN layers (warm-up phase: L_I only; GAN
+phase: D update + C/G update, lazy R1 every 4th step included) at the last scale, for the
+quick and the paper-size G/D/C, with three step variants run side by side, alternating
+rounds so that machine drift hits all of them alike:
+
+* ``reference``: one bank (C, G, D) and one per-parameter Adam per layer, every loss read
+  back to the host after every step (the pattern of a per-layer fit loop);
+* ``fused``: the same banks, fused Adam, losses left on the device;
+* ``stacked``: all layers' G and D as one stacked network, fused Adam, losses on the device
+  (the fit's default: ``FitConfig(group_layers=True, adam="fused")``).
+
+    python benchmarks/fit_speed.py --device cpu
+    python benchmarks/fit_speed.py --device cuda --steps 20 --rounds 5
+
+Prints a Markdown table: ms per step (median over rounds) and images/s per layer.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from interpretgan import models
+from interpretgan.config import FIT_PRESETS
+from interpretgan.devices import resolve_device
+from interpretgan.fitting import GanBank, gan_step, make_optimizers, schedule
+from interpretgan.gan import GAN_LOSSES
+from interpretgan.layers import capture, default_layers
+from interpretgan.precision import use_amp
+
+VARIANTS = {"reference": (False, "loop", True), "fused": (False, "fused", False),
+            "stacked": (True, "fused", False)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_runner(variant: str, preset: str, batch: int, warmup: bool, device: torch.device):
+    """A closure running one step of ``variant``; the setup (classifier, banks, batch) is fixed."""
+    group, adam, sync = VARIANTS[variant]
+    cfg = dataclasses.replace(FIT_PRESETS.get(preset), batch_size=batch, group_layers=group, adam=adam)
+    torch.manual_seed(0)
+    f = models.create("smallcnn").to(device).eval()
+    torch.nn.init.normal_(f.classifier.fc3.weight, std=0.1)
+    for p in f.parameters():
+        p.requires_grad_(False)
+    names = default_layers(f)
+    x = torch.rand(batch, 1, 32, 32, device=device)
+    with torch.no_grad():
+        feats = capture(f, x, names)
+        target = f(x).argmax(1)
+    members = [(n, feats[n].shape[1:]) for n in names]
+    banks = [GanBank.build(members, 1, cfg).to(device)] if group else \
+        [GanBank.build([m], 1, cfg).to(device) for m in members]
+    opts = [make_optimizers(b, cfg) for b in banks]
+    loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
+    amp = use_amp(cfg.amp, device)
+    last = len(cfg.steps_per_scale) - 1
+    start = sum(cfg.steps_per_scale[:last]) + cfg.steps_per_scale[last] // 2  # last scale, faded in
+    step = {"i": 0}
+
+    def run_one():
+        phase = dataclasses.replace(schedule(cfg, start + step["i"]), warmup=warmup)
+        step["i"] += 1
+        stats = gan_step(banks, f, loss_fn, opts, feats, x, target, phase, cfg.lam, 32, amp=amp)
+        if sync:
+            for st in stats:
+                for v in st.values():
+                    v.tolist()
+    return run_one, len(names)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per round (a multiple of 4: R1 every 4th)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--configs", default="quick:32,paper:64", help="preset:batch,…")
+    a = ap.parse_args(argv)
+    device = resolve_device(a.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    print(f"device: {device} ({name}); torch {torch.__version__}; bf16 autocast: {use_amp('auto', device)}")
+    print(f"{a.steps} steps x {a.rounds} alternating rounds, median ms per step\n")
+    print("| config | phase | variant | ms / step | images/s per layer | vs reference |")
+    print("|---|---|---|---:|---:|---:|")
+    for item in a.configs.split(","):
+        preset, batch = item.split(":")
+        for warmup in (True, False):
+            runners = {v: make_runner(v, preset, int(batch), warmup, device) for v in VARIANTS}
+            times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            for v, (fn, _) in runners.items():  # warm up kernels and allocator
+                for _ in range(4):
+                    fn()
+            for _ in range(a.rounds):
+                for v, (fn, _) in runners.items():
+                    _sync(device)
+                    t = time.perf_counter()
+                    for _ in range(a.steps):
+                        fn()
+                    _sync(device)
+                    times[v].append((time.perf_counter() - t) / a.steps * 1000)
+            ref = statistics.median(times["reference"])
+            for v in VARIANTS:
+                ms = statistics.median(times[v])
+                print(f"| {preset}, batch {batch} | {'warm-up' if warmup else 'GAN'} | {v} | {ms:.1f} | "
+                      f"{int(batch) / ms * 1000:.0f} | {ref / ms:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
