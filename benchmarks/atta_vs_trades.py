@@ -15,7 +15,8 @@ from interpretgan.attacks import get_attack, robust_accuracy
 from interpretgan.config import merge, train_preset_for
 from interpretgan.models import load_classifier
 from interpretgan.runs import read_jsonl
-from interpretgan.training import load_split, train_classifier
+from interpretgan.data import load_split
+from interpretgan.training import train_classifier
 
 
 def main():

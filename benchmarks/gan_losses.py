@@ -4,24 +4,23 @@ by side in one run on the same classifier, layers, data and seed.
     python benchmarks/gan_losses.py --checkpoint RUN/natural/checkpoints/final.pt \
         --layers feature_extractor.relu1,feature_extractor.pool1,feature_extractor.relu3
 
-Prints, per variant and layer: agreement on 1,000 held-out test images, KID against other
-held-out images, and the fitting wall time. ``--set k=v`` changes the base quick preset.
+Prints, per variant and layer: agreement on up to 1,000 held-out test images outside D*, KID
+against other held-out images, and the fitting wall time. ``--set k=v`` changes the base quick preset.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import tempfile
-import time
 
 import torch
 
-from interpretgan.config import FIT_PRESETS, merge, parse_assignments
-from interpretgan.evaluate import checkpoint_data_config
-from interpretgan.fitting import fit_generators, load_generators, quality_summary
+from interpretgan.config import FIT_PRESETS, RunConfig, merge, parse_assignments
+from interpretgan.data import checkpoint_data_config, load_split
+from interpretgan.diagnose import dstar_indices
+from interpretgan.fitting import fit_and_summarize
 from interpretgan.gan import GAN_LOSSES
 from interpretgan.models import load_classifier
-from interpretgan.training import load_split
 
 
 def main():
@@ -36,19 +35,15 @@ def main():
         torch.set_num_threads(a.threads)
     clf = load_classifier(a.checkpoint)
     data = checkpoint_data_config(a.checkpoint)
-    test = load_split(data, "test")
+    dstar = dstar_indices(load_split(data, "test"), RunConfig().dstar_images)
     base = merge(FIT_PRESETS.get("quick"), parse_assignments(a.set))
-    train = load_split(data, "train").subset(base.train_subset, seed=base.seed)
     layers = a.layers.split(",")
-    eval_x = test.images[:1000].float() / 255
     rows = {}
     for loss in a.losses.split(","):
         cfg = merge(base, {"gan_loss": loss})
         with tempfile.TemporaryDirectory() as d:
-            t = time.perf_counter()
-            fit_generators(clf, train, eval_x, cfg, d, layers, progress=False)
-            secs = time.perf_counter() - t
-            s = quality_summary(clf, load_generators(d, eval_x.shape[1]), data, test, 1000, secs)
+            s = fit_and_summarize(clf, data, cfg, d, layers, dstar_indices=dstar, progress=False)
+        secs = s["fit_seconds"]
         rows[loss] = s
         print(json.dumps({"loss": loss, "seconds": round(secs),
                           **{n: {k: round(v, 4) for k, v in r.items()} for n, r in s["layers"].items()}}),

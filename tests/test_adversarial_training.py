@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interpretgan import models
 from interpretgan.config import DataConfig, ModelConfig, TrainConfig, override
 from interpretgan.runs import load_checkpoint, read_jsonl
 from interpretgan.training import (TRAIN_METHODS, atta_trades_step, kl_attack, trades_kl,

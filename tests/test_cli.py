@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from interpretgan import models
 from interpretgan.cli import main

@@ -1,7 +1,6 @@
 """Data layer: every source, checksum failures, IDX/CIFAR/CelebA formats, batching."""
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import stat
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from interpretgan import data
-from interpretgan.data import DataError, FileSet, fetch_files, read_idx
+from interpretgan.data import DataError, FileSet, read_idx
 
 from conftest import gzip_folder, idx_bytes
 

@@ -49,3 +49,37 @@ def test_cli_rejects_a_missing_gpu(monkeypatch, tmp_path, caplog):
     assert main(["train", "--device", "cuda", "--epochs", "1", "--train-subset", "8",
                  "--run-dir", str(tmp_path / "r")]) == 2
     assert "no CUDA GPU" in caplog.text
+
+
+def _one_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.mark.parametrize("command", ["run", "fit", "explain", "train"])
+@pytest.mark.parametrize("device, gpus, message", [
+    ("cuda", 0, "device 'cuda' asked for, but this machine has no CUDA GPU (or torch is a CPU build); "
+                "devices here: cpu"),
+    ("cuda:7", 1, "device 'cuda:7' asked for, but there is only 1 GPU(s) here; devices here: cpu, cuda:0"),
+    ("gpu", 0, "unknown device 'gpu'; use auto, cpu, cuda or cuda:N; devices here: cpu"),
+])
+def test_every_compute_command_rejects_a_device_that_is_not_here(
+        command, device, gpus, message, monkeypatch, tmp_path, caplog, capsys):
+    """One line naming the devices that exist, exit status 2, no traceback, nothing written."""
+    from interpretgan.cli import main
+
+    if gpus:
+        _one_gpu(monkeypatch)
+    else:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    args = {"run": ["run", "--run-dir", str(out)],
+            "fit": ["fit", "--checkpoint", str(tmp_path / "c.pt"), "--run-dir", str(out)],
+            "explain": ["explain", "--run", str(out)],
+            "train": ["train", "--epochs", "1", "--train-subset", "8", "--run-dir", str(out)]}[command]
+    assert main(["-q", *args, "--device", device]) == 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [message]
+    assert all(r.exc_info is None for r in errors)
+    assert "Traceback" not in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

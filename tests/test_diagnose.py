@@ -5,8 +5,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from interpretgan.diagnose import (index_change, large_vulnerability, maxpool_index_change,
-                                   misclassification_table, top_targets, vulnerability)
+from interpretgan.config import DataConfig, FitConfig
+from interpretgan.data import ImageDataset
+from interpretgan.diagnose import (build_dstar, dstar_indices, index_change, large_vulnerability,
+                                   maxpool_index_change, misclassification_table, top_targets,
+                                   vulnerability)
+from interpretgan.fitting import heldout_indices
 
 PAPER_NAT = [0.526, 0.263, 0.216, 0.099, 0.043, 0.030, 0.035]
 PAPER_ADV = [0.951, 0.940, 0.939, 0.926, 0.901, 0.900, 0.895]
@@ -59,3 +63,76 @@ def test_misclassification_table_and_top_targets():
     top = top_targets(t)
     assert top[0] == {"true": 0, "top_target": 6, "count": 2, "share": 0.5, "misclassified_share": 0.75}
     assert top[7]["top_target"] == 3 and top[7]["share"] == 0.5
+
+
+def numbered(n: int) -> ImageDataset:
+    """n 1×4×4 images whose first pixel is their index (so an image names its index)."""
+    images = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)
+    images[:, 0, 2:, 2:] = 200
+    return ImageDataset(images, torch.arange(n) % 10, "numbered", [str(i) for i in range(10)])
+
+
+def index_of(x: torch.Tensor) -> set[int]:
+    return set(torch.round(x[:, 0, 0, 0] * 255).long().tolist())
+
+
+def test_dstar_indices_are_the_images_build_dstar_attacks(tmp_path):
+    torch.manual_seed(0)
+    test = numbered(60)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 10)).eval()
+    doc = build_dstar(net, test, "fgsm", "mnist", 20, 0, tmp_path / "d.pt", batch_size=7, progress=False)
+    idx = dstar_indices(test, 20)
+    assert torch.equal(doc["index"], idx) and len(set(idx.tolist())) == 20
+    assert torch.equal(doc["x"], test.images[idx].float() / 255) and torch.equal(doc["y"], test.labels[idx])
+    assert torch.equal(doc["x"], test.subset(20, seed=0).images.float() / 255)
+    assert index_of(doc["x"]) == set(idx.tolist()) != set(range(20))  # a permutation, not the first 20
+    assert doc["x_adv"].device.type == "cpu" and doc["x_adv"].shape == doc["x"].shape
+    assert torch.equal(dstar_indices(test, None), torch.arange(60))
+
+
+def test_heldout_images_are_outside_dstar_and_apart(caplog):
+    test = numbered(60)
+    dstar = set(dstar_indices(test, 20).tolist())
+    ev, ref, outside = heldout_indices(60, dstar_indices(test, 20), 10)
+    assert outside and len(ev) == len(ref) == 10
+    assert not set(ev.tolist()) & dstar and not set(ref.tolist()) & dstar
+    assert not set(ev.tolist()) & set(ref.tolist())
+    ev, ref, _ = heldout_indices(60, dstar_indices(test, 20), 1000)  # 40 outside D*: 20 + 20
+    assert len(ev) == len(ref) == 20 and set(ev.tolist()) | set(ref.tolist()) == set(range(60)) - dstar
+    ev, ref, outside = heldout_indices(60, dstar_indices(test, None), 10)  # D* = the whole split
+    assert not outside and len(ev) == 10 and "also in D*" in caplog.text
+    with pytest.raises(ValueError, match="outside D"):
+        heldout_indices(60, dstar_indices(test, 57), 10)
+
+
+def test_fit_and_summarize_judges_on_heldout_images_only(tmp_path, monkeypatch):
+    """Both the fit's running agreement and the summary (agreement images and KID's real
+    reference) get test images outside D*, and two different sets of them."""
+    from interpretgan import fitting
+    from interpretgan.runs import read_json
+
+    test, seen = numbered(60), {}
+    monkeypatch.setattr(fitting, "load_split", lambda cfg, split: numbered(30) if split == "train" else test)
+
+    def fake_fit(classifier, train_set, eval_x, cfg, out_dir, layers=None, progress=True, **kw):
+        seen["fit"] = eval_x.clone()
+        assert eval_x.device.type == "cpu" and len(train_set) == cfg.train_subset
+
+    def fake_quality(classifier, gans, data, eval_x, real_ref, seconds=None):
+        seen["eval"], seen["ref"] = eval_x.clone(), real_ref.clone()
+        return {"layers": {}, "n_eval": len(eval_x), "fit_seconds": seconds}
+
+    monkeypatch.setattr(fitting, "fit_generators", fake_fit)
+    monkeypatch.setattr(fitting, "load_generators", lambda fit_dir, channels=1: {})
+    monkeypatch.setattr(fitting, "quality_summary", fake_quality)
+    dstar = dstar_indices(test, 25)
+    summary = fitting.fit_and_summarize(nn.Linear(2, 2), DataConfig(), FitConfig(eval_images=12, train_subset=16),
+                                        tmp_path / "fit", dstar_indices=dstar, progress=False)
+    d = set(dstar.tolist())
+    assert torch.equal(seen["fit"], seen["eval"])
+    assert len(index_of(seen["eval"])) == len(index_of(seen["ref"])) == 12
+    assert not index_of(seen["eval"]) & d and not index_of(seen["ref"]) & d
+    assert not index_of(seen["eval"]) & index_of(seen["ref"])
+    assert summary["heldout_outside_dstar"] is True
+    assert read_json(tmp_path / "fit" / "summary.json")["n_eval"] == 12

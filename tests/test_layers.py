@@ -167,3 +167,24 @@ def test_capture_is_differentiable_and_stops_early():
 def test_default_layers_for_unknown_model():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
     assert layers.default_layers(net) == ["1", "3"]
+
+
+def test_capture_inputs_of_named_calls_and_shared_modules():
+    net = CustomForward().eval()
+    x = torch.rand(2, 1, 8, 8)
+    got = capture(net, x, ["act@0", "act@1", "head"], inputs=True)
+    h0 = net.conv(x)
+    torch.testing.assert_close(got["act@0"], h0)  # what the first tanh call takes
+    torch.testing.assert_close(got["act@1"], net.body[0](torch.tanh(h0) * 2.0))
+    outs = capture(net, x, ["body.1"])
+    torch.testing.assert_close(got["head"], outs["body.1"])  # head's input = body.1's output
+    trades = TradesStyleSmallCNN().eval()
+    y = torch.rand(2, 1, 28, 28)
+    fin = capture(trades, y, ["feature_extractor.maxpool2", "classifier.relu1"], inputs=True)
+    fout = capture(trades, y, ["feature_extractor.relu4", "classifier.fc1"])
+    torch.testing.assert_close(fin["feature_extractor.maxpool2"], fout["feature_extractor.relu4"])
+    torch.testing.assert_close(fin["classifier.relu1"], fout["classifier.fc1"])  # 5th call of the shared ReLU
+    assert _hook_count(net) == 0 and _hook_count(trades) == 0
+    with pytest.raises(RuntimeError):
+        capture(net, torch.rand(2, 3, 8, 8), ["head"], inputs=True)  # wrong channels
+    assert _hook_count(net) == 0

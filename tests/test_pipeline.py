@@ -43,10 +43,33 @@ def test_stages_skip_and_redo(tmp_path):
     assert calls == [1, 1, 1]
 
 
-def test_main_job_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypatch):
+def tiny_cli(root, device: str) -> list[str]:
+    """``interpretgan run`` arguments giving :func:`tiny`'s config."""
+    c = tiny()
+    sets = [f"{prefix}{k}={json.dumps(v)}" for prefix, group in (("train.", c.train_overrides),
+                                                                  ("fit.", c.fit_overrides))
+            for k, v in group.items()]
+    sets += [f"attack={c.attack}", f"explain_images={c.explain_images}"]
+    return ["-q", "run", "--device", device, "--run-dir", str(root), "--layers", ",".join(c.layers),
+            "--dstar-images", str(c.dstar_images), *(a for kv in sets for a in ("--set", kv))]
+
+
+STAGES = {f"{stage}__{key}.json" for stage in ("train", "dstar", "fit", "diagnose", "explain")
+          for key in ("natural", "adversarially_trained")}
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_main_job_tiny_end_to_end(device, mnist_small, session_cache, tmp_path, monkeypatch):
+    from interpretgan.cli import main
+
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
     root = tmp_path / "main"
-    res = run_main(tiny(), root, progress=False)
+    assert main(tiny_cli(root, device)) == 0
+    assert read_json(root / "config.json")["run"] == json.loads(json.dumps(dataclasses.asdict(tiny())))
+    stages = {p.name: read_json(p) for p in (root / "stages").iterdir()}
+    assert set(stages) == STAGES and all(r["done"] for r in stages.values())  # every stage ran
+    res = read_json(root / "results.json")
     assert res["layers"] == ["feature_extractor.pool2", "classifier.fc3"]
     for key in ("natural", "adversarially_trained"):
         r = res[key]
@@ -60,6 +83,7 @@ def test_main_job_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypa
         assert "agreement_natural" in r["per_layer"]["classifier.fc3"]
         g = r["generators"]  # fit/summary.json: agreement + KID per layer
         assert set(g["layers"]) == set(res["layers"]) and all("kid" in v for v in g["layers"].values())
+        assert g["heldout_outside_dstar"] is True and g["n_eval"] == TINY_FIT["eval_images"]
     b = res["budget"]  # cost in natural epochs measured in this run
     assert b["natural_epoch_s"] > 0 and b["epoch_units"] == pytest.approx(b["stages_s"] / b["natural_epoch_s"])
     assert set(b["per_stage_units"]) == set(res["timings_s"])
@@ -68,13 +92,13 @@ def test_main_job_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypa
     html = (root / "report" / "index.html").read_text()
     assert html.count("data:image/png;base64,") >= 7 and "Vul<sub>i</sub>" in html
     assert "agreement (%) / KID" in html and "natural training epochs" in html
-    # a rerun skips every stage
+    # a rerun skips every stage, also on another device (the device is no stage's input)
     before = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
-    run_main(tiny(), root, progress=False)
+    run_main(tiny(), root, progress=False, device="cpu")
     after = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
     assert before == after
     # a changed input (the attack) redoes D* and what depends on it, not training or fitting
-    run_main(dataclasses.replace(tiny(), attack="fgsm"), root, progress=False)
+    run_main(dataclasses.replace(tiny(), attack="fgsm"), root, progress=False, device=device)
     changed = {k for k, v in {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}.items()
                if v != before[k]}
     assert changed == {"dstar__natural.json", "dstar__adversarially_trained.json",
@@ -82,8 +106,6 @@ def test_main_job_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypa
                        "explain__natural.json", "explain__adversarially_trained.json"}
     assert read_json(root / "natural" / "diagnosis.json")["attack"] == "fgsm"
     # the report is a pure function of the saved artifacts: rebuilt without running a stage
-    from interpretgan.cli import main
-
     first = read_json(root / "results.json")
     stamps = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
     shutil.rmtree(root / "report")

@@ -118,7 +118,7 @@ def test_study_rejects_bad_overrides(tmp_path, caplog):
 
 def test_verify_false_only_where_the_loader_takes_it():
     from interpretgan.config import DataConfig
-    from interpretgan.training import load_split
+    from interpretgan.data import load_split
 
     with pytest.raises(ValueError, match="always verified"):
         load_split(DataConfig(dataset="mnist", verify=False), "test")

@@ -186,7 +186,8 @@ def cmd_fit(a) -> int:
         print(to_json({"fit": dataclasses.asdict(cfg), "layers": layers or "default",
                        "run_dir": str(run_dir)}))
         return 0
-    summary = fit_run(a.checkpoint, run_dir, cfg, layers, a.data_dir, progress=not a.quiet)
+    summary = fit_run(a.checkpoint, run_dir, cfg, layers, a.data_dir, progress=not a.quiet,
+                      device=a.device)
     for n, r in summary["layers"].items():
         print(f"{n:<28} agreement {100 * r['agreement']:6.2f}%   KID {r['kid']:.4f}")
     print(f"real-vs-real KID {summary['kid_real_vs_real']:.4f}; fit took {summary['fit_seconds']:.0f}s")
@@ -196,7 +197,7 @@ def cmd_fit(a) -> int:
 def cmd_explain(a) -> int:
     from .explain import explain_run
 
-    doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed)
+    doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed, device=a.device)
     print(f"explanations: {doc['figures']['explanations']}\nbaselines:    {doc['figures']['baselines']}")
     return 0
 
@@ -221,7 +222,8 @@ def cmd_run(a) -> int:
     if a.dry_run:
         print(to_json(dataclasses.asdict(cfg)))
         return 0
-    res = run_main(cfg, a.run_dir, a.model_file, a.checkpoint, progress=not a.quiet)
+    res = run_main(cfg, a.run_dir, a.model_file, a.checkpoint, progress=not a.quiet,
+                   device=a.device)
     for key in ("natural", "adversarially_trained", "user"):
         if key in res:
             r = res[key]
@@ -233,6 +235,10 @@ def cmd_run(a) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interpretgan", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -278,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-verify", action="store_true",
                    help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
     t.add_argument("--run-dir")
-    t.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
+    _device_option(t)
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     t.set_defaults(fn=cmd_train)
@@ -294,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
-    e.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
+    _device_option(e)
     e.set_defaults(fn=cmd_evaluate)
 
     f = sub.add_parser("fit", help="fit InterpretGAN explanation generators for a classifier")
@@ -307,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--run-dir", help="default: the classifier's run folder")
     f.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change one FitConfig field, e.g. --set batch_size=32 (repeatable)")
+    _device_option(f)
     f.add_argument("--dry-run", action="store_true")
     f.set_defaults(fn=cmd_fit)
 
@@ -317,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--out")
     x.add_argument("--data-dir")
+    _device_option(x)
     x.set_defaults(fn=cmd_explain)
 
     s = sub.add_parser("study", help="robustness studies")
@@ -333,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-verify", action="store_true",
                    help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
     s.add_argument("--run-dir")
-    s.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
+    _device_option(s)
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a StudyConfig field, or a training field with train.KEY, e.g. "
                         "--set train.batch_size=64 --set 'model_kwargs={\"vgg16\": {\"hidden\": 64}}'")
@@ -358,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a RunConfig field; fit.KEY / train.KEY change the fit / training "
                         "presets, e.g. --set fit.batch_size=32 --set train.epochs=2 (repeatable)")
+    _device_option(r)
     r.add_argument("--dry-run", action="store_true")
     r.set_defaults(fn=cmd_run)
     return p

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import inspect
 import logging
 import os
 import pickle
@@ -34,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .config import DataConfig
 from .registry import Registry
+from .runs import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +290,33 @@ class ImageDataset(Dataset):
         """The first ``n`` items of a fixed random permutation (all if ``n`` is None)."""
         if n is None or n >= len(self):
             return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        idx = subset_indices(len(self), n, seed)
         return ImageDataset(self.images[idx], self.labels[idx], self.name, self.classes)
+
+
+def subset_indices(size: int, n: int | None, seed: int = 0) -> torch.Tensor:
+    """The indices :meth:`ImageDataset.subset` keeps from ``size`` items: the first ``n`` of
+    a fixed random permutation (``range(size)`` in order if ``n`` is None or ≥ ``size``)."""
+    if n is None or n >= size:
+        return torch.arange(size)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def take(ds: Dataset, idx: torch.Tensor) -> Dataset:
+    """Items ``idx`` (in that order) of ``ds``: an :class:`ImageDataset` for an in-memory
+    dataset, a :class:`torch.utils.data.Subset` otherwise."""
+    if isinstance(ds, ImageDataset):
+        return ImageDataset(ds.images[idx], ds.labels[idx], ds.name, ds.classes)
+    return torch.utils.data.Subset(ds, idx.tolist())
+
+
+def images_at(ds: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, C, H, W) float in [0, 1] and labels (N,) of items ``idx``, on the CPU."""
+    if isinstance(ds, ImageDataset):
+        return ds.images[idx].float().div_(255), ds.labels[idx]
+    items = [ds[int(i)] for i in idx]
+    return (torch.stack([x for x, _ in items]),
+            torch.stack([torch.as_tensor(y) for _, y in items]).long())
 
 
 def batches(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
@@ -603,6 +631,45 @@ def load_celeba(split: str = "train", size: int = 128, data_dir=None, cache_dir=
 def load_dataset(name: str, split: str = "train", **kwargs) -> Dataset:
     """``load_dataset("mnist", "test", size=28)`` — any registered dataset by name."""
     return DATASETS.get(name)(split=split, **kwargs)
+
+
+def load_split(data_cfg, split: str) -> Dataset:
+    """The dataset a :class:`~interpretgan.config.DataConfig` names, for ``split`` ('train' or
+    'test'), cut to its ``train_subset``/``test_subset``."""
+    kwargs = {"data_dir": data_cfg.data_dir, "cache_dir": data_cfg.cache_dir}
+    if data_cfg.dataset in ("mnist", "fashion-mnist", "celeba"):
+        kwargs["size"] = data_cfg.image_size
+    if not data_cfg.verify:
+        if "verify" not in inspect.signature(DATASETS.get(data_cfg.dataset)).parameters:
+            raise ValueError(f"{data_cfg.dataset} files are always verified; verify=False is "
+                             "only for datasets whose loader takes it (cifar10)")
+        kwargs["verify"] = False
+    ds = load_dataset(data_cfg.dataset, split, **kwargs)
+    n = data_cfg.train_subset if split == "train" else data_cfg.test_subset
+    if n is not None and isinstance(ds, ImageDataset):
+        ds = ds.subset(n, seed=0)
+    elif n is not None:
+        ds = torch.utils.data.Subset(ds, list(range(min(n, len(ds)))))
+    return ds
+
+
+def checkpoint_data_config(path: str | os.PathLike, dataset: str | None = None,
+                           **overrides) -> DataConfig:
+    """The :class:`DataConfig` a checkpoint was trained on (its saved
+    config), with ``overrides``; no training subset, no augmentation."""
+    ck = load_checkpoint(path)
+    cfg = ck.get("config", {}).get("data", {}) if isinstance(ck, dict) else {}
+    data = DataConfig(**{k: v for k, v in cfg.items() if k in DataConfig.__dataclass_fields__})
+    if dataset is not None:
+        data.dataset = dataset
+    if "model_kwargs" in ck and "input_size" in ck["model_kwargs"]:
+        data.image_size = ck["model_kwargs"]["input_size"]
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(data, k, v)
+    data.train_subset = None
+    data.augment = False
+    return data
 
 
 # --------------------------------------------------------------------------- augmentation

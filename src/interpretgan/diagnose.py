@@ -1,18 +1,92 @@
-"""Diagnosis (paper Section 5): per-layer accuracy and vulnerability (Eq. 5), max-pooling
-index change, and the misclassification distribution (Figure 7).
+"""Diagnosis (paper Section 5): the adversarial test set D*, per-layer accuracy and
+vulnerability (Eq. 5), max-pooling index change, and the misclassification distribution
+(Figure 7).
 
 Acc_i = share of adversarial examples x* whose layer-i explanation x̂_i = G_i(C_i(f_pre_i(x*)))
 is classified as the true label; Vul_1 = 1 − Acc_1, Vul_i = Acc_{i−1} − Acc_i.
+
+Everything runs on the classifier's device (:func:`~interpretgan.devices.module_device`);
+D* stays in CPU memory and is moved there a batch at a time.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .attacks import eval_mode
+from .attacks import get_attack
+from .data import batches, num_batches, subset_indices, take
+from .devices import eval_mode, module_device
+from .fitting import agreement
+from .layers import capture, layer_labels, list_layers, resolve
+from .runs import save_checkpoint
+
+
+def dstar_indices(test_set, n: int | None) -> torch.Tensor:
+    """The indices into ``test_set`` of D*'s ``n`` images, in D*'s order: the first ``n`` of
+    a fixed permutation (seed 0), or the whole set in order for ``n`` None (:func:`build_dstar`
+    picks its images with this)."""
+    return subset_indices(len(test_set), n, seed=0)
+
+
+def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | None, seed: int,
+                path: str | Path, batch_size: int = 500, progress: bool = True) -> dict:
+    """D*: ``attack`` on the test images :func:`dstar_indices` picks, every step on every
+    sample, on ``model``'s device (random starts from a CPU generator seeded with ``seed``).
+
+    Saves (atomically) and returns, on the CPU, ``{"x", "x_adv"}`` (N, C, H, W) float images
+    in [0, 1], ``{"y", "pred_clean", "pred_adv", "index"}`` (N,) and ``"attack"``.
+    """
+    idx = dstar_indices(test_set, n)
+    ds = take(test_set, idx)
+    atk = get_attack(attack, dataset)
+    dev = module_device(model)
+    gen = torch.Generator().manual_seed(seed)
+    xs, advs, ys, pc, pa = [], [], [], [], []
+    for x, y in tqdm(batches(ds, batch_size, device=dev), total=num_batches(ds, batch_size),
+                     disable=not progress, desc=f"D* {attack}", leave=False):
+        xa = atk(model, x, y, early_stop=False, generator=gen)
+        with torch.no_grad(), eval_mode(model):
+            pc.append(model(x).argmax(1).cpu())
+            pa.append(model(xa).argmax(1).cpu())
+        xs.append(x.cpu())
+        advs.append(xa.cpu())
+        ys.append(y.cpu())
+    doc = {"x": torch.cat(xs), "x_adv": torch.cat(advs), "y": torch.cat(ys),
+           "pred_clean": torch.cat(pc), "pred_adv": torch.cat(pa), "index": idx, "attack": attack}
+    save_checkpoint(path, doc)
+    return doc
+
+
+def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int) -> dict:
+    """Everything Section 5 reports for one model, as plain JSON. ``gans``: ``{layer: module
+    with .explain}`` on ``model``'s device; ``dstar``: :func:`build_dstar`'s dict (CPU)."""
+    x, xa, y = dstar["x"], dstar["x_adv"], dstar["y"]
+    names = list(gans)
+    acc_adv = layer_accuracy(model, gans, xa, y)
+    acc_nat = layer_accuracy(model, gans, x, y)
+    agree = agreement(model, gans, x, x.shape[-1])
+    accs = [acc_adv[n] for n in names]
+    vul = vulnerability(accs)
+    vul_nat = vulnerability([acc_nat[n] for n in names])
+    marked = large_vulnerability(vul)
+    table = misclassification_table(y, dstar["pred_adv"], num_classes)
+    return {
+        "layers": names, "layer_labels": layer_labels(model, names),
+        "clean_accuracy": (dstar["pred_clean"] == y).float().mean().item(),
+        "adversarial_accuracy": (dstar["pred_adv"] == y).float().mean().item(),
+        "n": len(y), "attack": dstar["attack"],
+        "per_layer": [{"layer": n, "acc": acc_adv[n], "vul": v, "large_vul": m,
+                       "acc_natural": acc_nat[n], "vul_natural": vn, "agreement_natural": agree[n]}
+                      for n, v, m, vn in zip(names, vul, marked, vul_nat)],
+        "maxpool_index_change": maxpool_index_change(model, x, xa),
+        "misclassification": table.tolist(),
+        "top_targets": top_targets(table),
+    }
 
 
 def vulnerability(accs: Sequence[float]) -> list[float]:
@@ -33,25 +107,15 @@ def large_vulnerability(vul: Sequence[float], frac: float = 0.4) -> list[bool]:
 def layer_accuracy(classifier: nn.Module, gans: dict, x: torch.Tensor, y: torch.Tensor,
                    batch_size: int = 250) -> dict[str, float]:
     """Acc_i per layer: share of ``x`` (N, C, H, W) whose explanation f labels ``y`` (N,)."""
-    from .fitting import agreement
-
     return agreement(classifier, gans, x, x.shape[-1], labels=y, batch_size=batch_size)
 
 
-def _maxpool_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    pools = {n: m for n, m in model.named_modules() if isinstance(m, nn.MaxPool2d)}
-    got: dict[str, torch.Tensor] = {}
-    handles = []
-    try:
-        for n, m in pools.items():
-            handles.append(m.register_forward_hook(
-                lambda mod, inp, out, n=n: got.__setitem__(n, inp[0].detach())))
-        with torch.no_grad(), eval_mode(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return got
+def maxpool_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The layer names (:mod:`~interpretgan.layers`) of every ``nn.MaxPool2d`` call in a
+    forward of ``example`` (B, C, H, W) on ``model``'s device."""
+    with eval_mode(model):
+        names = list_layers(model, example)
+    return [n for n in names if isinstance(resolve(model, n).module, nn.MaxPool2d)]
 
 
 def pool_indices(inp: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
@@ -66,22 +130,30 @@ def index_change(a: torch.Tensor, b: torch.Tensor, pool: nn.MaxPool2d) -> float:
     return (pool_indices(a, pool) != pool_indices(b, pool)).float().mean().item()
 
 
+@torch.no_grad()
 def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
                          batch_size: int = 500) -> dict[str, float]:
-    """For every ``nn.MaxPool2d`` of ``model``: the share of windows whose arg-max moves
-    between natural ``x`` and adversarial ``x_adv`` (paper: 40.9 % and 18.1 % on MNIST)."""
-    pools = {n: m for n, m in model.named_modules() if isinstance(m, nn.MaxPool2d)}
-    changed = {n: 0.0 for n in pools}
-    total = {n: 0 for n in pools}
-    for s in range(0, len(x), batch_size):
-        a = _maxpool_inputs(model, x[s: s + batch_size])
-        b = _maxpool_inputs(model, x_adv[s: s + batch_size])
-        for n, pool in pools.items():
-            if n in a:
+    """For every ``nn.MaxPool2d`` call of ``model``: the share of windows whose arg-max moves
+    between natural ``x`` and adversarial ``x_adv`` (N, C, H, W; paper: 40.9 % and 18.1 % on
+    MNIST). The pools' inputs are taken with :func:`~interpretgan.layers.capture`."""
+    dev = module_device(model)
+    if len(x) == 0:
+        return {}
+    names = maxpool_layers(model, x[:1].to(dev))
+    if not names:
+        return {}
+    pools = {n: resolve(model, n).module for n in names}
+    changed = {n: 0 for n in names}
+    total = {n: 0 for n in names}
+    with eval_mode(model):
+        for s in range(0, len(x), batch_size):
+            a = capture(model, x[s: s + batch_size].to(dev), names, inputs=True)
+            b = capture(model, x_adv[s: s + batch_size].to(dev), names, inputs=True)
+            for n, pool in pools.items():
                 ia, ib = pool_indices(a[n], pool), pool_indices(b[n], pool)
                 changed[n] += (ia != ib).sum().item()
                 total[n] += ia.numel()
-    return {n: changed[n] / total[n] for n in pools if total[n]}
+    return {n: changed[n] / total[n] for n in names if total[n]}
 
 
 def misclassification_table(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int = 10) -> torch.Tensor:

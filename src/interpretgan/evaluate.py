@@ -9,30 +9,12 @@ from typing import Sequence
 import torch.nn as nn
 
 from .attacks import accuracy, get_attack, robust_accuracy
-from .config import DataConfig
+from .data import checkpoint_data_config, load_split
 from .devices import resolve_device
 from .models import load_classifier
-from .runs import append_jsonl, load_checkpoint, write_json
-from .training import load_split
+from .runs import append_jsonl, write_json
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_data_config(path: str | Path, dataset: str | None = None, **overrides) -> DataConfig:
-    """The data a checkpoint was trained on (its saved config), with ``overrides``."""
-    ck = load_checkpoint(path)
-    cfg = ck.get("config", {}).get("data", {}) if isinstance(ck, dict) else {}
-    data = DataConfig(**{k: v for k, v in cfg.items() if k in DataConfig.__dataclass_fields__})
-    if dataset is not None:
-        data.dataset = dataset
-    if "model_kwargs" in ck and "input_size" in ck["model_kwargs"]:
-        data.image_size = ck["model_kwargs"]["input_size"]
-    for k, v in overrides.items():
-        if v is not None:
-            setattr(data, k, v)
-    data.train_subset = None
-    data.augment = False
-    return data
 
 
 def evaluate_model(model: nn.Module, test_set, dataset: str, attacks: Sequence[str] = (),

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from .attacks import eval_mode  # noqa: E402
+from .devices import eval_mode, module_device, resolve_device  # noqa: E402
 from .gan import to_classifier  # noqa: E402
 from .layers import capture  # noqa: E402
 from .report import save_figure  # noqa: E402
@@ -33,16 +33,18 @@ BASELINES = ("DeepLIFT", "Saliency", "Input×Gradient", "Integrated Gradients", 
 @torch.no_grad()
 def explain_images(classifier: nn.Module, gans: dict, x: torch.Tensor) -> dict:
     """x: (N, C, H, W) → ``{"pred": (N,), "explanations": {layer: (N, C, H, W)},
-    "labels": {layer: (N,)}}`` with f's label for every explanation."""
+    "labels": {layer: (N,)}}`` with f's label for every explanation. Runs on the
+    classifier's device (``gans`` there too); the results are CPU tensors."""
     size = x.shape[-1]
+    x = x.to(module_device(classifier))
     with eval_mode(classifier):
         feats = capture(classifier, x, list(gans))
-        out = {"pred": classifier(x).argmax(1), "explanations": {}, "labels": {}}
+        out = {"pred": classifier(x).argmax(1).cpu(), "explanations": {}, "labels": {}}
         for n, lg in gans.items():
             with eval_mode(lg):
                 xh = to_classifier(lg.explain(feats[n]), size)
-            out["explanations"][n] = xh
-            out["labels"][n] = classifier(xh).argmax(1)
+            out["explanations"][n] = xh.cpu()
+            out["labels"][n] = classifier(xh).argmax(1).cpu()
     return out
 
 
@@ -84,13 +86,16 @@ def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
 
 def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
                  methods: Sequence[str] = BASELINES) -> dict[str, torch.Tensor]:
-    """Captum attributions of ``classifier`` for ``x`` (N, C, H, W) towards ``target`` (N,).
-    Returns ``{method: (N, C, H, W)}``; the model's mode is restored afterwards."""
+    """Captum attributions of ``classifier`` for ``x`` (N, C, H, W) towards ``target`` (N,),
+    computed on the classifier's device. Returns ``{method: (N, C, H, W)}`` as CPU tensors;
+    the model's mode is restored afterwards."""
     from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Occlusion, Saliency
 
     out = {}
+    dev = module_device(classifier)
+    target = target.to(dev)
     with eval_mode(classifier):
-        x = x.detach().clone().requires_grad_(True)
+        x = x.detach().to(dev).clone().requires_grad_(True)
         makers = {
             "DeepLIFT": lambda: DeepLift(classifier).attribute(x, target=target),
             "Saliency": lambda: Saliency(classifier).attribute(x, target=target),
@@ -102,7 +107,7 @@ def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 perturbations_per_eval=64),
         }
         for m in methods:
-            out[m] = makers[m]().detach()
+            out[m] = makers[m]().detach().cpu()
     return out
 
 
@@ -141,26 +146,29 @@ def _title(fig, text: str) -> None:
 
 def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
                 out_dir: str | Path | None = None, data_dir: str | None = None, seed: int = 0,
-                model: nn.Module | None = None) -> dict:
+                model: nn.Module | None = None, device: str | torch.device | None = "auto") -> dict:
     """``interpretgan explain``: grids for the first ``n_images`` test images of a run folder
-    holding ``checkpoints/final.pt`` and ``fit/``, and their adversarial versions."""
+    holding ``checkpoints/final.pt`` and ``fit/``, and their adversarial versions (random
+    starts from a CPU generator seeded with ``seed``). The classifier (``model``, or the run's
+    checkpoint), the generators, the attack and the baselines run on ``device`` (``"auto"``:
+    a GPU if there is one); the figures and ``explain.json`` are made from CPU copies."""
     from .attacks import get_attack
-    from .evaluate import checkpoint_data_config
+    from .data import checkpoint_data_config, images_at, load_split
     from .fitting import load_generators
     from .layers import layer_labels
     from .models import load_classifier
     from .runs import write_json
-    from .training import load_split
 
+    dev = resolve_device(device)  # fail before any work on a bad name
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "final.pt"
-    classifier = model if model is not None else load_classifier(ckpt)
+    classifier = model.to(dev) if model is not None else load_classifier(ckpt, device=dev)
     data = checkpoint_data_config(ckpt, data_dir=data_dir)
     test = load_split(data, "test")
-    x = torch.stack([test[i][0] for i in range(n_images)])
-    y = torch.stack([torch.as_tensor(test[i][1]) for i in range(n_images)])
-    gans = load_generators(run_dir / "fit", image_channels=x.shape[1])
-    x_adv = get_attack(attack, data.dataset)(classifier, x, y, generator=torch.Generator().manual_seed(seed))
+    x, y = images_at(test, torch.arange(min(n_images, len(test))))
+    gans = {n: g.to(dev) for n, g in load_generators(run_dir / "fit", image_channels=x.shape[1]).items()}
+    x_adv = get_attack(attack, data.dataset)(classifier, x.to(dev), y.to(dev),
+                                             generator=torch.Generator().manual_seed(seed)).cpu()
     nat, adv = explain_images(classifier, gans, x), explain_images(classifier, gans, x_adv)
     out = Path(out_dir or run_dir / "explain")
     labels = layer_labels(classifier, list(gans))

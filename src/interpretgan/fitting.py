@@ -26,13 +26,11 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .attacks import eval_mode, frozen_params
-from .config import FitConfig, same_config
-from .data import batches, num_batches
-from .devices import module_device
+from .config import FitConfig, RunConfig, same_config
+from .data import batches, images_at, load_split, num_batches
+from .devices import eval_mode, frozen_params, module_device, resolve_device
 from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
                   to_classifier, to_resolution)
 from .layers import capture, default_layers, layer_shapes
@@ -280,16 +278,20 @@ def _stream(ds, batch_size: int, seed: int, start_step: int) -> Iterator[tuple[t
 
 
 @torch.no_grad()
-def agreement(classifier: nn.Module, gans: dict[str, LayerGAN], x: torch.Tensor,
+def agreement(classifier: nn.Module, gans: dict[str, GanBank], x: torch.Tensor,
               image_size: int, scale: int | None = None, batch_size: int = 250,
               labels: torch.Tensor | None = None, alpha: float = 1.0) -> dict[str, float]:
-    """Per layer, the share of images with f(G(C(f_pre(x)))) = f(x) (or = ``labels``)."""
+    """Per layer, the share of images with f(G(C(f_pre(x)))) = f(x) (or = ``labels``).
+
+    x: (N, C, H, W), labels: (N,), anywhere (CPU as a rule): each batch is moved to the
+    classifier's device, where ``gans`` must be too."""
+    dev = module_device(classifier)
     hits = {n: 0 for n in gans}
     with eval_mode(classifier):
         for s in range(0, len(x), batch_size):
-            xb = x[s: s + batch_size]
+            xb = x[s: s + batch_size].to(dev)
             feats = capture(classifier, xb, list(gans))
-            ref = classifier(xb).argmax(1) if labels is None else labels[s: s + batch_size]
+            ref = classifier(xb).argmax(1) if labels is None else labels[s: s + batch_size].to(dev)
             for n, lg in gans.items():
                 with eval_mode(lg):
                     xh = to_classifier(lg.explain(feats[n], scale, alpha), image_size)
@@ -529,67 +531,131 @@ def load_generators(fit_dir: str | Path, image_channels: int = 1,
     return gans
 
 
-def summarize_fit(classifier: nn.Module, gans: dict[str, LayerGAN], eval_x: torch.Tensor,
-                  real_ref: torch.Tensor, feat_net, seconds: float | None = None) -> dict:
+def summarize_fit(classifier: nn.Module, gans: dict[str, GanBank], eval_x: torch.Tensor,
+                  real_ref: torch.Tensor, feat_net, seconds: float | None = None,
+                  batch_size: int = 250) -> dict:
     """Agreement and realism (KID vs held-out real images) per layer, with a real-vs-real
-    KID as the floor to read them against."""
+    KID as the floor to read them against.
+
+    eval_x, real_ref: (N, C, H, W) images in [0, 1] (CPU as a rule; batches go to the
+    classifier's device, where ``gans`` and ``feat_net`` must be too)."""
     from .metrics import embed, kid
 
     size = eval_x.shape[-1]
-    agree = agreement(classifier, gans, eval_x, size)
+    dev = module_device(classifier)
+    agree = agreement(classifier, gans, eval_x, size, batch_size=batch_size)
     real_feats = embed(feat_net, real_ref)
     floor = kid(real_feats, embed(feat_net, eval_x))
     rows = {}
     with torch.no_grad(), eval_mode(classifier):
         for n, lg in gans.items():
-            xh = []
-            for s in range(0, len(eval_x), 250):
-                feats = capture(classifier, eval_x[s: s + 250], [n])
+            fake = []
+            for s in range(0, len(eval_x), batch_size):
+                feats = capture(classifier, eval_x[s: s + batch_size].to(dev), [n])
                 with eval_mode(lg):
-                    xh.append(to_classifier(lg.explain(feats[n]), size))
-            k = kid(real_feats, embed(feat_net, torch.cat(xh)))
+                    fake.append(embed(feat_net, to_classifier(lg.explain(feats[n]), size)))
+            k = kid(real_feats, torch.cat(fake))
             rows[n] = {"agreement": agree[n], "kid": k[0], "kid_std": k[1]}
     return {"layers": rows, "kid_real_vs_real": floor[0], "n_eval": len(eval_x),
             "fit_seconds": seconds}
 
 
-def quality_summary(classifier: nn.Module, gans: dict[str, LayerGAN], data, test, eval_images: int,
-                    seconds: float | None = None) -> dict:
-    """Agreement + KID per layer on the first ``eval_images`` test images, against the last
-    ``eval_images`` ones as the real reference; the realism network is trained (once, cached)
-    on 10,000 training images of ``data``'s dataset."""
+def quality_summary(classifier: nn.Module, gans: dict[str, GanBank], data, eval_x: torch.Tensor,
+                    real_ref: torch.Tensor, seconds: float | None = None) -> dict:
+    """:func:`summarize_fit` with the realism network of ``data``'s dataset, trained (once,
+    cached) on 10,000 of its training images, on the classifier's device."""
     from .metrics import feature_net
-    from .training import load_split
 
-    eval_x = test.images[:eval_images].float() / 255
     full = load_split(data, "train")
-    fnet = feature_net(full.subset(10000, seed=12345), f"{data.dataset}-{data.image_size}-10k")
-    ref = test.images[-eval_images:].float() / 255  # other held-out images
-    return summarize_fit(classifier, gans, eval_x, ref, fnet, seconds)
+    fnet = feature_net(full.subset(10000, seed=12345), f"{data.dataset}-{data.image_size}-10k",
+                       device=module_device(classifier))
+    return summarize_fit(classifier, gans, eval_x, real_ref, fnet, seconds)
+
+
+def heldout_indices(size: int, dstar_indices: torch.Tensor | None,
+                    n: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Held-out test images for judging generators: two disjoint index sets into a test
+    split of ``size`` images, both outside D* (``dstar_indices``, see
+    :func:`interpretgan.diagnose.dstar_indices`).
+
+    Of the images outside D*, in order, the first k are the evaluation images (agreement,
+    the fit's running agreement, the fake side of KID) and the next k KID's real reference,
+    k = min(n, half of them). Returns ``(eval_idx, ref_idx, outside_dstar)``; when D* is the
+    whole split (nothing is left outside it) the split's own images are used, with a warning,
+    and ``outside_dstar`` is False.
+    """
+    keep = torch.ones(size, dtype=torch.bool)
+    if dstar_indices is not None:
+        keep[torch.as_tensor(dstar_indices, dtype=torch.long)] = False
+    pool = keep.nonzero().squeeze(1)
+    outside = True
+    if len(pool) == 0:
+        log.warning("D* holds every one of the %d test images: the generators' agreement and KID "
+                    "are measured on images that are also in D*", size)
+        pool, outside = torch.arange(size), False
+    k = min(n, len(pool) // 2)
+    if k < 2:
+        raise ValueError(f"only {len(pool)} test image(s) outside D*: too few held-out images to "
+                         "judge the generators (use fewer D* images or more test images)")
+    if k < n:
+        log.info("judging the generators on %d held-out test images (asked for %d; %d are "
+                 "outside D*, half of them serve as KID's real reference)", k, n, len(pool))
+    return pool[:k], pool[k: 2 * k], outside
+
+
+def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_dir: str | Path,
+                      layers: Sequence[str] | None = None,
+                      dstar_indices: torch.Tensor | None = None,
+                      device: str | torch.device | None = None, progress: bool = True) -> dict:
+    """Fit generators for the frozen ``classifier`` into ``fit_dir`` and write
+    ``fit_dir/summary.json`` (agreement + KID per layer); resumes a killed fit.
+
+    Generators learn from ``data_cfg``'s training split (cut to ``fit_cfg.train_subset``);
+    they are judged on test images outside D* (``dstar_indices`` into ``data_cfg``'s test
+    split; :func:`heldout_indices`). ``device``: where to run (the classifier is moved there);
+    None: where the classifier is. Data stay on the CPU. Returns the summary.
+    """
+    if device is not None:
+        classifier.to(resolve_device(device))
+    dev = module_device(classifier)
+    train = load_split(data_cfg, "train")
+    if fit_cfg.train_subset is not None:
+        train = train.subset(fit_cfg.train_subset, seed=fit_cfg.seed)
+    test = load_split(data_cfg, "test")
+    eval_idx, ref_idx, outside = heldout_indices(len(test), dstar_indices, fit_cfg.eval_images)
+    eval_x, _ = images_at(test, eval_idx)
+    ref, _ = images_at(test, ref_idx)
+    t0 = time.perf_counter()
+    fit_generators(classifier, train, eval_x, fit_cfg, fit_dir, layers, progress=progress)
+    seconds = time.perf_counter() - t0
+    gans = {n: g.to(dev) for n, g in load_generators(fit_dir, eval_x.shape[1]).items()}
+    summary = quality_summary(classifier, gans, data_cfg, eval_x, ref, seconds)
+    summary["heldout_outside_dstar"] = outside
+    write_json(Path(fit_dir) / "summary.json", summary)
+    return summary
 
 
 def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
             layers: Sequence[str] | None = None, data_dir: str | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, device: str | torch.device | None = "auto",
+            dstar_images: int | None = RunConfig.dstar_images) -> dict:
     """``interpretgan fit``: fit generators for a classifier checkpoint into ``run_dir/fit``
-    and write ``summary.json`` (agreement + KID per layer). Resumes a killed run."""
-    from .evaluate import checkpoint_data_config
-    from .models import load_classifier
-    from .training import load_split
+    on ``device`` (``"auto"``: a GPU if there is one) and write ``summary.json`` (agreement +
+    KID per layer). Resumes a killed run, also on another device.
 
-    classifier = load_classifier(checkpoint)
+    The held-out images stay outside the D* of ``dstar_images`` test images that
+    ``interpretgan run`` would diagnose this classifier on (:func:`fit_and_summarize`).
+    """
+    from .data import checkpoint_data_config
+    from .diagnose import dstar_indices
+    from .models import load_classifier
+
+    dev = resolve_device(device)  # fail before any work on a bad name
+    classifier = load_classifier(checkpoint, device=dev)
     data = checkpoint_data_config(checkpoint, data_dir=data_dir)
-    train = load_split(data, "train")
     test = load_split(data, "test")
-    fit_dir = Path(run_dir) / "fit"
-    if cfg.train_subset is not None:
-        train = train.subset(cfg.train_subset, seed=cfg.seed)
-    eval_x = test.images[: cfg.eval_images].float() / 255
-    t0 = time.perf_counter()
-    fit_generators(classifier, train, eval_x, cfg, fit_dir, layers, progress=progress)
-    seconds = time.perf_counter() - t0
-    summary = quality_summary(classifier, load_generators(fit_dir, eval_x.shape[1]), data, test,
-                              cfg.eval_images, seconds)
+    summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
+                                dstar_indices=dstar_indices(test, dstar_images), progress=progress)
     summary["checkpoint"] = str(checkpoint)
-    write_json(fit_dir / "summary.json", summary)
+    write_json(Path(run_dir) / "fit" / "summary.json", summary)
     return summary

@@ -118,11 +118,13 @@ _VERIFIED: "weakref.WeakKeyDictionary[nn.Module, set[str]]" = weakref.WeakKeyDic
 
 
 def capture(model: nn.Module, x: torch.Tensor, names: Sequence[str],
-            stop_early: bool = True) -> dict[str, torch.Tensor]:
-    """Outputs of the named layers for input ``x`` from one forward pass.
+            stop_early: bool = True, inputs: bool = False) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers for input ``x`` from one forward pass (with ``inputs``:
+    the first positional input of each named module's call instead, e.g. what a max-pooling
+    layer pools).
 
     Returns ``{name: tensor (B, ...)}``, differentiable with respect to ``x``. With
-    ``stop_early`` the forward ends as soon as the last wanted output is captured (after
+    ``stop_early`` the forward ends as soon as the last wanted tensor is captured (after
     the first use of a name, whose call count is checked on one full forward).
     The model's mode is left as it is; every hook is removed before returning.
     """
@@ -140,11 +142,13 @@ def capture(model: nn.Module, x: torch.Tensor, names: Sequence[str],
     def hook(mod, inp, output):
         i = calls.get(id(mod), 0)
         calls[id(mod)] = i + 1
+        value = (inp[0] if inp else None) if inputs else output
         for call, nm in wanted[id(mod)]:
             if (call is None and i == 0) or call == i:
-                if not isinstance(output, torch.Tensor):
-                    raise TypeError(f"layer {nm!r} returns {type(output).__name__}, not a tensor")
-                out[nm] = output
+                if not isinstance(value, torch.Tensor):
+                    raise TypeError(f"layer {nm!r} {'takes' if inputs else 'returns'} "
+                                    f"{type(value).__name__}, not a tensor")
+                out[nm] = value
         if stop_early and len(out) == len(points):
             raise _Stop
 

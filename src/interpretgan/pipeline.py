@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
-import json
 import logging
 import shutil
 import time
@@ -29,7 +28,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .config import FIT_PRESETS, TRAIN_PRESETS, DataConfig, RunConfig, merge
+from .config import FIT_PRESETS, TRAIN_PRESETS, DataConfig, FitConfig, RunConfig, merge
+from .devices import resolve_device
 from .runs import load_checkpoint, read_json, save_checkpoint, write_json, to_json
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ class Stages:
 
     def _path(self, name: str) -> Path:
         return self.dir / (name.replace(":", "__") + ".json")
+
+    def key(self, name: str) -> str | None:
+        """The input key stage ``name`` last ran (or is running) with; None if it never ran."""
+        path = self._path(name)
+        return read_json(path).get("key") if path.exists() else None
 
     def run(self, name: str, inputs, outputs: list[Path], fn: Callable[[], object],
             clean: list[Path] = ()) -> str:
@@ -96,154 +101,117 @@ def load_model_file(spec: str) -> nn.Module:
     return getattr(mod, fn)()
 
 
-def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | None, seed: int,
-                path: Path, batch_size: int = 500, progress: bool = True) -> dict:
-    """D*: ``attack`` on the first ``n`` test images of a fixed permutation, every step on every
-    sample. Saves ``{"x", "x_adv", "y", "pred_clean", "pred_adv"}`` (uint8 images, atomically)."""
-    from tqdm.auto import tqdm
-
-    from .attacks import eval_mode, get_attack
-    from .data import batches, num_batches
-
-    ds = test_set.subset(n, seed=0) if n is not None else test_set
-    atk = get_attack(attack, dataset)
-    gen = torch.Generator().manual_seed(seed)
-    xs, advs, ys, pc, pa = [], [], [], [], []
-    for x, y in tqdm(batches(ds, batch_size), total=num_batches(ds, batch_size), disable=not progress,
-                     desc=f"D* {attack}", leave=False):
-        xa = atk(model, x, y, early_stop=False, generator=gen)
-        with torch.no_grad(), eval_mode(model):
-            pc.append(model(x).argmax(1))
-            pa.append(model(xa).argmax(1))
-        xs.append(x)
-        advs.append(xa)
-        ys.append(y)
-    doc = {"x": torch.cat(xs), "x_adv": torch.cat(advs), "y": torch.cat(ys),
-           "pred_clean": torch.cat(pc), "pred_adv": torch.cat(pa), "attack": attack}
-    save_checkpoint(path, doc)
-    return doc
-
-
-def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int) -> dict:
-    """Everything Section 5 reports for one model, as plain JSON."""
-    from .diagnose import (large_vulnerability, layer_accuracy, maxpool_index_change,
-                           misclassification_table, top_targets, vulnerability)
-    from .fitting import agreement
-    from .layers import layer_labels
-
-    x, xa, y = dstar["x"], dstar["x_adv"], dstar["y"]
-    names = list(gans)
-    acc_adv = layer_accuracy(model, gans, xa, y)
-    acc_nat = layer_accuracy(model, gans, x, y)
-    agree = agreement(model, gans, x, x.shape[-1])
-    accs = [acc_adv[n] for n in names]
-    vul = vulnerability(accs)
-    vul_nat = vulnerability([acc_nat[n] for n in names])
-    marked = large_vulnerability(vul)
-    table = misclassification_table(y, dstar["pred_adv"], num_classes)
-    return {
-        "layers": names, "layer_labels": layer_labels(model, names),
-        "clean_accuracy": (dstar["pred_clean"] == y).float().mean().item(),
-        "adversarial_accuracy": (dstar["pred_adv"] == y).float().mean().item(),
-        "n": len(y), "attack": dstar["attack"],
-        "per_layer": [{"layer": n, "acc": acc_adv[n], "vul": v, "large_vul": m,
-                       "acc_natural": acc_nat[n], "vul_natural": vn, "agreement_natural": agree[n]}
-                      for n, v, m, vn in zip(names, vul, marked, vul_nat)],
-        "maxpool_index_change": maxpool_index_change(model, x, xa),
-        "misclassification": table.tolist(),
-        "top_targets": top_targets(table),
-    }
-
-
 def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
-             checkpoint: str | None = None, progress: bool = True) -> dict:
-    """Run every stage of the main job into ``root``; returns ``results.json``'s content."""
-    from .evaluate import checkpoint_data_config
-    from .explain import explain_run
-    from .fitting import fit_generators, load_generators, quality_summary
-    from .models import load_state_dict_strict
+             checkpoint: str | None = None, progress: bool = True,
+             device: str | torch.device | None = "auto") -> dict:
+    """Run every stage of the main job into ``root`` on ``device`` (``"auto"``: a GPU if there
+    is one); returns ``results.json``'s content. The device is no stage's input: a run
+    started on one device resumes on another."""
     from .report import write_main_report
-    from .training import load_split, train_classifier
 
+    dev = resolve_device(device)  # fail before anything is written on a bad name
+    if model_file and checkpoint is None:
+        raise ValueError("--model-file needs --checkpoint")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "config.json", {"run": dataclasses.asdict(cfg), "model_file": model_file,
                                       "checkpoint": checkpoint})
     st = Stages(root)
     t_all = time.perf_counter()
-    models: dict[str, Path] = {}
     if model_file:
-        if checkpoint is None:
-            raise ValueError("--model-file needs --checkpoint")
-        net = load_model_file(model_file)
-        ck = load_checkpoint(checkpoint)
-        state = ck.get("state_dict", ck) if isinstance(ck, dict) else ck
-        load_state_dict_strict(net, state, checkpoint)
-        d = root / "user" / "checkpoints"
-        dest = d / "final.pt"
-        st.run("train:user", {"file": model_file, "checkpoint": str(checkpoint),
-                              "sha": _key({k: v.sum().item() for k, v in net.state_dict().items()})},
-               [dest], lambda: save_checkpoint(dest, {
-                   "model_file": str(Path(model_file.partition(":")[0]).resolve()) + ":"
-                   + model_file.partition(":")[2], "state_dict": net.state_dict(),
-                   "config": {"data": dataclasses.asdict(DataConfig(
-                       dataset=cfg.dataset, data_dir=cfg.data_dir))}}))
-        models["user"] = root / "user"
+        models = {"user": _user_model(st, root, cfg, model_file, checkpoint)}
     else:
-        for key, preset in (("natural", cfg.natural), ("adversarially_trained", cfg.adversarial)):
-            tcfg = merge(TRAIN_PRESETS.get(preset), {"seed": cfg.seed, "data.dataset": cfg.dataset,
-                                                     "data.data_dir": cfg.data_dir, **cfg.train_overrides})
-            run = root / key
-            st.run(f"train:{key}", dataclasses.asdict(tcfg), [run / "checkpoints" / "final.pt"],
-                   lambda tcfg=tcfg, run=run: train_classifier(tcfg, run, progress=progress),
-                   clean=[run])
-            models[key] = run
+        models = {key: _train_one(st, root, cfg, key, preset, dev, progress)
+                  for key, preset in (("natural", cfg.natural), ("adversarially_trained", cfg.adversarial))}
     fit_cfg = merge(FIT_PRESETS.get(cfg.fit), {"seed": cfg.seed, **cfg.fit_overrides})
-    diagnoses = {}
-    for key, run in models.items():
-        ckpt = run / "checkpoints" / "final.pt"
-        model = _load_any(ckpt)
-        data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir) if key != "user" else \
-            DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir)
-        test = load_split(data, "test")
-        up = read_json(st._path(f"train:{key}"))["key"]
-        dpath = run / "dstar.pt"
-        dkey = st.run(f"dstar:{key}", [up, cfg.attack, cfg.dstar_images, cfg.seed], [dpath],
-                      lambda: build_dstar(model, test, cfg.attack, cfg.dataset, cfg.dstar_images,
-                                          cfg.seed, dpath, progress=progress))
-        fit_dir = run / "fit"
-        layers = list(cfg.layers) or None
-
-        def do_fit(model=model, data=data, fit_dir=fit_dir, layers=layers, test=test):
-            train = load_split(data, "train")
-            if fit_cfg.train_subset is not None:
-                train = train.subset(fit_cfg.train_subset, seed=fit_cfg.seed)
-            # held-out images for the running agreement: the test images outside D*
-            ex = test.images[-min(fit_cfg.eval_images, 1000):].float() / 255
-            t0 = time.perf_counter()
-            fit_generators(model, train, ex, fit_cfg, fit_dir, layers, progress=progress)
-            seconds = time.perf_counter() - t0
-            gans = load_generators(fit_dir, test.shape[0])
-            write_json(fit_dir / "summary.json", quality_summary(
-                model, gans, data, test, min(fit_cfg.eval_images, 1000), seconds))
-
-        fkey = st.run(f"fit:{key}", [up, dataclasses.asdict(fit_cfg), layers],
-                      [fit_dir / "config.json", fit_dir / "summary.json"], do_fit, clean=[fit_dir])
-        diag_path = run / "diagnosis.json"
-        st.run(f"diagnose:{key}", [dkey, fkey], [diag_path], lambda model=model, run=run, dpath=dpath,
-               test=test, diag_path=diag_path: write_json(diag_path, diagnose_model(
-                   model, load_generators(run / "fit", test.shape[0]), load_checkpoint(dpath),
-                   _num_classes(test))))
-        ex_dir = run / "explain"
-        st.run(f"explain:{key}", [fkey, cfg.explain_images, cfg.attack], [ex_dir / "explain.json"],
-               lambda run=run: explain_run(run, cfg.explain_images, cfg.attack, data_dir=cfg.data_dir,
-                                           model=_load_any(run / "checkpoints" / "final.pt")))
-        diagnoses[key] = read_json(diag_path)
+    diagnoses = {key: _diagnose_one(st, key, run, cfg, fit_cfg, dev, progress)
+                 for key, run in models.items()}
     total = time.perf_counter() - t_all
     results = assemble_results(root, diagnoses, st.timings, cfg, total)
     write_json(root / "results.json", results)
     write_main_report(results, root)
     return results
+
+
+def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpoint: str) -> Path:
+    """Stage ``train:user``: the user's classifier saved as ``root/user/checkpoints/final.pt``
+    (its file, weights and data config). Returns its run folder."""
+    from .models import load_state_dict_strict
+
+    net = load_model_file(model_file)
+    ck = load_checkpoint(checkpoint)
+    state = ck.get("state_dict", ck) if isinstance(ck, dict) else ck
+    load_state_dict_strict(net, state, checkpoint)
+    dest = root / "user" / "checkpoints" / "final.pt"
+    path, _, fn = model_file.partition(":")
+
+    def save():
+        save_checkpoint(dest, {
+            "model_file": f"{Path(path).resolve()}:{fn}", "state_dict": net.state_dict(),
+            "config": {"data": dataclasses.asdict(DataConfig(dataset=cfg.dataset,
+                                                             data_dir=cfg.data_dir))}})
+
+    st.run("train:user", {"file": model_file, "checkpoint": str(checkpoint),
+                          "sha": _key({k: v.sum().item() for k, v in net.state_dict().items()})},
+           [dest], save)
+    return root / "user"
+
+
+def _train_one(st: Stages, root: Path, cfg: RunConfig, key: str, preset: str,
+               device: torch.device, progress: bool) -> Path:
+    """Stage ``train:<key>``: train one of the two classifiers on ``device``; returns its run
+    folder."""
+    from .training import train_classifier
+
+    tcfg = merge(TRAIN_PRESETS.get(preset), {"seed": cfg.seed, "data.dataset": cfg.dataset,
+                                             "data.data_dir": cfg.data_dir, **cfg.train_overrides})
+    run = root / key
+    st.run(f"train:{key}", dataclasses.asdict(tcfg), [run / "checkpoints" / "final.pt"],
+           lambda: train_classifier(tcfg, run, progress=progress, device=device), clean=[run])
+    return run
+
+
+def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitConfig,
+                  device: torch.device, progress: bool) -> dict:
+    """Stages ``dstar:<key>``, ``fit:<key>``, ``diagnose:<key>``, ``explain:<key>`` for the
+    classifier in ``run``, moved to ``device`` once. Returns its diagnosis."""
+    from .data import checkpoint_data_config, load_split
+    from .diagnose import build_dstar, diagnose_model, dstar_indices
+    from .explain import explain_run
+    from .fitting import fit_and_summarize, load_generators
+
+    ckpt = run / "checkpoints" / "final.pt"
+    model = _load_any(ckpt, device)
+    if key == "user":
+        data = DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir)
+    else:
+        data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir)
+    test = load_split(data, "test")
+    trained = st.key(f"train:{key}")
+    dpath = run / "dstar.pt"
+    dkey = st.run(f"dstar:{key}", [trained, cfg.attack, cfg.dstar_images, cfg.seed], [dpath],
+                  lambda: build_dstar(model, test, cfg.attack, cfg.dataset, cfg.dstar_images,
+                                      cfg.seed, dpath, progress=progress))
+    fit_dir = run / "fit"
+    layers = list(cfg.layers) or None
+    fkey = st.run(f"fit:{key}", [trained, dataclasses.asdict(fit_cfg), layers],
+                  [fit_dir / "config.json", fit_dir / "summary.json"],
+                  lambda: fit_and_summarize(model, data, fit_cfg, fit_dir, layers,
+                                            dstar_indices=dstar_indices(test, cfg.dstar_images),
+                                            progress=progress),
+                  clean=[fit_dir])
+    diag_path = run / "diagnosis.json"
+
+    def diagnose():
+        gans = {n: g.to(device) for n, g in load_generators(fit_dir, test.shape[0]).items()}
+        write_json(diag_path, diagnose_model(model, gans, load_checkpoint(dpath), test.num_classes))
+
+    st.run(f"diagnose:{key}", [dkey, fkey], [diag_path], diagnose)
+    ex_dir = run / "explain"
+    st.run(f"explain:{key}", [fkey, cfg.explain_images, cfg.attack], [ex_dir / "explain.json"],
+           lambda: explain_run(run, cfg.explain_images, cfg.attack, data_dir=cfg.data_dir,
+                               model=_load_any(ckpt, device), device=device))
+    return read_json(diag_path)
 
 
 def rebuild_report(root: str | Path) -> dict:
@@ -269,21 +237,16 @@ def rebuild_report(root: str | Path) -> dict:
     return results
 
 
-def _num_classes(ds) -> int:
-    return ds.num_classes
-
-
-def _load_any(ckpt: Path) -> nn.Module:
-    from .models import load_classifier
+def _load_any(ckpt: Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A zoo classifier or a user's (``model_file`` checkpoint), on ``device``, in eval mode."""
+    from .models import load_classifier, load_state_dict_strict
 
     ck = load_checkpoint(ckpt)
     if isinstance(ck, dict) and "model_file" in ck:
-        from .models import load_state_dict_strict
-
         net = load_model_file(ck["model_file"])
         load_state_dict_strict(net, ck["state_dict"], str(ckpt))
-        return net.eval()
-    return load_classifier(ckpt)
+        return net.to(device).eval()
+    return load_classifier(ckpt, device=device)
 
 
 def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig, total: float) -> dict:

@@ -25,7 +25,8 @@ from .devices import module_device, resolve_device
 from .models import load_classifier
 from .registry import Registry
 from .runs import read_json, write_json
-from .training import load_split, train_classifier
+from .data import load_split
+from .training import train_classifier
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Steps (each returns a dict of floats):
 
 * :func:`natural_step` — cross-entropy.
-* :func:`trades_step` — TRADES: CE(f(x), y) + β·KL(f(x') ‖ f(x)), x' from a k-step KL attack.
+* :func:`trades_step` — TRADES: CE(f(x), y) + β·KL(f(x) ‖ f(x')), x' from a k-step KL attack.
 * :func:`atta_trades_step` — ATTA-1 with the TRADES loss: x' continues each example's
   stored perturbation by one attack step instead of restarting (Zheng et al. 2019).
 * :func:`pgd_at_step` — Madry et al.: CE on PGD-k examples.
@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import models as zoo
-from .attacks import accuracy, eval_mode, frozen_params, get_attack, pgd, robust_accuracy
+from .attacks import accuracy, get_attack, pgd, robust_accuracy
 from .config import TrainConfig, from_dict, same_config
-from .data import (DATASETS, ImageDataset, batches, crop_flip, load_dataset, num_batches,
-                   random_crop_flip, uncrop_flip)
-from .devices import noise_like, resolve_device
+from .data import (ImageDataset, batches, crop_flip, load_split, num_batches, random_crop_flip,
+                   uncrop_flip)
+from .devices import eval_mode, frozen_params, noise_like, resolve_device
 from .precision import autocast, use_amp
 from .registry import Registry
 from .runs import (RunDir, append_jsonl, load_checkpoint, read_json, rng_state, save_checkpoint,
@@ -40,25 +40,6 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- data / model
-def load_split(data_cfg, split: str):
-    """The dataset a :class:`DataConfig` names, for ``split`` ('train' or 'test')."""
-    kwargs = {"data_dir": data_cfg.data_dir, "cache_dir": data_cfg.cache_dir}
-    if data_cfg.dataset in ("mnist", "fashion-mnist", "celeba"):
-        kwargs["size"] = data_cfg.image_size
-    if not data_cfg.verify:
-        if "verify" not in inspect.signature(DATASETS.get(data_cfg.dataset)).parameters:
-            raise ValueError(f"{data_cfg.dataset} files are always verified; verify=False is "
-                             "only for datasets whose loader takes it (cifar10)")
-        kwargs["verify"] = False
-    ds = load_dataset(data_cfg.dataset, split, **kwargs)
-    n = data_cfg.train_subset if split == "train" else data_cfg.test_subset
-    if n is not None and isinstance(ds, ImageDataset):
-        ds = ds.subset(n, seed=0)
-    elif n is not None:
-        ds = torch.utils.data.Subset(ds, list(range(min(n, len(ds)))))
-    return ds
-
-
 def dataset_shape(ds) -> tuple[int, int, int]:
     base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
     return tuple(base.shape)
@@ -128,7 +109,7 @@ def natural_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
 def trades_update(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                   x_adv: torch.Tensor, y: torch.Tensor, beta: float,
                   amp: bool = False) -> dict[str, float]:
-    """SGD step on the TRADES loss CE(f(x), y) + β·KL(f(x_adv) ‖ f(x))."""
+    """SGD step on the TRADES loss CE(f(x), y) + β·KL(f(x) ‖ f(x_adv))."""
     model.train()
     with autocast(amp, x.device):
         logits = model(torch.cat([x, x_adv])).float()
