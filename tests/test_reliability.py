@@ -268,6 +268,20 @@ def test_lock_is_reentrant_released_on_error_and_names_other_hosts(tmp_path):
     with pytest.raises(RunLockedError, match="-other"):
         with RunLock(tmp_path):
             pass
+    # a live PID from before a reboot, and an empty lock file left by a power cut: stale
+    (tmp_path / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
+                                                "boot": "another-boot"}))
+    if runs._boot_id() is not None:
+        with RunLock(tmp_path):
+            pass
+    (tmp_path / ".lock").write_text("")
+    with pytest.raises(RunLockedError):  # maybe still being written
+        with RunLock(tmp_path):
+            pass
+    os.utime(tmp_path / ".lock", (time.time() - 60, time.time() - 60))
+    with RunLock(tmp_path):
+        pass
+    assert not (tmp_path / ".lock").exists()
 
 
 # --------------------------------------------------------------------------- settings

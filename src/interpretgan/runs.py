@@ -362,6 +362,14 @@ class RunDir:
 _HELD: dict[Path, int] = {}  # lock files this process holds → nesting depth
 
 
+def _boot_id() -> str | None:
+    """This boot's id (Linux): a lock written before a reboot is stale whatever its PID."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -397,7 +405,8 @@ class RunLock:
         if _HELD.get(key):
             _HELD[key] += 1
             return self
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "boot": _boot_id(),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
@@ -427,12 +436,22 @@ class RunLock:
         if not holder:  # released in the meantime
             return
         pid, host = holder.get("pid"), holder.get("host")
-        if isinstance(pid, int) and host == me["host"] and not _pid_alive(pid):
+        if not isinstance(pid, int):  # empty or torn (a power cut right after creating it)
+            try:
+                stale = time.time() - self.path.stat().st_mtime > 30
+            except FileNotFoundError:
+                return
+            if stale:
+                log.warning("taking over %s: it names no process", self.path)
+                self.path.unlink(missing_ok=True)
+                return
+        elif host == me["host"] and (not _pid_alive(pid) or (
+                holder.get("boot") and me["boot"] and holder["boot"] != me["boot"])):
             log.warning("taking over %s: its process %d is gone", self.path, pid)
             self.path.unlink(missing_ok=True)
             return
         where = f"on {host}, " if host and host != me["host"] else ""
-        since = f"since {holder['since']}" if holder.get("since") else "unknown start"
+        since = f"since {holder['since']}" if holder.get("since") else "start unknown"
         raise RunLockedError(
             f"run folder {self.root} is in use by PID {pid} ({where}{since}); wait for it or "
             f"remove {self.path} if that process is gone")
