@@ -133,6 +133,8 @@ class Attack:
     def __post_init__(self):
         ATTACK_KINDS.get(self.kind)
         _check_eps(self.eps, self.alpha)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"an attack takes at least 1 step, got {self.steps!r}")
 
     @property
     def name(self) -> str:
@@ -160,6 +162,9 @@ def get_attack(name: str, dataset: str = "mnist", eps: float | None = None,
         raise UnknownNameError(
             f"unknown attack {name!r}; use fgsm, pgd-K or mpgd-K (e.g. pgd-40), optionally "
             f"prefixed by a dataset ({', '.join(THREAT_MODELS)})")
+    if m["kind"] != "fgsm" and int(m["steps"]) < 1:
+        raise UnknownNameError(f"attack {name!r} takes no steps: use {m['kind']}-K with K ≥ 1 "
+                               f"(e.g. {m['kind']}-40)")
     ds = m["ds"] or dataset
     if ds == "cifar":
         ds = "cifar10"

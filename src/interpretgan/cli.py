@@ -91,10 +91,11 @@ def _train_config(a):
 
 
 def cmd_train(a) -> int:
+    from .config import validate
     from .runs import to_json
     from .training import train_classifier
 
-    cfg = _train_config(a)
+    cfg = validate(_train_config(a))
     run_dir = a.run_dir or Path("runs") / (f"{cfg.data.dataset}-{cfg.model.name}-{cfg.model.pool}-"
                                            f"{cfg.method}-s{cfg.seed}")
     if a.dry_run:
@@ -123,7 +124,7 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_study(a) -> int:
-    from .config import merge, override, parse_assignments, train_preset_for
+    from .config import merge, override, parse_assignments, validate
     from .report import write_study_report
     from .study import STUDY_PRESETS, run_pooling_study
 
@@ -141,9 +142,9 @@ def cmd_study(a) -> int:
                    autoattack=True if a.autoattack else None,
                    verify=False if a.no_verify else None,
                    train_overrides={**cfg.train_overrides, **train_over} or None)
-    merge(train_preset_for(cfg.dataset, cfg.method), cfg.train_overrides)  # fail early on a bad key
     if a.full_test:
         cfg = dataclasses.replace(cfg, test_subset=None)
+    validate(cfg)  # every setting, training ones included, before any work
     root = Path(a.run_dir or f"runs/study-pooling-{cfg.dataset}")
     if a.dry_run:
         from .runs import to_json
@@ -174,12 +175,12 @@ def cmd_report(a) -> int:
 
 
 def cmd_fit(a) -> int:
-    from .config import FIT_PRESETS, merge, override, parse_assignments
+    from .config import FIT_PRESETS, merge, override, parse_assignments, validate
     from .fitting import fit_run
     from .runs import to_json
 
-    cfg = merge(override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset),
-                parse_assignments(a.set))
+    cfg = validate(merge(override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset),
+                         parse_assignments(a.set)))
     layers = None if a.layers in (None, "default") else _csv(a.layers)
     run_dir = Path(a.run_dir or Path(a.checkpoint).resolve().parent.parent)
     if a.dry_run:
@@ -204,7 +205,7 @@ def cmd_explain(a) -> int:
 
 def cmd_run(a) -> int:
     """The main job: two classifiers, D*, generators, diagnosis and report (see pipeline)."""
-    from .config import RUN_PRESETS, merge, override, parse_assignments
+    from .config import RUN_PRESETS, merge, override, parse_assignments, resolve_run
     from .pipeline import run_main
     from .runs import to_json
 
@@ -219,6 +220,7 @@ def cmd_run(a) -> int:
         if sub:
             top[field] = {**getattr(cfg, field), **sub}
     cfg = merge(cfg, top)
+    resolve_run(cfg)  # every setting (training and fit ones too) before any work
     if a.dry_run:
         print(to_json(dataclasses.asdict(cfg)))
         return 0
@@ -373,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error (a bad setting, a missing or refused file, a locked or
+    unwritable run folder, a non-finite result) logs one line and returns 2 (``-v`` adds the
+    traceback); Ctrl-C returns 130 and the command resumes when run again."""
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -382,9 +387,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return a.fn(a)
-    except (DataError, CheckpointMismatchError, UnknownNameError, FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
+    except KeyboardInterrupt:
+        log.debug("interrupted", exc_info=True)
+        log.error("interrupted; rerun the same command to resume")
+        return 130
+    except (DataError, CheckpointMismatchError, UnknownNameError, ValueError, OSError) as e:
+        # ValueError covers ConfigError, UnsafeCheckpointError, RunLockedError, NonFiniteError;
+        # OSError a missing file, a read-only or full disk
+        log.debug("error", exc_info=True)
+        log.error("%s", _one_line(e))
         return 2
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (an OSError without text gets its type and errno)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
+        text = f"{e.strerror or type(e).__name__}: {e.filename}"
+    return text
 
 
 if __name__ == "__main__":

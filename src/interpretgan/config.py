@@ -1,13 +1,19 @@
 """Configs as dataclasses, with named presets.
 
 A preset is a complete config; command-line options override single fields; the resolved
-config is written to ``config.json`` in the run folder.
+config is written to ``config.json`` in the run folder. :func:`merge` checks each value it
+sets against the field's type and :func:`validate` checks every field's type and range
+(known names, ε in (0, 1], epochs ≥ 1 …), so a bad setting fails in one line before any work.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Union
 
 from .registry import Registry
 
@@ -61,31 +67,213 @@ class TrainConfig:
 
 
 class ConfigError(KeyError, ValueError):
-    """An override names a field the config does not have."""
+    """A setting the config cannot take: an unknown field, a wrong type or a value out of range."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
-def merge(base: Any, overrides: dict[str, Any]) -> Any:
-    """Return a copy of dataclass ``base`` with (possibly nested, dotted) overrides applied."""
+# --------------------------------------------------------------------------- types
+def _describe(hint: Any) -> str:
+    """``int`` → "an integer", ``tuple[int, ...]`` → "a list of integers" …"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_plural(args[0])}"
+        return f"a list of {len(args)} {_plural(args[0])}"
+    if origin is dict or hint is dict:
+        return "an object (JSON {...})"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _plural(hint: Any) -> str:
+    return {int: "integers", float: "numbers", str: "strings"}.get(hint, _describe(hint))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (an int for a float field becomes a float, a list for a
+    tuple field a tuple); raises :class:`_Mismatch` where it does not fit."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is not type(None):
+                try:
+                    return _coerce(value, a)
+                except _Mismatch:
+                    pass
+        raise _Mismatch
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise _Mismatch
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_coerce(v, a) for v, a in zip(value, args))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _Mismatch
+        if len(args) == 2:
+            return {k: _coerce(v, args[1]) for k, v in value.items()}
+        return dict(value)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        raise _Mismatch
+    return value  # a type this checker does not know: left to the code that uses it
+
+
+def check_type(value: Any, hint: Any, name: str) -> Any:
+    """``value`` converted to the field type ``hint``, or a :class:`ConfigError` such as
+    ``fit.batch_size must be an integer, got 'abc'``."""
+    try:
+        return _coerce(value, hint)
+    except _Mismatch:
+        raise ConfigError(f"{name} must be {_describe(hint)}, got {value!r}") from None
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def merge(base: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
+    """Return a copy of dataclass ``base`` with (possibly nested, dotted) overrides applied.
+
+    Each value is checked against its field's type (:func:`check_type`); an unknown field
+    or a wrong type raises :class:`ConfigError` naming ``prefix`` + the field."""
     changes: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
     names = {f.name for f in dataclasses.fields(base)}
+    hints = _hints(type(base))
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
         if head not in names:
-            raise ConfigError(f"{type(base).__name__} has no field {head!r}; fields: "
-                              + ", ".join(sorted(names)))
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        elif dataclasses.is_dataclass(getattr(base, head)) and isinstance(value, dict):
-            nested.setdefault(head, {}).update(value)
+            raise ConfigError(f"unknown setting {prefix}{key}: {type(base).__name__} has no field "
+                              f"{head!r}; fields: " + ", ".join(sorted(names)))
+        if dataclasses.is_dataclass(getattr(base, head)):
+            if rest:
+                nested.setdefault(head, {})[rest] = value
+            elif isinstance(value, dict):
+                nested.setdefault(head, {}).update(value)
+            else:
+                changes[head] = check_type(value, hints[head], prefix + head)
+        elif rest:
+            raise ConfigError(f"unknown setting {prefix}{key}: {prefix}{head} has no fields")
         else:
-            changes[head] = value
+            changes[head] = check_type(value, hints[head], prefix + head)
     for head, sub in nested.items():
-        changes[head] = merge(getattr(base, head), sub)
+        changes[head] = merge(getattr(base, head), sub, f"{prefix}{head}.")
     return dataclasses.replace(base, **changes)
+
+
+# --------------------------------------------------------------------------- validation
+_RULES: dict[type, Callable[[Any, str], None]] = {}
+
+
+def rules(cls: type) -> Callable:
+    """Register the range rules of config class ``cls`` (``fn(cfg, prefix)``, raising
+    :class:`ConfigError`); :func:`validate` runs them after the type checks."""
+    def add(fn):
+        _RULES[cls] = fn
+        return fn
+    return add
+
+
+def validate(cfg: Any, prefix: str = "") -> Any:
+    """Check every field of config dataclass ``cfg`` (and its nested configs): its type, its
+    range and the names it refers to. Returns ``cfg``; raises :class:`ConfigError` with one
+    line naming ``prefix`` + the field."""
+    hints = _hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, f"{prefix}{f.name}.")
+        else:
+            check_type(value, hints[f.name], prefix + f.name)
+    rule = _RULES.get(type(cfg))
+    if rule is not None:
+        rule(cfg, prefix)
+    return cfg
+
+
+def need(ok: bool, name: str, what: str, value: Any) -> None:
+    """Raise ``ConfigError("{name} must be {what}, got {value!r}")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+
+
+def at_least(cfg: Any, prefix: str, lo: float, *fields: str, optional: bool = False) -> None:
+    """Each of ``fields`` ≥ ``lo`` (or ``None`` when ``optional``)."""
+    for f in fields:
+        v = getattr(cfg, f)
+        if v is None and optional:
+            continue
+        need(v >= lo, prefix + f, f"at least {lo}" + (" (or null)" if optional else ""), v)
+
+
+def positive(cfg: Any, prefix: str, *fields: str) -> None:
+    for f in fields:
+        v = getattr(cfg, f)
+        need(v > 0, prefix + f, "greater than 0", v)
+
+
+def fraction(cfg: Any, prefix: str, *fields: str, open_top: bool = False) -> None:
+    """Each of ``fields`` in [0, 1] ([0, 1) with ``open_top``)."""
+    for f in fields:
+        v = getattr(cfg, f)
+        need(0 <= v < 1 if open_top else 0 <= v <= 1, prefix + f,
+             "in [0, 1)" if open_top else "in [0, 1]", v)
+
+
+def known(name: str, value: Any, registry) -> None:
+    """``value`` is a name in ``registry`` (a :class:`~interpretgan.registry.Registry`)."""
+    if value not in registry:
+        raise ConfigError(f"{name}: unknown {registry.kind} {value!r}; known: "
+                          + ", ".join(registry.names()))
+
+
+def one_of(name: str, value: Any, choices: typing.Iterable) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def known_attack(name: str, attack: str, dataset: str) -> None:
+    """``attack`` parses as an attack name (``pgd-40`` …) with a threat model for ``dataset``."""
+    from .attacks import get_attack
+
+    try:
+        get_attack(attack, dataset)
+    except ValueError as e:  # UnknownNameError is a ValueError
+        raise ConfigError(f"{name}: {e}") from None
 
 
 def override(cfg: Any, **overrides: Any) -> Any:
@@ -96,17 +284,21 @@ def override(cfg: Any, **overrides: Any) -> Any:
 
 def parse_assignments(items: list[str] | None) -> dict[str, Any]:
     """``["batch_size=32", "g_channels=[32,16]", "gan_loss=wgan-gp"]`` → a dict for :func:`merge`;
-    values are JSON when they parse as JSON (lists become tuples), else strings."""
+    values are JSON when they parse as JSON (lists become tuples), else strings. NaN and
+    infinities are kept as strings (so a number field rejects them)."""
     import json
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(name)
 
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        if not sep or not key.strip():
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
+            value = json.loads(raw, parse_constant=no_constants)
+        except ValueError:  # not JSON (json.JSONDecodeError is a ValueError): a string
             value = raw
         out[key.strip()] = tuple(value) if isinstance(value, list) else value
     return out
@@ -249,3 +441,108 @@ RUN_PRESETS: Registry[RunConfig] = Registry("run preset")
 RUN_PRESETS.register("quick", RunConfig())
 RUN_PRESETS.register("paper", RunConfig(natural="mnist-natural", adversarial="mnist-atta-trades-paper", fit="paper",
                                         dstar_images=None))
+
+
+# --------------------------------------------------------------------------- range rules
+@rules(DataConfig)
+def _data_rules(cfg: DataConfig, p: str) -> None:
+    from .data import DATASETS
+
+    known(p + "dataset", cfg.dataset, DATASETS)
+    at_least(cfg, p, 1, "image_size")
+    at_least(cfg, p, 1, "train_subset", "test_subset", optional=True)
+
+
+@rules(ModelConfig)
+def _model_rules(cfg: ModelConfig, p: str) -> None:
+    from .models import MODELS, POOLS
+
+    known(p + "name", cfg.name, MODELS)
+    one_of(p + "pool", cfg.pool, POOLS)
+    params = inspect.signature(MODELS.get(cfg.name)).parameters
+    if not any(q.kind is q.VAR_KEYWORD for q in params.values()):
+        for k in cfg.kwargs:
+            if k not in params:
+                raise ConfigError(f"{p}kwargs: {cfg.name} takes no argument {k!r}; it takes "
+                                  + ", ".join(params))
+
+
+@rules(TrainConfig)
+def _train_rules(cfg: TrainConfig, p: str) -> None:
+    from .precision import AMP_CHOICES
+    from .training import TRAIN_METHODS
+
+    known(p + "method", cfg.method, TRAIN_METHODS)
+    at_least(cfg, p, 1, "epochs", "batch_size", "eval_batch_size", "attack_steps",
+             "eval_attack_subset")
+    at_least(cfg, p, 0, "momentum", "weight_decay", "beta", "atta_reset_every",
+             "eval_attack_every", "seed")
+    positive(cfg, p, "lr", "lr_gamma", "step_size")
+    for m in cfg.lr_milestones:
+        need(m >= 0, p + "lr_milestones", "a list of epochs ≥ 0", cfg.lr_milestones)
+    need(0 < cfg.eps <= 1, p + "eps", "in (0, 1] (images lie in [0, 1])", cfg.eps)
+    one_of(p + "atta_init", cfg.atta_init, ("normal", "uniform"))
+    one_of(p + "amp", cfg.amp, AMP_CHOICES)
+    if cfg.eval_attack is not None:
+        known_attack(p + "eval_attack", cfg.eval_attack, cfg.data.dataset)
+
+
+@rules(FitConfig)
+def _fit_rules(cfg: FitConfig, p: str) -> None:
+    from .gan import GAN_LOSSES
+    from .precision import AMP_CHOICES
+
+    known(p + "gan_loss", cfg.gan_loss, GAN_LOSSES)
+    at_least(cfg, p, 1, "code_dim", "batch_size", "eval_images", "ckpt_every")
+    at_least(cfg, p, 0, "lam", "seed")
+    at_least(cfg, p, 1, "train_subset", optional=True)
+    positive(cfg, p, "c_width_mult", "lr")
+    fraction(cfg, p, "fade_fraction", "warmup_fraction")
+    fraction(cfg, p, "ema_beta", open_top=True)
+    for b in cfg.betas:
+        need(0 <= b < 1, p + "betas", "two numbers in [0, 1)", cfg.betas)
+    for name in ("g_channels", "d_channels", "steps_per_scale"):
+        v = getattr(cfg, name)
+        need(len(v) >= 1 and all(c >= 1 for c in v), p + name, "a non-empty list of integers ≥ 1", v)
+    need(len(cfg.d_channels) == len(cfg.g_channels), p + "d_channels",
+         f"as long as g_channels ({len(cfg.g_channels)} scales)", cfg.d_channels)
+    need(len(cfg.steps_per_scale) == len(cfg.g_channels), p + "steps_per_scale",
+         f"as long as g_channels ({len(cfg.g_channels)} scales)", cfg.steps_per_scale)
+    one_of(p + "amp", cfg.amp, AMP_CHOICES)
+
+
+@rules(RunConfig)
+def _run_rules(cfg: RunConfig, p: str) -> None:
+    from .data import DATASETS
+
+    known(p + "dataset", cfg.dataset, DATASETS)
+    known(p + "natural", cfg.natural, TRAIN_PRESETS)
+    known(p + "adversarial", cfg.adversarial, TRAIN_PRESETS)
+    known(p + "fit", cfg.fit, FIT_PRESETS)
+    known_attack(p + "attack", cfg.attack, cfg.dataset)
+    at_least(cfg, p, 1, "dstar_images", optional=True)
+    at_least(cfg, p, 1, "explain_images")
+    at_least(cfg, p, 0, "seed")
+
+
+@dataclass
+class ResolvedRun:
+    """The configs the main job runs with: two training configs and the fit config."""
+
+    natural: TrainConfig
+    adversarial: TrainConfig
+    fit: FitConfig
+
+
+def resolve_run(cfg: RunConfig) -> ResolvedRun:
+    """Validate ``cfg`` and build the configs ``interpretgan run`` uses: each training preset
+    with the run's seed, dataset, data folder and ``train_overrides``; the fit preset with the
+    run's seed and ``fit_overrides``. Raises :class:`ConfigError` (one line) before any work."""
+    validate(cfg)
+    trains = []
+    for preset in (cfg.natural, cfg.adversarial):
+        t = merge(TRAIN_PRESETS.get(preset), {"seed": cfg.seed, "data.dataset": cfg.dataset,
+                                              "data.data_dir": cfg.data_dir})
+        trains.append(validate(merge(t, cfg.train_overrides, "train."), "train."))
+    fit = merge(merge(FIT_PRESETS.get(cfg.fit), {"seed": cfg.seed}), cfg.fit_overrides, "fit.")
+    return ResolvedRun(trains[0], trains[1], validate(fit, "fit."))

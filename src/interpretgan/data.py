@@ -287,7 +287,11 @@ class ImageDataset(Dataset):
         return tuple(self.images.shape[1:])
 
     def subset(self, n: int | None, seed: int = 0) -> "ImageDataset":
-        """The first ``n`` items of a fixed random permutation (all if ``n`` is None)."""
+        """The first ``n`` items of a fixed random permutation (all if ``n`` is None or at
+        least the dataset's size); ``n`` < 1 raises ``ValueError`` (a negative ``n`` would
+        otherwise slice from the end: -9900 of 10,000 images gave 100)."""
+        if n is not None and n < 1:
+            raise ValueError(f"a subset needs at least 1 image, got {n!r}")
         if n is None or n >= len(self):
             return self
         idx = subset_indices(len(self), n, seed)

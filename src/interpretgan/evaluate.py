@@ -48,6 +48,11 @@ def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: 
     Writes ``evaluation.json`` (and ``evaluation.jsonl``, a row per attack) into
     ``out_dir`` (default: the checkpoint's run folder).
     """
+    for name, value in (("subset", subset), ("batch_size", batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    for a in attacks:  # a bad name (or pgd-0) fails before loading anything
+        get_attack(a, dataset or "mnist")
     net = load_classifier(path, model, device=resolve_device(device), **model_kwargs)
     data = checkpoint_data_config(path, dataset, data_dir=data_dir, test_subset=subset)
     test_set = load_split(data, "test")

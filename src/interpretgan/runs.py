@@ -8,15 +8,28 @@ Every command writes into one run directory::
       metrics.json         the final summary
       checkpoints/last.pt  latest resumable state (atomic)
       checkpoints/final.pt the finished model
+      .lock                held while a process writes into the folder (:class:`RunLock`)
+
+Every file is written through a temp file ``.NAME.XXXXXXXX.tmp`` in the same folder, fsynced,
+renamed over ``NAME`` and its folder fsynced, so a kill or power cut leaves either the old or
+the new file; :func:`sweep_temp` removes the temp files a kill leaves behind. Checkpoints hold
+only tensors and plain data and are loaded with ``torch.load(weights_only=True)``: loading one
+never runs code from the file.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import math
 import os
+import pickle
 import random
+import re
+import socket
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +39,126 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint needs more than tensors and plain data to load (it could run code)."""
+
+
+class RunLockedError(ValueError):
+    """Another live process holds the run folder's lock."""
+
+
+class NonFiniteError(ValueError):
+    """A loss, output or value to be written is NaN or infinite."""
+
+
+def _file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` would give a new file."""
+    try:  # Linux reports the umask without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a folder, so a rename inside it survives a power cut (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file)`` on a temp file next to ``path``, fsync it, give it the usual mode,
+    rename it over ``path`` and fsync the folder. The temp file is removed on any error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f, tmp)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and durably (temp file, fsync, rename, fsync)."""
+    return _atomic_write(path, lambda f, tmp: f.write(data))
+
+
+# mkstemp's names: "." + target name + "." + 8 characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def sweep_temp(root: str | os.PathLike) -> list[Path]:
+    """Remove the temp files (``.NAME.XXXXXXXX.tmp``) a killed process left under ``root``
+    (recursively); returns them. Call it only while holding ``root``'s :class:`RunLock`."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in root.rglob(".*.tmp"):
+        if p.is_file() and _TEMP_NAME.match(p.name):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(p)
+    if removed:
+        log.info("removed %d stale temp file(s) under %s", len(removed), root)
+    return removed
+
+
+def check_finite(value: Any, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` if ``value`` (a tensor or number) holds
+    a NaN or infinity. One host sync for a tensor on a GPU."""
+    if isinstance(value, torch.Tensor):
+        ok = bool(torch.isfinite(value).all()) if value.is_floating_point() or value.is_complex() else True
+    else:
+        ok = math.isfinite(value)
+    if not ok:
+        raise NonFiniteError(f"{what} is not finite (NaN or infinity)")
+
+
+def _non_finite_path(obj: Any, path: str = "") -> str | None:
+    """The key path (``a.b[2]``) of the first NaN/infinity in a JSON-like object."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (path or "<top>")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            hit = _non_finite_path(v, f"{path}.{k}" if path else str(k))
+            if hit:
+                return hit
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            hit = _non_finite_path(v, f"{path}[{i}]")
+            if hit:
+                return hit
+    elif isinstance(obj, torch.Tensor) and obj.is_floating_point() and not torch.isfinite(obj).all():
+        return path or "<top>"
+    elif isinstance(obj, np.floating) and not np.isfinite(obj):
+        return path or "<top>"
+    return None
 
 
 def _json_default(o: Any) -> Any:
@@ -60,13 +177,24 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
 
 
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_json_default, sort_keys=False)
+def to_json(obj: Any, allow_nan: bool = True) -> str:
+    """Pretty JSON; with ``allow_nan=False`` a NaN/infinity raises :class:`NonFiniteError`."""
+    try:
+        return json.dumps(obj, indent=2, default=_json_default, sort_keys=False, allow_nan=allow_nan)
+    except ValueError as e:
+        if "JSON compliant" not in str(e):
+            raise
+        raise NonFiniteError(f"NaN or infinity at {_non_finite_path(obj)}") from None
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically write ``obj`` as pretty JSON."""
-    return atomic_write_bytes(path, (to_json(obj) + "\n").encode())
+def write_json(path: str | os.PathLike, obj: Any, allow_nan: bool = False) -> Path:
+    """Atomically write ``obj`` as pretty, strict JSON: a NaN or infinity raises
+    :class:`NonFiniteError` naming the file and the key (``JSON.parse`` rejects them)."""
+    try:
+        text = to_json(obj, allow_nan=allow_nan)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"refusing to write {path}: {e}") from None
+    return atomic_write_bytes(path, (text + "\n").encode())
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -75,11 +203,19 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
-    """Append one JSON line (flushed) — a crash loses at most the line being written."""
+    """Append one strict JSON line (flushed) — a crash loses at most the line being written.
+    A NaN or infinity raises :class:`NonFiniteError` naming the file and the key."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        line = json.dumps(obj, default=_json_default, allow_nan=False)
+    except ValueError as e:
+        if "JSON compliant" not in str(e):
+            raise
+        raise NonFiniteError(f"refusing to write {path}: NaN or infinity at "
+                             f"{_non_finite_path(obj)}") from None
     with open(path, "a") as f:
-        f.write(json.dumps(obj, default=_json_default) + "\n")
+        f.write(line + "\n")
         f.flush()
 
 
@@ -99,27 +235,58 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def unsafe_globals(path: str | os.PathLike) -> list[str]:
+    """The globals a ``torch.save`` file needs beyond tensors and plain data (read from its
+    pickle opcodes; nothing is executed). Empty for a file that loads with weights_only."""
+    return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Atomically ``torch.save`` a checkpoint dict (temp file + ``os.replace``)."""
+    """Atomically and durably ``torch.save`` a checkpoint dict (temp file, fsync, rename,
+    fsync of the folder). ``state`` must hold only tensors and plain data (dict, list,
+    tuple, str, int, float, bool, None), so that :func:`load_checkpoint` can read it;
+    anything else raises :class:`UnsafeCheckpointError` and leaves ``path`` untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    def write(f, tmp):
+        torch.save(state, f)
+        f.flush()
+        bad = unsafe_globals(tmp)
+        if bad:
+            raise UnsafeCheckpointError(
+                f"not saving {path}: it would need {', '.join(bad)} to load; checkpoints hold "
+                "only tensors and plain data")
+
+    return _atomic_write(path, write)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` onto the CPU: only tensors
+    and plain data, so a file cannot run code while it loads. A file that needs more raises
+    :class:`UnsafeCheckpointError` (one line naming the file and what it needs); a damaged
+    file raises ``ValueError``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Weights only load failed" not in msg:
+            raise ValueError(f"{path} is not a readable checkpoint ({msg.splitlines()[0]})") from None
+        m = _GLOBAL.search(msg)
+        need = f"the Python global {m[1]}" if m else "pickle features beyond plain data"
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it needs {need}, and interpretgan loads only tensors and "
+            "plain data (torch.load weights_only=True); save the model's state_dict instead") from None
+    except (RuntimeError, EOFError) as e:
+        first = (str(e).splitlines() or [""])[0].split(". ")[0] or type(e).__name__
+        raise ValueError(f"{path} is not a readable checkpoint ({first})") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -130,16 +297,23 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
+    """Python's, NumPy's and torch's global RNG states as tensors and plain data (so a resume
+    file loads with weights_only); :func:`set_rng_state` restores them exactly."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss},
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, nps = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+    np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
+                         nps["has_gauss"], nps["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
 
 
@@ -182,3 +356,116 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
+
+
+# --------------------------------------------------------------------------- run-folder lock
+_HELD: dict[Path, int] = {}  # lock files this process holds → nesting depth
+
+
+def _boot_id() -> str | None:
+    """This boot's id (Linux): a lock written before a reboot is stale whatever its PID."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
+class RunLock:
+    """``with RunLock(root):`` — hold ``root/.lock`` while writing into a run folder.
+
+    The lock file is created with ``O_EXCL`` and holds the owner's PID, host name and start
+    time. A second process raises :class:`RunLockedError` naming the holder; a lock left by
+    a process that is gone (same host, PID not running) is taken over with a warning. The
+    lock is re-entrant within one process (nested ``RunLock`` on the same folder is a no-op)
+    and released on exit, also on an exception or Ctrl-C.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.path = self.root / ".lock"
+
+    def _key(self) -> Path:
+        return self.path.resolve()
+
+    def __enter__(self) -> "RunLock":
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = self._key()
+        if _HELD.get(key):
+            _HELD[key] += 1
+            return self
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "boot": _boot_id(),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                self._take_over_if_stale(me)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            fsync_dir(self.root)
+            _HELD[key] = 1
+            return self
+        raise RunLockedError(f"could not take the lock {self.path}; remove it if no process is "
+                             "using the run folder")
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):  # torn or foreign content: treat as unknown holder
+            return {"pid": None}
+
+    def _take_over_if_stale(self, me: dict) -> None:
+        holder = self._holder()
+        if not holder:  # released in the meantime
+            return
+        pid, host = holder.get("pid"), holder.get("host")
+        if not isinstance(pid, int):  # empty or torn (a power cut right after creating it)
+            try:
+                stale = time.time() - self.path.stat().st_mtime > 30
+            except FileNotFoundError:
+                return
+            if stale:
+                log.warning("taking over %s: it names no process", self.path)
+                self.path.unlink(missing_ok=True)
+                return
+        elif host == me["host"] and (not _pid_alive(pid) or (
+                holder.get("boot") and me["boot"] and holder["boot"] != me["boot"])):
+            log.warning("taking over %s: its process %d is gone", self.path, pid)
+            self.path.unlink(missing_ok=True)
+            return
+        where = f"on {host}, " if host and host != me["host"] else ""
+        since = f"since {holder['since']}" if holder.get("since") else "start unknown"
+        raise RunLockedError(
+            f"run folder {self.root} is in use by PID {pid} ({where}{since}); wait for it or "
+            f"remove {self.path} if that process is gone")
+
+    def __exit__(self, *exc) -> None:
+        key = self._key()
+        _HELD[key] -= 1
+        if _HELD[key] > 0:
+            return
+        del _HELD[key]
+        if self._holder().get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def held() -> list[Path]:
+        """The lock files this process holds."""
+        return sorted(_HELD)

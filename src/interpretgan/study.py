@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from .attacks import THREAT_MODELS, accuracy, get_attack, paper_attacks, robust_accuracy
-from .config import DataConfig, merge, train_preset_for
+from .config import (ConfigError, DataConfig, at_least, known, known_attack, merge, need, rules,
+                     train_preset_for, validate)
 from .devices import module_device, resolve_device
 from .models import load_classifier
 from .registry import Registry
@@ -65,6 +66,44 @@ class StudyConfig:
 
     def attack_names(self) -> list[str]:
         return list(self.attacks) or paper_attacks(self.dataset)
+
+
+def study_train_config(cfg: StudyConfig, model: str, pool: str, seed: int):
+    """The :class:`~interpretgan.config.TrainConfig` of one (model, pool, seed) run."""
+    base = merge(train_preset_for(cfg.dataset, cfg.method), {
+        "seed": seed, "model.name": model, "model.pool": pool,
+        "model.kwargs": dict(cfg.model_kwargs.get(model, {})), "data.data_dir": cfg.data_dir,
+        "data.verify": cfg.verify})
+    return merge(base, cfg.train_overrides, "train.")
+
+
+@rules(StudyConfig)
+def _study_rules(cfg: StudyConfig, p: str) -> None:
+    from .config import TRAIN_PRESETS
+    from .models import MODELS, POOLS
+    from .training import TRAIN_METHODS
+
+    need(cfg.dataset in THREAT_MODELS, p + "dataset", f"one of {', '.join(THREAT_MODELS)}",
+         cfg.dataset)
+    known(p + "method", cfg.method, TRAIN_METHODS)
+    known(p + "method", f"{cfg.dataset}-{cfg.method}", TRAIN_PRESETS)
+    for name, values in (("models", cfg.models), ("pools", cfg.pools), ("seeds", cfg.seeds)):
+        need(len(values) >= 1, p + name, "a non-empty list", values)
+    for m in cfg.models:
+        known(p + "models", m, MODELS)
+    for pool in cfg.pools:
+        need(pool in POOLS, p + "pools", f"a list of {' / '.join(POOLS)}", cfg.pools)
+    need(all(s >= 0 for s in cfg.seeds), p + "seeds", "a list of integers ≥ 0", cfg.seeds)
+    for a in cfg.attacks:
+        known_attack(p + "attacks", a, cfg.dataset)
+    at_least(cfg, p, 1, "test_subset", optional=True)
+    at_least(cfg, p, 1, "autoattack_subset")
+    unknown = set(cfg.model_kwargs) - set(cfg.models)
+    if unknown:
+        raise ConfigError(f"{p}model_kwargs names models the study does not train: {sorted(unknown)}")
+    for model in cfg.models:  # the training settings each run will use
+        for pool in cfg.pools:
+            validate(study_train_config(cfg, model, pool, cfg.seeds[0]), "train.")
 
 
 STUDY_PRESETS: Registry[StudyConfig] = Registry("study preset")
@@ -169,15 +208,11 @@ def run_pooling_study(cfg: StudyConfig, root: str | Path, progress: bool = True,
     """Train and evaluate every (model, pool, seed) of ``cfg`` under ``root``; returns and
     writes ``root/study.json``. Rerunning continues where a killed run stopped (also on
     another ``device``: ``"auto"`` takes a GPU if there is one)."""
+    validate(cfg)  # every setting, before any work
     device = resolve_device(device)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     attacks = cfg.attack_names()
-    for a in attacks:
-        get_attack(a, cfg.dataset)  # fail early on a bad name
-    unknown = set(cfg.model_kwargs) - set(cfg.models)
-    if unknown:
-        raise ValueError(f"model_kwargs names models the study does not train: {sorted(unknown)}")
     data_cfg = DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, test_subset=cfg.test_subset,
                           verify=cfg.verify)
     test = load_split(data_cfg, "test")
@@ -189,18 +224,15 @@ def run_pooling_study(cfg: StudyConfig, root: str | Path, progress: bool = True,
         for model in cfg.models:
             for pool in cfg.pools:
                 name = _run_name(model, pool, seed)
-                tcfg = train_preset_for(cfg.dataset, cfg.method)
-                tcfg = merge(tcfg, {"seed": seed, "model.name": model, "model.pool": pool,
-                                    "model.kwargs": dict(cfg.model_kwargs.get(model, {})),
-                                    "data.data_dir": cfg.data_dir, "data.verify": cfg.verify,
-                                    **cfg.train_overrides})
+                tcfg = study_train_config(cfg, model, pool, seed)
                 log.info("study: %s", name)
                 metrics = train_classifier(tcfg, root / name, progress=progress, device=device)
                 acc = evaluate_cached(root / name, test, cfg.dataset, attacks, tag, aa_ds,
                                       progress=progress, device=device)
                 runs.append({"model": model, "pool": pool, "seed": seed, "run": name,
                              "accuracy": acc, "train_time_s": metrics.get("wall_time_s")})
-                write_json(root / "study.json", _study_doc(cfg, runs, t_start))
+                # std and t of a single seed are NaN, which the report reads as "undefined"
+                write_json(root / "study.json", _study_doc(cfg, runs, t_start), allow_nan=True)
     return _study_doc(cfg, runs, t_start)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,14 +28,15 @@ from tqdm.auto import tqdm
 
 from . import models as zoo
 from .attacks import accuracy, get_attack, pgd, robust_accuracy
-from .config import TrainConfig, from_dict, same_config
+from .config import TrainConfig, from_dict, same_config, validate
 from .data import (ImageDataset, batches, crop_flip, load_split, num_batches, random_crop_flip,
                    uncrop_flip)
 from .devices import eval_mode, frozen_params, noise_like, resolve_device
 from .precision import autocast, use_amp
 from .registry import Registry
-from .runs import (RunDir, append_jsonl, load_checkpoint, read_json, rng_state, save_checkpoint,
-                   seed_everything, set_rng_state, write_json)
+from .runs import (NonFiniteError, RunDir, RunLock, UnsafeCheckpointError, append_jsonl,
+                   load_checkpoint, read_json, rng_state, save_checkpoint, seed_everything,
+                   set_rng_state, sweep_temp, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -254,16 +256,51 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     Checkpoints ``checkpoints/last.pt`` after every epoch (atomically) and, with
     ``resume``, continues from it. ``stop_after`` ends the call after that many epochs
     of this call (to simulate a kill in tests). Writes ``config.json``,
-    ``metrics.jsonl`` (one row per epoch), ``metrics.json`` and ``checkpoints/final.pt``.
+    ``metrics.jsonl`` (one row per epoch), ``metrics.json`` and ``checkpoints/final.pt``
+    (which holds the metrics too: a kill between the two files is repaired on the next call).
+
+    ``cfg`` is validated before any work (:class:`~interpretgan.config.ConfigError`); the
+    folder is locked while training (:class:`~interpretgan.runs.RunLock`) and temp files a
+    killed run left in it are removed. A loss that becomes NaN or infinite stops training
+    with :class:`~interpretgan.runs.NonFiniteError`.
     """
+    validate(cfg)
     device = resolve_device(device)  # fail before any work on a bad name
     method = TRAIN_METHODS.get(cfg.method)
-    rd = RunDir(run_dir).mkdir()
+    rd = RunDir(run_dir)
+    with RunLock(rd.root):
+        sweep_temp(rd.root)
+        rd.mkdir()
+        return _train(cfg, rd, method, resume, progress, stop_after, on_epoch, device)
+
+
+def _finished_metrics(rd: RunDir, cfg: TrainConfig) -> dict | None:
+    """The metrics of a finished ``final.pt`` trained with ``cfg`` (``metrics.json`` is
+    rewritten from the checkpoint if it is missing or stale), else ``None``."""
+    done = load_checkpoint(rd.final)
+    if not isinstance(done, dict) or not same_config(done.get("config", {}), cfg):
+        return None
+    metrics = done.get("metrics")
+    if metrics is None:  # a checkpoint without its metrics: metrics.json is the only record
+        return read_json(rd.metrics) if rd.metrics.exists() else None
+    try:
+        on_disk = read_json(rd.metrics) if rd.metrics.exists() else None
+    except ValueError:  # a damaged metrics.json: rewritten below
+        on_disk = None
+    if on_disk != metrics:
+        log.info("restoring %s from %s", rd.metrics, rd.final)
+        write_json(rd.metrics, metrics)
+    return metrics
+
+
+def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress: bool,
+           stop_after: int | None, on_epoch: Callable[[dict], None] | None,
+           device: torch.device) -> dict:
     if rd.final.exists() and resume:
-        done = load_checkpoint(rd.final)
-        if same_config(done.get("config", {}), cfg):
+        metrics = _finished_metrics(rd, cfg)
+        if metrics is not None:
             log.info("%s is already trained; reusing it", rd.final)
-            return read_json(rd.metrics)
+            return metrics
     seed_everything(cfg.seed)
     train_set, test_set = load_split(cfg.data, "train"), load_split(cfg.data, "test")
     shape = dataset_shape(train_set)
@@ -274,7 +311,10 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     state = method.init_state(train_set, cfg, shape)
     start_epoch, elapsed = 0, 0.0
     if resume and rd.last.exists():
-        ck = load_checkpoint(rd.last)
+        try:
+            ck = load_checkpoint(rd.last)
+        except UnsafeCheckpointError as e:  # e.g. a resume file of an older version
+            raise UnsafeCheckpointError(f"{e}; start over with --no-resume") from None
         if not same_config(ck.get("config", {}), cfg):
             raise ValueError(f"{rd.last} was written with another config; use a new run "
                              "directory or --no-resume")
@@ -304,13 +344,18 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
                            with_index=True),
                    total=num_batches(train_set, cfg.batch_size), disable=not progress,
                    desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for idx, x, y in bar:
+        for step, (idx, x, y) in enumerate(bar):
             aug = None
             if cfg.data.augment:  # on the CPU, where the perturbation store lives
                 x, aug = random_crop_flip(x, 4, aug_gen)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = method.step(model, optimizer, idx, x, y, aug, state, cfg, gen)
             for k, v in out.items():
+                if not math.isfinite(v):  # the step's floats are on the host already: free
+                    raise NonFiniteError(
+                        f"training {cfg.model.name} ({cfg.method}) in {rd.root}: {k} is {v} at "
+                        f"epoch {epoch + 1}, batch {step + 1}; lower the learning rate or check "
+                        "the data")
                 sums[k] = sums.get(k, 0.0) + v * len(y)
             n += len(y)
             bar.set_postfix({k: f"{v / n:.3f}" for k, v in sums.items() if k in ("loss", "acc")})
@@ -342,9 +387,9 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
                "wall_time_s": elapsed, "run_dir": str(rd.root), "device": str(device)}
     if eval_attack is not None:
         metrics[f"{eval_attack.name}_accuracy_subset"] = last.get(f"{eval_attack.name}_acc")
+    write_json(rd.metrics, metrics)  # final.pt holds them too (see _finished_metrics)
     save_checkpoint(rd.final, {**zoo.classifier_state(model), "config": dataclasses.asdict(cfg),
                                "metrics": metrics, "dataset": cfg.data.dataset})
-    write_json(rd.metrics, metrics)
     rd.last.unlink(missing_ok=True)  # the finished model lives in final.pt
     return metrics
 
