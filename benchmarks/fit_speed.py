@@ -9,7 +9,8 @@ rounds so that machine drift hits all of them alike:
   back to the host after every step (the pattern of a per-layer fit loop);
 * ``fused``: the same banks, fused Adam, losses left on the device;
 * ``stacked``: all layers' G and D as one stacked network, fused Adam, losses on the device
-  (the fit's default: ``FitConfig(group_layers=True, adam="fused")``).
+  (``FitConfig(stack_layers="on")``; the default "auto" picks it on a GPU, and on a CPU
+  for G/D at most 64 channels wide).
 
     python benchmarks/fit_speed.py --device cpu
     python benchmarks/fit_speed.py --device cuda --steps 20 --rounds 5
@@ -28,13 +29,13 @@ import torch
 from interpretgan import models
 from interpretgan.config import FIT_PRESETS
 from interpretgan.devices import resolve_device
-from interpretgan.fitting import GanBank, gan_step, make_optimizers, schedule
+from interpretgan.fitting import GanBank, gan_step, make_optimizers, schedule, stacked
 from interpretgan.gan import GAN_LOSSES
 from interpretgan.layers import capture, default_layers
 from interpretgan.precision import use_amp
 
-VARIANTS = {"reference": (False, "loop", True), "fused": (False, "fused", False),
-            "stacked": (True, "fused", False)}
+VARIANTS = {"reference": ("off", "loop", True), "fused": ("off", "fused", False),
+            "stacked": ("on", "fused", False)}
 
 
 def _sync(device: torch.device) -> None:
@@ -45,7 +46,7 @@ def _sync(device: torch.device) -> None:
 def make_runner(variant: str, preset: str, batch: int, warmup: bool, device: torch.device):
     """A closure running one step of ``variant``; the setup (classifier, banks, batch) is fixed."""
     group, adam, sync = VARIANTS[variant]
-    cfg = dataclasses.replace(FIT_PRESETS.get(preset), batch_size=batch, group_layers=group, adam=adam)
+    cfg = dataclasses.replace(FIT_PRESETS.get(preset), batch_size=batch, stack_layers=group, adam=adam)
     torch.manual_seed(0)
     f = models.create("smallcnn").to(device).eval()
     torch.nn.init.normal_(f.classifier.fc3.weight, std=0.1)
@@ -57,7 +58,7 @@ def make_runner(variant: str, preset: str, batch: int, warmup: bool, device: tor
         feats = capture(f, x, names)
         target = f(x).argmax(1)
     members = [(n, feats[n].shape[1:]) for n in names]
-    banks = [GanBank.build(members, 1, cfg).to(device)] if group else \
+    banks = [GanBank.build(members, 1, cfg).to(device)] if group == "on" else \
         [GanBank.build([m], 1, cfg).to(device) for m in members]
     opts = [make_optimizers(b, cfg) for b in banks]
     loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
@@ -107,10 +108,12 @@ def main(argv=None) -> None:
                         fn()
                     _sync(device)
                     times[v].append((time.perf_counter() - t) / a.steps * 1000)
+            auto = stacked(FIT_PRESETS.get(preset), device)
             ref = statistics.median(times["reference"])
             for v in VARIANTS:
                 ms = statistics.median(times[v])
-                print(f"| {preset}, batch {batch} | {'warm-up' if warmup else 'GAN'} | {v} | {ms:.1f} | "
+                mark = " (auto)" if (v == "stacked") == auto and v != "reference" else ""
+                print(f"| {preset}, batch {batch} | {'warm-up' if warmup else 'GAN'} | {v}{mark} | {ms:.1f} | "
                       f"{int(batch) / ms * 1000:.0f} | {ref / ms:.2f}x |", flush=True)
 
 

@@ -16,6 +16,18 @@ def _csv(s: str) -> list[str]:
     return [p.strip() for p in s.split(",") if p.strip()]
 
 
+def _layers(s: str | None) -> list[str] | None:
+    """``--layers``: None (not given) or "default" → the model's default layers; an empty
+    list is an error, not a silent default."""
+    if s is None or s == "default":
+        return None
+    names = _csv(s)
+    if not names:
+        raise ValueError("--layers is empty: name at least one layer (`interpretgan layers` "
+                         "lists them), or leave it out for the default ones")
+    return names
+
+
 # --------------------------------------------------------------------------- commands
 def cmd_data(a) -> int:
     from .data import load_dataset
@@ -181,7 +193,7 @@ def cmd_fit(a) -> int:
 
     cfg = validate(merge(override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset),
                          parse_assignments(a.set)))
-    layers = None if a.layers in (None, "default") else _csv(a.layers)
+    layers = _layers(a.layers)
     run_dir = Path(a.run_dir or Path(a.checkpoint).resolve().parent.parent)
     if a.dry_run:
         print(to_json({"fit": dataclasses.asdict(cfg), "layers": layers or "default",
@@ -210,7 +222,7 @@ def cmd_run(a) -> int:
     from .runs import to_json
 
     cfg = override(RUN_PRESETS.get(a.preset), data_dir=a.data_dir, dataset=a.dataset,
-                   layers=tuple(_csv(a.layers)) if a.layers and a.layers != "default" else None,
+                   layers=tuple(_layers(a.layers) or ()) or None,
                    dstar_images=a.dstar_images, seed=a.seed)
     sets = parse_assignments(a.set)
     groups = {"fit.": "fit_overrides", "train.": "train_overrides"}

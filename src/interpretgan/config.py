@@ -403,7 +403,10 @@ class FitConfig:
     seed: int = 0
     amp: str = "auto"  # bf16 autocast: "auto" (where the hardware has bf16 units), "on", "off"
     # how a step is run (results equal up to float rounding; benchmarks/fit_speed.py measures them)
-    group_layers: bool = True  # all layers' G/D as one stacked network (False: one per layer)
+    # "on": all layers' G/D as one stacked network; "off": one per layer; "auto": stacked on a
+    # GPU (where a step is launch-bound), and on a CPU for narrow G/D (≤ 64 channels), where
+    # it measured faster (wide stacks measured slower there: docs/results.md)
+    stack_layers: str = "auto"
     adam: str = "fused"  # "fused" (one kernel for all parameters), "foreach" or "loop"
 
 
@@ -509,6 +512,8 @@ def _fit_rules(cfg: FitConfig, p: str) -> None:
     need(len(cfg.steps_per_scale) == len(cfg.g_channels), p + "steps_per_scale",
          f"as long as g_channels ({len(cfg.g_channels)} scales)", cfg.steps_per_scale)
     one_of(p + "amp", cfg.amp, AMP_CHOICES)
+    one_of(p + "stack_layers", cfg.stack_layers, ("auto", "on", "off"))
+    one_of(p + "adam", cfg.adam, ("fused", "foreach", "loop"))
 
 
 @rules(RunConfig)

@@ -23,7 +23,7 @@ from .data import batches, num_batches, subset_indices, take
 from .devices import eval_mode, module_device
 from .fitting import agreement
 from .layers import capture, layer_labels, list_layers, resolve
-from .runs import save_checkpoint
+from .runs import NonFiniteError, save_checkpoint
 
 
 def dstar_indices(test_set, n: int | None) -> torch.Tensor:
@@ -47,15 +47,21 @@ def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | 
     dev = module_device(model)
     gen = torch.Generator().manual_seed(seed)
     xs, advs, ys, pc, pa = [], [], [], [], []
+    finite = []  # per batch, on the device: read once at the end
     for x, y in tqdm(batches(ds, batch_size, device=dev), total=num_batches(ds, batch_size),
                      disable=not progress, desc=f"D* {attack}", leave=False):
         xa = atk(model, x, y, early_stop=False, generator=gen)
         with torch.no_grad(), eval_mode(model):
-            pc.append(model(x).argmax(1).cpu())
-            pa.append(model(xa).argmax(1).cpu())
+            clean, adv = model(x), model(xa)
+            finite.append(torch.isfinite(clean).all() & torch.isfinite(adv).all())
+            pc.append(clean.argmax(1).cpu())
+            pa.append(adv.argmax(1).cpu())
         xs.append(x.cpu())
         advs.append(xa.cpu())
         ys.append(y.cpu())
+    if not bool(torch.stack(finite).all()):
+        raise NonFiniteError("the classifier's outputs on the test images are not all finite "
+                             "(NaN or inf logits): nothing to diagnose")
     doc = {"x": torch.cat(xs), "x_adv": torch.cat(advs), "y": torch.cat(ys),
            "pred_clean": torch.cat(pc), "pred_adv": torch.cat(pa), "index": idx, "attack": attack}
     save_checkpoint(path, doc)

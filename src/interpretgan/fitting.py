@@ -35,7 +35,7 @@ from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretabi
                   to_classifier, to_resolution)
 from .layers import capture, default_layers, layer_shapes
 from .precision import autocast, use_amp
-from .runs import append_jsonl, load_checkpoint, read_json, save_checkpoint, write_json
+from .runs import NonFiniteError, append_jsonl, load_checkpoint, read_json, save_checkpoint, write_json
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,14 @@ def _device_of(m: nn.Module) -> torch.device:
 def LayerGAN(layer: str, shape: Sequence[int], image_channels: int, cfg: FitConfig) -> GanBank:  # noqa: N802
     """One layer's C, G and D: a one-member :class:`GanBank` (initialised like ``build``)."""
     return GanBank.build([(layer, shape)], image_channels, cfg)
+
+
+def stacked(cfg: FitConfig, device: torch.device) -> bool:
+    """Whether the fit runs all layers as one stacked bank (``cfg.stack_layers``; "auto":
+    on a GPU, and on a CPU when G and D are at most 64 channels wide)."""
+    if cfg.stack_layers != "auto":
+        return cfg.stack_layers == "on"
+    return device.type != "cpu" or max(*cfg.g_channels, *cfg.d_channels) <= 64
 
 
 def make_optimizers(bank: GanBank, cfg: FitConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -336,7 +344,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     for i, st in enumerate(saved):
         if st is not None:
             parts[i].load_state_dict(st["state"])
-    groups = [parts] if cfg.group_layers else [[p] for p in parts]
+    groups = [parts] if stacked(cfg, device) else [[p] for p in parts]
     banks = [(GanBank.stack(g) if len(g) > 1 else g[0]).to(device) for g in groups]
     opts = [make_optimizers(b, cfg) for b in banks]
     if start > 0:
@@ -382,7 +390,8 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
             means = _member_means(banks, sums, done)
             bad = [f"{n}/{k}" for n, st in means.items() for k, v in st.items() if not math.isfinite(v)]
             if bad:
-                raise FloatingPointError(f"generator fitting: non-finite {', '.join(bad)} at step {step + 1}")
+                raise NonFiniteError(f"generator fitting in {out}: non-finite {', '.join(bad)} "
+                                     f"at step {step + 1}")
             agree = agreement(classifier, _views(banks), eval_x[:200], image_size, phase.scale,
                               alpha=phase.alpha)
             row = {"step": step + 1, "scale": phase.scale, "alpha": round(phase.alpha, 3),

@@ -1,8 +1,10 @@
 """The main job: ``interpretgan run``.
 
-Stages (each cached under ``RUN/stages/<name>.json`` with a key of its inputs; a stage whose
-key is unchanged and whose outputs exist is skipped, a stage whose inputs changed is redone
-from scratch, a killed stage resumes from its own checkpoints)::
+Stages (each cached under ``RUN/stages/<name>.json`` with a key of its inputs — configs, the
+content of the files it reads, the version of its code; a stage whose key is unchanged and
+whose outputs exist is skipped, a stage whose inputs changed is redone from scratch with its
+old outputs kept aside until the new ones are complete, a killed stage resumes from its own
+checkpoints)::
 
     train:natural, train:adversarially_trained      classifiers      RUN/<model>/checkpoints/final.pt
     dstar:<model>     PGD-40 adversarial test set (every step, every sample)  RUN/<model>/dstar.pt
@@ -13,6 +15,9 @@ from scratch, a killed stage resumes from its own checkpoints)::
 
 A user's own classifier (``--model-file file.py:build --checkpoint my.pt``) replaces the two
 trained models by that one.
+
+Nothing in the run folder changes before every input is checked (configs, layer names, the
+user's model and checkpoint); one process at a time works in a run folder (``RUN/.lock``).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -28,13 +34,20 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .config import FIT_PRESETS, TRAIN_PRESETS, DataConfig, FitConfig, RunConfig, merge
+from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run
+from .data import file_digest
 from .devices import resolve_device
-from .runs import load_checkpoint, read_json, save_checkpoint, write_json, to_json
+from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, read_json, save_checkpoint,
+                   sweep_temp, to_json, write_json)
 
 log = logging.getLogger(__name__)
 
 MODEL_KEYS = ("natural", "adversarially_trained")
+
+# Bumped when a stage's code changes its results: part of the stage's key, so run folders
+# written by older code redo that stage instead of reusing outputs it would now compute
+# differently (or could not read).
+STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 1, "explain": 1}
 
 
 def _key(obj) -> str:
@@ -60,31 +73,93 @@ class Stages:
 
     def run(self, name: str, inputs, outputs: list[Path], fn: Callable[[], object],
             clean: list[Path] = ()) -> str:
-        """Run ``fn`` unless stage ``name`` finished with the same ``inputs``. Returns the key."""
-        key = _key(inputs)
+        """Run ``fn`` unless stage ``name`` finished with the same ``inputs``. Returns the key.
+
+        When the inputs changed, the ``clean`` paths (the stage's old outputs) are moved aside
+        and deleted only once ``fn`` has finished; if ``fn`` fails they are put back and the old
+        record restored, so a failed change leaves the finished stage as it was. A kill leaves
+        them aside: the next run with the new inputs resumes and then deletes them, one with the
+        old inputs puts them back.
+        """
+        key = _key([STAGE_VERSIONS.get(name.partition(":")[0], 1), inputs])
         rec = read_json(self._path(name)) if self._path(name).exists() else None
+        if rec and rec.get("aside") and rec.get("aside_key") == key:  # back to the old inputs
+            log.info("stage %s: restoring the outputs of its earlier inputs", name)
+            self._restore(name, rec, clean)
+            rec = read_json(self._path(name))
         if rec and rec.get("key") == key and rec.get("done") and all(p.exists() for p in outputs):
             self.timings[name] = rec.get("seconds", 0.0)
             log.info("stage %s: cached", name)
             return key
+        aside = rec.get("aside", []) if rec and rec.get("key") == key else []
+        old = {"key": rec.get("aside_key"), "seconds": rec.get("aside_seconds", 0.0)} if aside else rec
         if rec and rec.get("key") != key:
             log.info("stage %s: inputs changed, redoing it", name)
-            for p in clean:
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+            if rec.get("aside"):  # an earlier change was killed: its partial outputs go
+                _remove(clean)
+                aside, old = rec["aside"], {"key": rec["aside_key"], "done": True,
+                                            "seconds": rec.get("aside_seconds", 0.0)}
+            elif rec.get("done"):
+                aside = [str(_aside(p)) for p in clean if p.exists()]
+                for p in clean:
+                    if p.exists():
+                        os.replace(p, _aside(p))
+                        fsync_dir(p.parent)
+            else:
+                _remove(clean)
         prev = rec.get("seconds", 0.0) if rec and rec.get("key") == key else 0.0
-        write_json(self._path(name), {"key": key, "done": False, "seconds": prev})
+        record = {"key": key, "done": False, "seconds": prev}
+        if aside:
+            record.update(aside=aside, aside_key=old["key"], aside_seconds=old.get("seconds", 0.0))
+        write_json(self._path(name), record)
         t0 = time.perf_counter()
         log.info("stage %s: running", name)
-        fn()
+        try:
+            fn()
+        except NonFiniteError as e:
+            self._give_back(name, record, clean)
+            raise NonFiniteError(f"stage {name}: {e}") from None
+        except Exception:
+            self._give_back(name, record, clean)
+            raise
+        # (a Ctrl-C leaves things as a kill does: the same command resumes the stage)
         seconds = prev + time.perf_counter() - t0
         write_json(self._path(name), {"key": key, "done": True, "seconds": seconds})
+        _remove([Path(p) for p in aside])
         self.timings[name] = seconds
         self.ran.append(name)
         return key
 
+    def _give_back(self, name: str, record: dict, clean: list[Path]) -> None:
+        """After a failed stage with outputs aside: the old outputs and record back."""
+        if record.get("aside"):
+            log.info("stage %s failed: its earlier outputs are back in place", name)
+            self._restore(name, record, clean)
+
+    def _restore(self, name: str, rec: dict, clean: list[Path]) -> None:
+        """Partial new outputs out, the outputs kept aside back in, the old record back."""
+        by_aside = {str(_aside(p)): p for p in clean}
+        _remove(clean)
+        for a in rec["aside"]:
+            if Path(a).exists() and a in by_aside:
+                os.replace(a, by_aside[a])
+                fsync_dir(Path(a).parent)
+        write_json(self._path(name), {"key": rec["aside_key"], "done": True,
+                                      "seconds": rec.get("aside_seconds", 0.0)})
+
+
+def _aside(p: Path) -> Path:
+    """Where a stage's old output waits while the stage is redone."""
+    return p.parent / f".{p.name}.replaced"
+
+
+def _remove(paths) -> None:
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 def load_model_file(spec: str) -> nn.Module:
     """``"path/to/file.py:build"`` → the module returned by ``build()``."""
@@ -109,39 +184,104 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
     started on one device resumes on another."""
     from .report import write_main_report
 
-    dev = resolve_device(device)  # fail before anything is written on a bad name
-    if model_file and checkpoint is None:
-        raise ValueError("--model-file needs --checkpoint")
+    # Check everything before the run folder is touched.
+    dev = resolve_device(device)
+    resolved = resolve_run(cfg)
+    layers = list(cfg.layers) or None
+    user = None
+    if model_file or checkpoint:
+        if not (model_file and checkpoint):
+            raise ValueError("--model-file and --checkpoint go together: give both")
+        user = _load_user_model(model_file, checkpoint)
+        _check_layers(user, layers, "your model")
+    else:
+        for tcfg in (resolved.natural, resolved.adversarial):
+            _check_layers(_untrained(tcfg), layers, f"the {tcfg.model.name} classifier")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "config.json", {"run": dataclasses.asdict(cfg), "model_file": model_file,
-                                      "checkpoint": checkpoint})
-    st = Stages(root)
-    t_all = time.perf_counter()
-    if model_file:
-        models = {"user": _user_model(st, root, cfg, model_file, checkpoint)}
-    else:
-        models = {key: _train_one(st, root, cfg, key, preset, dev, progress)
-                  for key, preset in (("natural", cfg.natural), ("adversarially_trained", cfg.adversarial))}
-    fit_cfg = merge(FIT_PRESETS.get(cfg.fit), {"seed": cfg.seed, **cfg.fit_overrides})
-    diagnoses = {key: _diagnose_one(st, key, run, cfg, fit_cfg, dev, progress)
-                 for key, run in models.items()}
-    total = time.perf_counter() - t_all
-    results = assemble_results(root, diagnoses, st.timings, cfg, total)
-    write_json(root / "results.json", results)
-    write_main_report(results, root)
-    return results
+    with RunLock(root):
+        for p in sweep_temp(root):
+            log.info("removed a temp file left by a killed run: %s", p)
+        write_json(root / "config.json", {"run": dataclasses.asdict(cfg), "model_file": model_file,
+                                          "checkpoint": checkpoint})
+        st = Stages(root)
+        clock = _WallClock(root)
+
+        # The classifiers: the user's, or the natural and the adversarially trained one.
+        if user is not None:
+            models = {"user": _user_model(st, root, cfg, model_file, checkpoint, user)}
+        else:
+            models = {key: _train_one(st, root, tcfg, key, dev, progress)
+                      for key, tcfg in (("natural", resolved.natural),
+                                        ("adversarially_trained", resolved.adversarial))}
+        clock.tick()
+
+        # Per classifier: D*, generators, diagnosis, explanations.
+        diagnoses = {}
+        for key, run in models.items():
+            diagnoses[key] = _diagnose_one(st, key, run, cfg, resolved.fit, dev, progress)
+            clock.tick()
+
+        # The report: a pure function of the saved artifacts.
+        results = assemble_results(root, diagnoses, st.timings, cfg, clock.tick())
+        write_json(root / "results.json", results)
+        write_main_report(results, root)
+        return results
 
 
-def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpoint: str) -> Path:
-    """Stage ``train:user``: the user's classifier saved as ``root/user/checkpoints/final.pt``
-    (its file, weights and data config). Returns its run folder."""
+class _WallClock:
+    """Wall time of a run folder over all the invocations that worked in it
+    (``RUN/wall_time.json``; an invocation counts up to its last :meth:`tick`)."""
+
+    def __init__(self, root: Path):
+        self.path = root / "wall_time.json"
+        self.before = read_json(self.path)["seconds"] if self.path.exists() else 0.0
+        self.t0 = time.perf_counter()
+
+    def tick(self) -> float:
+        total = self.before + time.perf_counter() - self.t0
+        write_json(self.path, {"seconds": total})
+        return total
+
+
+def _untrained(tcfg: TrainConfig) -> nn.Module:
+    """An untrained instance of the classifier ``tcfg`` trains (for checking layer names)."""
+    from .data import load_split
+    from .training import build_model, dataset_classes, dataset_shape
+
+    test = load_split(dataclasses.replace(tcfg.data, test_subset=2), "test")
+    return build_model(tcfg.model, dataset_shape(test), dataset_classes(test))
+
+
+def _check_layers(model: nn.Module, layers: list[str] | None, what: str) -> None:
+    """Every named layer exists in ``model`` (one line naming the first that does not)."""
+    from .layers import resolve
+
+    if layers is not None and not layers:
+        raise ValueError("the layer list is empty: name at least one layer, or leave --layers out")
+    for n in layers or []:
+        try:
+            resolve(model, n)
+        except KeyError as e:
+            raise ValueError(f"{what} has no layer {n!r}: {e}; `interpretgan layers` lists them") from None
+
+
+def _load_user_model(model_file: str, checkpoint: str) -> nn.Module:
+    """The user's ``build()`` with the checkpoint's weights (strictly matched)."""
     from .models import load_state_dict_strict
 
     net = load_model_file(model_file)
     ck = load_checkpoint(checkpoint)
     state = ck.get("state_dict", ck) if isinstance(ck, dict) else ck
     load_state_dict_strict(net, state, checkpoint)
+    return net
+
+
+def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpoint: str,
+                net: nn.Module) -> Path:
+    """Stage ``train:user``: the user's classifier saved as ``root/user/checkpoints/final.pt``
+    (its file, weights and data config). Its key is the content of the model file and of the
+    checkpoint. Returns its run folder."""
     dest = root / "user" / "checkpoints" / "final.pt"
     path, _, fn = model_file.partition(":")
 
@@ -151,20 +291,18 @@ def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpo
             "config": {"data": dataclasses.asdict(DataConfig(dataset=cfg.dataset,
                                                              data_dir=cfg.data_dir))}})
 
-    st.run("train:user", {"file": model_file, "checkpoint": str(checkpoint),
-                          "sha": _key({k: v.sum().item() for k, v in net.state_dict().items()})},
+    st.run("train:user", {"function": fn, "source": file_digest(path), "checkpoint": file_digest(checkpoint),
+                          "dataset": cfg.dataset},
            [dest], save)
     return root / "user"
 
 
-def _train_one(st: Stages, root: Path, cfg: RunConfig, key: str, preset: str,
-               device: torch.device, progress: bool) -> Path:
+def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, device: torch.device,
+               progress: bool) -> Path:
     """Stage ``train:<key>``: train one of the two classifiers on ``device``; returns its run
     folder."""
     from .training import train_classifier
 
-    tcfg = merge(TRAIN_PRESETS.get(preset), {"seed": cfg.seed, "data.dataset": cfg.dataset,
-                                             "data.data_dir": cfg.data_dir, **cfg.train_overrides})
     run = root / key
     st.run(f"train:{key}", dataclasses.asdict(tcfg), [run / "checkpoints" / "final.pt"],
            lambda: train_classifier(tcfg, run, progress=progress, device=device), clean=[run])
@@ -187,7 +325,7 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     else:
         data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir)
     test = load_split(data, "test")
-    trained = st.key(f"train:{key}")
+    trained = [st.key(f"train:{key}"), file_digest(ckpt)]  # the stage's key and its output
     dpath = run / "dstar.pt"
     dkey = st.run(f"dstar:{key}", [trained, cfg.attack, cfg.dstar_images, cfg.seed], [dpath],
                   lambda: build_dstar(model, test, cfg.attack, cfg.dataset, cfg.dstar_images,
@@ -230,10 +368,12 @@ def rebuild_report(root: str | Path) -> dict:
     diagnoses = {k: read_json(root / k / "diagnosis.json") for k in keys}
     timings = {p.stem.replace("__", ":"): read_json(p).get("seconds", 0.0)
                for p in sorted((root / "stages").glob("*.json"))}
-    old = read_json(root / "results.json") if (root / "results.json").exists() else {}
-    results = assemble_results(root, diagnoses, timings, cfg, old.get("wall_time_s", sum(timings.values())))
-    write_json(root / "results.json", results)
-    write_main_report(results, root)
+    wall = root / "wall_time.json"
+    total = read_json(wall)["seconds"] if wall.exists() else sum(timings.values())
+    with RunLock(root):
+        results = assemble_results(root, diagnoses, timings, cfg, total)
+        write_json(root / "results.json", results)
+        write_main_report(results, root)
     return results
 
 
