@@ -131,6 +131,26 @@ def test_a_kill_during_a_changed_stage(tmp_path, rerun_with):
     assert not list(tmp_path.glob(".*.replaced"))
 
 
+def test_a_kill_between_planning_and_moving_the_old_outputs(tmp_path):
+    """The record names the outputs to move aside, the move never happened: the old command
+    finds its outputs; the new one moves them and runs."""
+    from interpretgan.pipeline import _aside
+    from interpretgan.runs import write_json
+
+    st = Stages(tmp_path)
+    out = tmp_path / "fit"
+    out.mkdir()
+    (out / "g.pt").write_text("one")
+    st.run("fit:natural", {"v": 1}, [out / "g.pt"], lambda: None, clean=[out])
+    old_key = st.key("fit:natural")
+    plan = {"key": "other", "done": False, "seconds": 0.0, "aside": [str(_aside(out))],
+            "aside_key": old_key, "aside_seconds": 0.0}
+    write_json(tmp_path / "stages" / "fit__natural.json", plan)  # killed right after the plan
+    calls = []
+    st.run("fit:natural", {"v": 1}, [out / "g.pt"], lambda: calls.append(1), clean=[out])
+    assert calls == [] and (out / "g.pt").read_text() == "one"
+
+
 # --------------------------------------------------------------------------- stale caches, NaN
 NAN_MODEL = USER_MODEL.replace("return self.head(self.pool(self.body(x)).flatten(1))",
                                "return self.head(self.pool(self.body(x)).flatten(1)) * float('nan')")

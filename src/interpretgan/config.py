@@ -513,6 +513,9 @@ def _fit_rules(cfg: FitConfig, p: str) -> None:
          f"as long as g_channels ({len(cfg.g_channels)} scales)", cfg.steps_per_scale)
     one_of(p + "amp", cfg.amp, AMP_CHOICES)
     one_of(p + "stack_layers", cfg.stack_layers, ("auto", "on", "off"))
+    need(cfg.train_subset is None or cfg.train_subset >= cfg.batch_size, p + "train_subset",
+         f"at least batch_size ({cfg.batch_size}) images", cfg.train_subset)
+    need(len(set(cfg.layers)) == len(cfg.layers), p + "layers", "names without repeats", cfg.layers)
     one_of(p + "adam", cfg.adam, ("fused", "foreach", "loop"))
 
 

@@ -157,7 +157,7 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
     from .fitting import load_generators
     from .layers import layer_labels
     from .models import load_classifier
-    from .runs import write_json
+    from .runs import RunLock, sweep_temp, write_json
 
     dev = resolve_device(device)  # fail before any work on a bad name
     run_dir = Path(run_dir)
@@ -173,14 +173,17 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
     out = Path(out_dir or run_dir / "explain")
     labels = layer_labels(classifier, list(gans))
     classes = getattr(test, "classes", None) or None
-    grid = explanation_grid(nat, adv, x, x_adv, y, labels, out / "explanations.png", classes)
     an = attributions(classifier, x, nat["pred"])
     aa = attributions(classifier, x_adv, adv["pred"])
-    base = attribution_grid(x, x_adv, an, aa, out / "baselines.png")
-    doc = {"attack": attack, "true": y.tolist(), "natural_pred": nat["pred"].tolist(),
-           "adversarial_pred": adv["pred"].tolist(), "layers": list(gans), "layer_labels": labels,
-           "natural_labels": {n: v.tolist() for n, v in nat["labels"].items()},
-           "adversarial_labels": {n: v.tolist() for n, v in adv["labels"].items()},
-           "figures": {"explanations": str(grid), "baselines": str(base)}}
-    write_json(out / "explain.json", doc)
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        sweep_temp(out)
+        grid = explanation_grid(nat, adv, x, x_adv, y, labels, out / "explanations.png", classes)
+        base = attribution_grid(x, x_adv, an, aa, out / "baselines.png")
+        doc = {"attack": attack, "true": y.tolist(), "natural_pred": nat["pred"].tolist(),
+               "adversarial_pred": adv["pred"].tolist(), "layers": list(gans), "layer_labels": labels,
+               "natural_labels": {n: v.tolist() for n, v in nat["labels"].items()},
+               "adversarial_labels": {n: v.tolist() for n, v in adv["labels"].items()},
+               "figures": {"explanations": str(grid), "baselines": str(base)}}
+        write_json(out / "explain.json", doc)
     return doc

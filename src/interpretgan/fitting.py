@@ -35,7 +35,8 @@ from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretabi
                   to_classifier, to_resolution)
 from .layers import capture, default_layers, layer_shapes
 from .precision import autocast, use_amp
-from .runs import NonFiniteError, append_jsonl, load_checkpoint, read_json, save_checkpoint, write_json
+from .runs import (NonFiniteError, RunLock, append_jsonl, load_checkpoint, read_json, save_checkpoint,
+                   sweep_temp, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
 
     # The members (one per layer), as one stacked bank or one bank each; resumed where saved.
     members = [(n, shapes[n]) for n in names]
-    start, saved = _resume_point(out, members, cfg)
+    start, saved, disk = _resume_point(out, members, cfg)
     parts = [GanBank.build([m], image_channels, cfg) for m in members]
     for i, st in enumerate(saved):
         if st is not None:
@@ -387,11 +388,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
 
         # Logging: mean losses since the last row and the running agreement (one host sync).
         if (step + 1) % log_every == 0 or end_of_scale:
-            means = _member_means(banks, sums, done)
-            bad = [f"{n}/{k}" for n, st in means.items() for k, v in st.items() if not math.isfinite(v)]
-            if bad:
-                raise NonFiniteError(f"generator fitting in {out}: non-finite {', '.join(bad)} "
-                                     f"at step {step + 1}")
+            means = _check_losses(banks, sums, done, out, step)
             agree = agreement(classifier, _views(banks), eval_x[:200], image_size, phase.scale,
                               alpha=phase.alpha)
             row = {"step": step + 1, "scale": phase.scale, "alpha": round(phase.alpha, 3),
@@ -405,7 +402,9 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         # Checkpoints: every layer's own files, the previous one kept (see _resume_point).
         killed = stop_after is not None and step + 1 - start >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or end_of_scale or killed:
-            _save_members(out, banks, opts, step + 1, cfg)
+            if sums[0]:  # never save weights that went non-finite since the last row
+                _check_losses(banks, sums, done, out, step)
+            _save_members(out, banks, opts, step + 1, cfg, disk)
             if end_of_scale:
                 for b in banks:
                     for i, n in enumerate(b.layers):
@@ -415,6 +414,15 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         if killed:
             break
     return _views(banks)
+
+
+def _check_losses(banks, sums, done: int, out: Path, step: int) -> dict[str, dict[str, float]]:
+    """The mean losses since the last row (one host sync); a non-finite one stops the fit."""
+    means = _member_means(banks, sums, done)
+    bad = [f"{n}/{k}" for n, st in means.items() for k, v in st.items() if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteError(f"generator fitting in {out}: non-finite {', '.join(bad)} at step {step + 1}")
+    return means
 
 
 def _views(banks: Sequence[GanBank]) -> dict[str, GanBank]:
@@ -445,10 +453,12 @@ def _postfix(means: dict[str, dict[str, float]], agree: dict[str, float]) -> dic
 
 
 # ---------------------------------------------------------------------------- checkpoints
-# Each layer's state lives in fit/<layer>/last.pt, and the one before it in prev.pt: all
-# layers are saved at the same steps, so after a kill in the middle of a save every layer
-# has the older of the two steps on disk, and the fit resumes exactly from there.
-def _save_members(out: Path, banks: Sequence[GanBank], opts, step: int, cfg: FitConfig) -> None:
+# Each layer's state lives in fit/<layer>/last.pt, and one earlier save in prev.pt. All
+# layers are saved at the same steps, and a save never moves away the step every layer is
+# known to have on disk (``disk["shared"]``): whatever the kills during saves, all layers
+# keep one common step, and the fit resumes exactly from the latest one.
+def _save_members(out: Path, banks: Sequence[GanBank], opts, step: int, cfg: FitConfig,
+                  disk: dict) -> None:
     for b, (opt_g, opt_d) in zip(banks, opts):
         g_names, d_names = b.param_groups()
         for i, n in enumerate(b.layers):
@@ -456,9 +466,11 @@ def _save_members(out: Path, banks: Sequence[GanBank], opts, step: int, cfg: Fit
             doc = {"layer": n, "shape": list(b.shapes[i]), "step": step, "config": dataclasses.asdict(cfg),
                    "state": b.member_state(i), "adam_g": _adam_slice(opt_g, g_names, i),
                    "adam_d": _adam_slice(opt_d, d_names, i)}
-            if (d / "last.pt").exists():
-                os.replace(d / "last.pt", d / "prev.pt")
-            save_checkpoint(d / "last.pt", doc)
+            if disk["last"].get(n) is not None and disk["last"][n] == disk["shared"]:
+                os.replace(d / "last.pt", d / "prev.pt")  # keep the shared step as prev
+            save_checkpoint(d / "last.pt", doc)  # (a last.pt ahead of the shared step is replaced)
+            disk["last"][n] = step
+    disk["shared"] = step
 
 
 def _adam_slice(opt: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]], i: int) -> dict:
@@ -496,13 +508,16 @@ def _load_adam(bank: GanBank, opts, docs: Sequence[dict]) -> None:
 
 
 def _resume_point(out: Path, members: Sequence[tuple[str, Sequence[int]]],
-                  cfg: FitConfig) -> tuple[int, list[dict | None]]:
-    """The latest step saved for every member and each member's saved document at that step
-    (all None when nothing is saved)."""
+                  cfg: FitConfig) -> tuple[int, list[dict | None], dict]:
+    """The latest step saved for every member, each member's saved document at that step
+    (all None when nothing is saved), and what is on disk (``{"shared": step, "last":
+    {layer: step of last.pt}}``) for :func:`_save_members`."""
     found: list[dict[int, dict]] = []
+    lasts: dict[str, int | None] = {}
+    last_docs: dict[str, dict] = {}
     for n, shape in members:
         steps = {}
-        for name in ("last.pt", "prev.pt"):
+        for name in ("prev.pt", "last.pt"):
             path = out / layer_dirname(n) / name
             if path.exists():
                 ck = load_checkpoint(path)
@@ -510,15 +525,18 @@ def _resume_point(out: Path, members: Sequence[tuple[str, Sequence[int]]],
                     raise ValueError(f"{path} was written with another config or classifier; "
                                      "use a new run directory")
                 steps[ck["step"]] = ck
+                if name == "last.pt":
+                    last_docs[n] = ck
         found.append(steps)
+        lasts[n] = next((s for s, ck in steps.items() if ck is last_docs.get(n)), None)
     if not any(found):
-        return 0, [None] * len(members)
+        return 0, [None] * len(members), {"shared": None, "last": lasts}
     common = set.intersection(*(set(s) for s in found)) if all(found) else set()
     if not common:  # a member never saved (killed during the first save): start again
         log.warning("fit checkpoints in %s do not share a step; starting the fit again", out)
-        return 0, [None] * len(members)
+        return 0, [None] * len(members), {"shared": None, "last": lasts}
     step = max(common)
-    return step, [s[step] for s in found]
+    return step, [s[step] for s in found], {"shared": step, "last": lasts}
 
 
 def load_generators(fit_dir: str | Path, image_channels: int = 1,
@@ -634,13 +652,17 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
     eval_idx, ref_idx, outside = heldout_indices(len(test), dstar_indices, fit_cfg.eval_images)
     eval_x, _ = images_at(test, eval_idx)
     ref, _ = images_at(test, ref_idx)
-    t0 = time.perf_counter()
-    fit_generators(classifier, train, eval_x, fit_cfg, fit_dir, layers, progress=progress)
-    seconds = time.perf_counter() - t0
-    gans = {n: g.to(dev) for n, g in load_generators(fit_dir, eval_x.shape[1]).items()}
-    summary = quality_summary(classifier, gans, data_cfg, eval_x, ref, seconds)
-    summary["heldout_outside_dstar"] = outside
-    write_json(Path(fit_dir) / "summary.json", summary)
+    fit_dir = Path(fit_dir)
+    fit_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(fit_dir):  # one fit per folder (`interpretgan fit` beside a `run`)
+        sweep_temp(fit_dir)
+        t0 = time.perf_counter()
+        fit_generators(classifier, train, eval_x, fit_cfg, fit_dir, layers, progress=progress)
+        seconds = time.perf_counter() - t0
+        gans = {n: g.to(dev) for n, g in load_generators(fit_dir, eval_x.shape[1]).items()}
+        summary = quality_summary(classifier, gans, data_cfg, eval_x, ref, seconds)
+        summary["heldout_outside_dstar"] = outside
+        write_json(fit_dir / "summary.json", summary)
     return summary
 
 
@@ -666,5 +688,5 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
                                 dstar_indices=dstar_indices(test, dstar_images), progress=progress)
     summary["checkpoint"] = str(checkpoint)
-    write_json(Path(run_dir) / "fit" / "summary.json", summary)
+    write_json(Path(run_dir) / "fit" / "summary.json", summary)  # with the checkpoint named
     return summary

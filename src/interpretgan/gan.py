@@ -355,7 +355,9 @@ class WganGP(GanLoss):
         real = _per_member(real.detach(), m)
         s_real, s_fake = D(real, scale, alpha), D(fake, scale, alpha)  # (M, B)
         wd = s_fake.mean(1) - s_real.mean(1)
-        eps = torch.rand(m, b, 1, 1, 1, device=real.device)
+        # interpolation weights from a CPU generator seeded by the step, the same for every
+        # member: identical on every device, after a resume, stacked or not
+        eps = torch.rand(1, b, 1, 1, 1, generator=torch.Generator().manual_seed(step)).to(real.device)
         mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
         (g,) = torch.autograd.grad(D(mix, scale, alpha).sum(), [mix], create_graph=True)
         gp = (g.flatten(2).norm(dim=2) - 1).pow(2).mean(1)

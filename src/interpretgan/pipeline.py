@@ -47,7 +47,7 @@ MODEL_KEYS = ("natural", "adversarially_trained")
 # Bumped when a stage's code changes its results: part of the stage's key, so run folders
 # written by older code redo that stage instead of reusing outputs it would now compute
 # differently (or could not read).
-STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 1, "explain": 1}
+STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 2, "explain": 1}
 
 
 def _key(obj) -> str:
@@ -75,14 +75,18 @@ class Stages:
             clean: list[Path] = ()) -> str:
         """Run ``fn`` unless stage ``name`` finished with the same ``inputs``. Returns the key.
 
-        When the inputs changed, the ``clean`` paths (the stage's old outputs) are moved aside
-        and deleted only once ``fn`` has finished; if ``fn`` fails they are put back and the old
-        record restored, so a failed change leaves the finished stage as it was. A kill leaves
-        them aside: the next run with the new inputs resumes and then deletes them, one with the
-        old inputs puts them back.
+        When the inputs of a finished stage changed, its ``clean`` paths (the outputs the stage
+        rebuilds as a whole: a classifier's folder, the generators) are moved aside and deleted
+        only once ``fn`` has finished. If ``fn`` raises, they are put back with the old record,
+        so a failed change leaves the finished stage as it was. A kill (or Ctrl-C) leaves them
+        aside: the same command resumes the change, the old command gets them back. Outputs
+        written in place (D*, the diagnosis) are replaced atomically when the stage finishes.
         """
         key = _key([STAGE_VERSIONS.get(name.partition(":")[0], 1), inputs])
         rec = read_json(self._path(name)) if self._path(name).exists() else None
+        if rec and rec.get("discard"):  # a finished change killed while deleting the old outputs
+            _remove(rec.pop("discard"))
+            write_json(self._path(name), rec)
         if rec and rec.get("aside") and rec.get("aside_key") == key:  # back to the old inputs
             log.info("stage %s: restoring the outputs of its earlier inputs", name)
             self._restore(name, rec, clean)
@@ -91,59 +95,64 @@ class Stages:
             self.timings[name] = rec.get("seconds", 0.0)
             log.info("stage %s: cached", name)
             return key
-        aside = rec.get("aside", []) if rec and rec.get("key") == key else []
-        old = {"key": rec.get("aside_key"), "seconds": rec.get("aside_seconds", 0.0)} if aside else rec
-        if rec and rec.get("key") != key:
-            log.info("stage %s: inputs changed, redoing it", name)
-            if rec.get("aside"):  # an earlier change was killed: its partial outputs go
+        started_change = False
+        if rec and rec.get("key") == key:  # resuming this very stage (perhaps a change)
+            record = rec
+        else:
+            record = {"key": key, "done": False, "seconds": 0.0}
+            if rec:
+                log.info("stage %s: inputs changed, redoing it", name)
+            if rec and rec.get("aside"):  # an earlier change was killed: its partial outputs go
                 _remove(clean)
-                aside, old = rec["aside"], {"key": rec["aside_key"], "done": True,
-                                            "seconds": rec.get("aside_seconds", 0.0)}
-            elif rec.get("done"):
-                aside = [str(_aside(p)) for p in clean if p.exists()]
-                for p in clean:
-                    if p.exists():
-                        os.replace(p, _aside(p))
-                        fsync_dir(p.parent)
-            else:
+                record.update({k: rec[k] for k in ("aside", "aside_key", "aside_seconds")})
+            elif rec and rec.get("done") and any(p.exists() for p in clean):
+                record.update(aside=[str(_aside(p)) for p in clean if p.exists()],
+                              aside_key=rec["key"], aside_seconds=rec.get("seconds", 0.0))
+                started_change = True
+            elif rec:  # a killed run of other inputs: its partial outputs go
                 _remove(clean)
-        prev = rec.get("seconds", 0.0) if rec and rec.get("key") == key else 0.0
-        record = {"key": key, "done": False, "seconds": prev}
-        if aside:
-            record.update(aside=aside, aside_key=old["key"], aside_seconds=old.get("seconds", 0.0))
-        write_json(self._path(name), record)
+        record["done"] = False
+        write_json(self._path(name), record)  # the plan first, then the moves it names
+        self._move_aside(record, clean)
         t0 = time.perf_counter()
         log.info("stage %s: running", name)
         try:
             fn()
-        except NonFiniteError as e:
-            self._give_back(name, record, clean)
-            raise NonFiniteError(f"stage {name}: {e}") from None
-        except Exception:
-            self._give_back(name, record, clean)
+        except Exception as e:
+            if started_change:  # this command's change failed: the finished stage comes back
+                log.info("stage %s failed: its earlier outputs are back in place", name)
+                self._restore(name, record, clean)
+            if isinstance(e, NonFiniteError):
+                raise NonFiniteError(f"stage {name}: {e}") from None
             raise
-        # (a Ctrl-C leaves things as a kill does: the same command resumes the stage)
-        seconds = prev + time.perf_counter() - t0
-        write_json(self._path(name), {"key": key, "done": True, "seconds": seconds})
-        _remove([Path(p) for p in aside])
+        seconds = record.get("seconds", 0.0) + time.perf_counter() - t0
+        done = {"key": key, "done": True, "seconds": seconds}
+        if record.get("aside"):
+            write_json(self._path(name), {**done, "discard": record["aside"]})
+            _remove(record["aside"])
+        write_json(self._path(name), done)
         self.timings[name] = seconds
         self.ran.append(name)
         return key
 
-    def _give_back(self, name: str, record: dict, clean: list[Path]) -> None:
-        """After a failed stage with outputs aside: the old outputs and record back."""
-        if record.get("aside"):
-            log.info("stage %s failed: its earlier outputs are back in place", name)
-            self._restore(name, record, clean)
+    @staticmethod
+    def _move_aside(record: dict, clean: list[Path]) -> None:
+        """Carry out the moves a record names (again after a kill between plan and move)."""
+        for p in clean:
+            a = _aside(p)
+            if str(a) in record.get("aside", []) and p.exists() and not a.exists():
+                os.replace(p, a)
+                fsync_dir(p.parent)
 
     def _restore(self, name: str, rec: dict, clean: list[Path]) -> None:
-        """Partial new outputs out, the outputs kept aside back in, the old record back."""
-        by_aside = {str(_aside(p)): p for p in clean}
-        _remove(clean)
-        for a in rec["aside"]:
-            if Path(a).exists() and a in by_aside:
-                os.replace(a, by_aside[a])
-                fsync_dir(Path(a).parent)
+        """The outputs kept aside back in place (replacing partial new ones), the old record
+        back. Safe to repeat after a kill part way."""
+        for p in clean:
+            a = _aside(p)
+            if str(a) in rec["aside"] and a.exists():
+                _remove([p])
+                os.replace(a, p)
+                fsync_dir(p.parent)
         write_json(self._path(name), {"key": rec["aside_key"], "done": True,
                                       "seconds": rec.get("aside_seconds", 0.0)})
 
@@ -259,6 +268,8 @@ def _check_layers(model: nn.Module, layers: list[str] | None, what: str) -> None
 
     if layers is not None and not layers:
         raise ValueError("the layer list is empty: name at least one layer, or leave --layers out")
+    if layers is not None and len(set(layers)) < len(layers):
+        raise ValueError(f"a layer is named twice in {','.join(layers)}")
     for n in layers or []:
         try:
             resolve(model, n)
@@ -332,7 +343,7 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
                                       cfg.seed, dpath, progress=progress))
     fit_dir = run / "fit"
     layers = list(cfg.layers) or None
-    fkey = st.run(f"fit:{key}", [trained, dataclasses.asdict(fit_cfg), layers],
+    fkey = st.run(f"fit:{key}", [trained, dataclasses.asdict(fit_cfg), layers, cfg.dstar_images],
                   [fit_dir / "config.json", fit_dir / "summary.json"],
                   lambda: fit_and_summarize(model, data, fit_cfg, fit_dir, layers,
                                             dstar_indices=dstar_indices(test, cfg.dstar_images),

@@ -445,8 +445,9 @@ class RunLock:
                 log.warning("taking over %s: it names no process", self.path)
                 self.path.unlink(missing_ok=True)
                 return
-        elif host == me["host"] and (not _pid_alive(pid) or (
+        elif host == me["host"] and (not _pid_alive(pid) or pid == me["pid"] or (
                 holder.get("boot") and me["boot"] and holder["boot"] != me["boot"])):
+            # (our own PID on a lock we do not hold: a dead process's, whose PID came back)
             log.warning("taking over %s: its process %d is gone", self.path, pid)
             self.path.unlink(missing_ok=True)
             return
