@@ -68,3 +68,21 @@ def test_set_assignments_reach_the_fit_and_run_configs(capsys):
     assert cfg["fit_overrides"] == {"batch_size": 16} and cfg["train_overrides"] == {"epochs": 2}
     assert cfg["attack"] == "fgsm"
     assert main(["fit", "--checkpoint", "x.pt", "--dry-run", "--set", "no_such_field=1"]) == 2
+
+
+def test_progress_bars_do_not_flood_a_log_file():
+    """Standard error is not a terminal here (as in a log file): a bar over 5,000 updates,
+    its postfix set on each, writes a handful of lines, not thousands."""
+    import io
+
+    from interpretgan.progress import progress_bar
+
+    out = io.StringIO()
+    bar = progress_bar(range(5000), file=out, desc="steps")
+    for i in bar:
+        bar.set_postfix({"loss": f"{i:.3f}"}, refresh=False)
+    assert 1 <= out.getvalue().count("\r") <= 3
+    quiet = io.StringIO()
+    for _ in progress_bar(range(10), enabled=False, file=quiet):
+        pass
+    assert quiet.getvalue() == ""

@@ -16,8 +16,8 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from .progress import progress_bar
 from .devices import eval_mode, frozen_params, module_device, noise_like
 from .precision import autocast
 from .registry import Registry, UnknownNameError
@@ -191,9 +191,9 @@ def accuracy(model: nn.Module, ds, batch_size: int = 500, progress: bool = False
 
     correct = 0
     with eval_mode(model):
-        for x, y in tqdm(batches(ds, batch_size, device=module_device(model)),
+        for x, y in progress_bar(batches(ds, batch_size, device=module_device(model)),
                          total=num_batches(ds, batch_size),
-                         disable=not progress, desc="clean", leave=False):
+                         enabled=progress, desc="clean"):
             correct += (model(x).argmax(1) == y).sum().item()
     return correct / len(ds)
 
@@ -205,9 +205,9 @@ def robust_accuracy(model: nn.Module, ds, attack: Attack, batch_size: int = 500,
 
     gen = torch.Generator().manual_seed(seed)
     correct = 0
-    for x, y in tqdm(batches(ds, batch_size, device=module_device(model)),
+    for x, y in progress_bar(batches(ds, batch_size, device=module_device(model)),
                      total=num_batches(ds, batch_size),
-                     disable=not progress, desc=attack.name, leave=False):
+                     enabled=progress, desc=attack.name):
         x_adv = attack(model, x, y, early_stop=early_stop, generator=gen)
         with torch.no_grad(), eval_mode(model):
             correct += (model(x_adv).argmax(1) == y).sum().item()

@@ -16,8 +16,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from .progress import progress_bar
 from .attacks import get_attack
 from .data import batches, num_batches, subset_indices, take
 from .devices import eval_mode, module_device
@@ -48,8 +48,8 @@ def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | 
     gen = torch.Generator().manual_seed(seed)
     xs, advs, ys, pc, pa = [], [], [], [], []
     finite = []  # per batch, on the device: read once at the end
-    for x, y in tqdm(batches(ds, batch_size, device=dev), total=num_batches(ds, batch_size),
-                     disable=not progress, desc=f"D* {attack}", leave=False):
+    for x, y in progress_bar(batches(ds, batch_size, device=dev), total=num_batches(ds, batch_size),
+                     enabled=progress, desc=f"D* {attack}"):
         xa = atk(model, x, y, early_stop=False, generator=gen)
         with torch.no_grad(), eval_mode(model):
             clean, adv = model(x), model(xa)

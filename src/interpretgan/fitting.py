@@ -19,15 +19,14 @@ import hashlib
 import logging
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
+from .progress import progress_bar
 from .config import FitConfig, RunConfig, same_config
 from .data import batches, images_at, load_split, num_batches
 from .devices import eval_mode, frozen_params, module_device, resolve_device
@@ -364,9 +363,8 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     # The loop: a batch, the frozen classifier's layer outputs and labels, one joint step.
     # Losses stay on the device and are read only when a row is logged.
     stream = _stream(train_set, cfg.batch_size, cfg.seed, start)
-    bar = tqdm(range(start, total), total=total, initial=start, disable=not progress,
-               desc="fit " + ",".join(n.split(".")[-1] for n in names)[:40], leave=False,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(range(start, total), total=total, initial=start, enabled=progress,
+               desc="fit " + ",".join(n.split(".")[-1] for n in names)[:40])
     sums: list[dict[str, torch.Tensor]] = [{} for _ in banks]
     t0, done = time.perf_counter(), 0
     for step in bar:
@@ -396,7 +394,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
                    **{f"{n}/{k}": v for n, st in means.items() for k, v in st.items()},
                    **{f"{n}/agreement200": a for n, a in agree.items()}}
             append_jsonl(out / "metrics.jsonl", row)
-            bar.set_postfix(_postfix(means, agree))
+            bar.set_postfix(_postfix(means, agree), refresh=False)
             sums, done = [{} for _ in banks], 0
 
         # Checkpoints: every layer's own files, the previous one kept (see _resume_point).

@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from .progress import progress_bar
 from . import models as zoo
 from .attacks import accuracy, get_attack, pgd, robust_accuracy
 from .config import TrainConfig, from_dict, same_config, validate
@@ -340,10 +340,10 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
         gen.manual_seed(cfg.seed * 1000 + epoch + 1)
         sums: dict[str, float] = {}
         n = 0
-        bar = tqdm(batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+        bar = progress_bar(batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
                            with_index=True),
-                   total=num_batches(train_set, cfg.batch_size), disable=not progress,
-                   desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+                   total=num_batches(train_set, cfg.batch_size), enabled=progress,
+                   desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}")
         for step, (idx, x, y) in enumerate(bar):
             aug = None
             if cfg.data.augment:  # on the CPU, where the perturbation store lives
@@ -358,7 +358,9 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
                         "the data")
                 sums[k] = sums.get(k, 0.0) + v * len(y)
             n += len(y)
-            bar.set_postfix({k: f"{v / n:.3f}" for k, v in sums.items() if k in ("loss", "acc")})
+            if bar.n % 20 == 0:  # drawn on the bar's own schedule
+                bar.set_postfix({k: f"{v / n:.3f}" for k, v in sums.items() if k in ("loss", "acc")},
+                                refresh=False)
         row = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch),
                **{f"train_{k}": v / n for k, v in sums.items()},
                "train_s": time.perf_counter() - t0}  # the epoch's steps, before evaluation
