@@ -57,8 +57,9 @@ def _key(obj) -> str:
 class Stages:
     """Runs named stages once per input key; records timings in ``stages/<name>.json``."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, on_stage_end: Callable[[], object] | None = None):
         self.dir = root / "stages"
+        self.on_stage_end = on_stage_end  # called after every stage that ran (e.g. a clock)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
         self.ran: list[str] = []
@@ -133,6 +134,8 @@ class Stages:
         write_json(self._path(name), done)
         self.timings[name] = seconds
         self.ran.append(name)
+        if self.on_stage_end is not None:
+            self.on_stage_end()
         return key
 
     @staticmethod
@@ -213,8 +216,8 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
             log.info("removed a temp file left by a killed run: %s", p)
         write_json(root / "config.json", {"run": dataclasses.asdict(cfg), "model_file": model_file,
                                           "checkpoint": checkpoint})
-        st = Stages(root)
         clock = _WallClock(root)
+        st = Stages(root, on_stage_end=clock.tick)
 
         # The classifiers: the user's, or the natural and the adversarially trained one.
         if user is not None:
@@ -223,13 +226,11 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
             models = {key: _train_one(st, root, tcfg, key, dev, progress)
                       for key, tcfg in (("natural", resolved.natural),
                                         ("adversarially_trained", resolved.adversarial))}
-        clock.tick()
 
         # Per classifier: D*, generators, diagnosis, explanations.
         diagnoses = {}
         for key, run in models.items():
             diagnoses[key] = _diagnose_one(st, key, run, cfg, resolved.fit, dev, progress)
-            clock.tick()
 
         # The report: a pure function of the saved artifacts.
         results = assemble_results(root, diagnoses, st.timings, cfg, clock.tick())
@@ -240,7 +241,8 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
 
 class _WallClock:
     """Wall time of a run folder over all the invocations that worked in it
-    (``RUN/wall_time.json``; an invocation counts up to its last :meth:`tick`)."""
+    (``RUN/wall_time.json``; an invocation counts up to its last :meth:`tick`, which comes
+    after every stage: a killed invocation loses the time of the stage it was in)."""
 
     def __init__(self, root: Path):
         self.path = root / "wall_time.json"
