@@ -632,6 +632,11 @@ def load_celeba(split: str = "train", size: int = 128, data_dir=None, cache_dir=
     return CelebA(root, split=split, size=size)
 
 
+load_mnist.native_size = load_fashion_mnist.native_size = 28
+load_cifar10.native_size = 32
+load_celeba.native_size = 128
+
+
 def load_dataset(name: str, split: str = "train", **kwargs) -> Dataset:
     """``load_dataset("mnist", "test", size=28)`` — any registered dataset by name."""
     return DATASETS.get(name)(split=split, **kwargs)
@@ -641,7 +646,8 @@ def load_split(data_cfg, split: str) -> Dataset:
     """The dataset a :class:`~interpretgan.config.DataConfig` names, for ``split`` ('train' or
     'test'), cut to its ``train_subset``/``test_subset``."""
     kwargs = {"data_dir": data_cfg.data_dir, "cache_dir": data_cfg.cache_dir}
-    if data_cfg.dataset in ("mnist", "fashion-mnist", "celeba"):
+    takes_size = "size" in inspect.signature(DATASETS.get(data_cfg.dataset)).parameters
+    if takes_size:
         kwargs["size"] = data_cfg.image_size
     if not data_cfg.verify:
         if "verify" not in inspect.signature(DATASETS.get(data_cfg.dataset)).parameters:
@@ -649,12 +655,22 @@ def load_split(data_cfg, split: str) -> Dataset:
                              "only for datasets whose loader takes it (cifar10)")
         kwargs["verify"] = False
     ds = load_dataset(data_cfg.dataset, split, **kwargs)
+    if not takes_size and isinstance(ds, ImageDataset) and ds.shape[-1] != data_cfg.image_size:
+        ds = ImageDataset(_resize_uint8(ds.images, data_cfg.image_size, "resize"), ds.labels,
+                          ds.name, ds.classes)
     n = data_cfg.train_subset if split == "train" else data_cfg.test_subset
     if n is not None and isinstance(ds, ImageDataset):
         ds = ds.subset(n, seed=0)
     elif n is not None:
         ds = torch.utils.data.Subset(ds, list(range(min(n, len(ds)))))
     return ds
+
+
+def native_size(dataset: str, data_dir: str | None = None) -> int | None:
+    """The side in pixels a data set's files hold (28 for MNIST, 32 for CIFAR-10 …), from
+    its loader's ``native_size`` (an int, or a function of ``data_dir``); None if unknown."""
+    size = getattr(DATASETS.get(dataset), "native_size", None)
+    return size(data_dir) if callable(size) else size
 
 
 def checkpoint_data_config(path: str | os.PathLike, dataset: str | None = None,

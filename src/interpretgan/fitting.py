@@ -667,21 +667,22 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
 def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
             layers: Sequence[str] | None = None, data_dir: str | None = None,
             progress: bool = True, device: str | torch.device | None = "auto",
-            dstar_images: int | None = RunConfig.dstar_images) -> dict:
+            dstar_images: int | None = RunConfig.dstar_images, image_size: int | None = None) -> dict:
     """``interpretgan fit``: fit generators for a classifier checkpoint into ``run_dir/fit``
     on ``device`` (``"auto"``: a GPU if there is one) and write ``summary.json`` (agreement +
     KID per layer). Resumes a killed run, also on another device.
 
     The held-out images stay outside the D* of ``dstar_images`` test images that
     ``interpretgan run`` would diagnose this classifier on (:func:`fit_and_summarize`).
+    ``image_size``: the classifier's input side (default: the one its checkpoint records).
     """
     from .data import checkpoint_data_config
     from .diagnose import dstar_indices
-    from .models import load_classifier
+    from .pipeline import load_any
 
     dev = resolve_device(device)  # fail before any work on a bad name
-    classifier = load_classifier(checkpoint, device=dev)
-    data = checkpoint_data_config(checkpoint, data_dir=data_dir)
+    classifier = load_any(checkpoint, device=dev)
+    data = checkpoint_data_config(checkpoint, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
                                 dstar_indices=dstar_indices(test, dstar_images), progress=progress)
