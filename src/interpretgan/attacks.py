@@ -115,6 +115,7 @@ THREAT_MODELS: dict[str, tuple[float, float]] = {
     "fashion-mnist": (0.1, 0.01),
     "cifar10": (8 / 255, 0.003),
     "celeba": (2 / 255, 0.5 / 255),
+    "folder": (8 / 255, 2 / 255),  # a folder of natural images: CIFAR-10's budget
 }
 
 

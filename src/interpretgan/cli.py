@@ -28,6 +28,16 @@ def _layers(s: str | None) -> list[str] | None:
     return names
 
 
+def _floats(s: str | None, option: str) -> tuple[float, ...] | None:
+    """``"0.5,0.25"`` → ``(0.5, 0.25)``; None stays None; anything else is a one-line error."""
+    if s is None:
+        return None
+    try:
+        return tuple(float(p) for p in _csv(s))
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated numbers, got {s!r}") from None
+
+
 # --------------------------------------------------------------------------- commands
 def cmd_data(a) -> int:
     from .data import load_dataset
@@ -200,7 +210,7 @@ def cmd_fit(a) -> int:
                        "run_dir": str(run_dir)}))
         return 0
     summary = fit_run(a.checkpoint, run_dir, cfg, layers, a.data_dir, progress=not a.quiet,
-                      device=a.device)
+                      device=a.device, image_size=a.image_size)
     for n, r in summary["layers"].items():
         print(f"{n:<28} agreement {100 * r['agreement']:6.2f}%   KID {r['kid']:.4f}")
     print(f"real-vs-real KID {summary['kid_real_vs_real']:.4f}; fit took {summary['fit_seconds']:.0f}s")
@@ -210,7 +220,8 @@ def cmd_fit(a) -> int:
 def cmd_explain(a) -> int:
     from .explain import explain_run
 
-    doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed, device=a.device)
+    doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed, device=a.device,
+                      image_size=a.image_size)
     print(f"explanations: {doc['figures']['explanations']}\nbaselines:    {doc['figures']['baselines']}")
     return 0
 
@@ -223,7 +234,8 @@ def cmd_run(a) -> int:
 
     cfg = override(RUN_PRESETS.get(a.preset), data_dir=a.data_dir, dataset=a.dataset,
                    layers=tuple(_layers(a.layers) or ()) or None,
-                   dstar_images=a.dstar_images, seed=a.seed)
+                   dstar_images=a.dstar_images, seed=a.seed, image_size=a.image_size,
+                   normalize=_floats(a.normalize, "--normalize"))
     sets = parse_assignments(a.set)
     groups = {"fit.": "fit_overrides", "train.": "train_overrides"}
     top = {k: v for k, v in sets.items() if not k.startswith(tuple(groups))}
@@ -324,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int)
     f.add_argument("--train-subset", type=int)
     f.add_argument("--data-dir")
+    f.add_argument("--image-size", type=int, help="the classifier's input side (default: its checkpoint's)")
     f.add_argument("--run-dir", help="default: the classifier's run folder")
     f.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change one FitConfig field, e.g. --set batch_size=32 (repeatable)")
@@ -338,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--out")
     x.add_argument("--data-dir")
+    x.add_argument("--image-size", type=int, help="the classifier's input side (default: its checkpoint's)")
     _device_option(x)
     x.set_defaults(fn=cmd_explain)
 
@@ -375,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--layers", help="default, or a comma list of module paths")
     r.add_argument("--model-file", help="your classifier: FILE.py:FUNCTION returning an nn.Module")
     r.add_argument("--checkpoint", help="its state_dict (with --model-file)")
+    r.add_argument("--image-size", type=int,
+                   help="input side in pixels (default: the size your model accepts of the data "
+                        "set's native one and 32; 32 for the trained classifiers)")
+    r.add_argument("--normalize", metavar="MEAN,STD",
+                   help="your model expects (x - mean) / std: MEAN,STD for every channel or "
+                        "M1,M2,M3,S1,S2,S3 per channel; the tool still feeds it [0, 1] images")
     r.add_argument("--dstar-images", type=int, help="test images in the adversarial set D*")
     r.add_argument("--seed", type=int)
     r.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -438,6 +438,12 @@ class RunConfig:
     dstar_images: int | None = 2000  # None: the whole test set
     explain_images: int = 8
     seed: int = 0
+    # input size of the classifiers (None: the training presets' size; for a user's model the
+    # first the model accepts of the data set's native size and 32)
+    image_size: int | None = None
+    # (x - mean) / std in front of a user's model, which then still takes [0, 1] images:
+    # (MEAN, STD) for every channel or (M1, …, Mc, S1, …, Sc) per channel
+    normalize: tuple[float, ...] | None = None
 
 
 RUN_PRESETS: Registry[RunConfig] = Registry("run preset")
@@ -531,6 +537,13 @@ def _run_rules(cfg: RunConfig, p: str) -> None:
     at_least(cfg, p, 1, "dstar_images", optional=True)
     at_least(cfg, p, 1, "explain_images")
     at_least(cfg, p, 0, "seed")
+    at_least(cfg, p, 1, "image_size", optional=True)
+    if cfg.normalize is not None:
+        n = len(cfg.normalize)
+        need(n >= 2 and n % 2 == 0, p + "normalize",
+             "MEAN,STD or M1,…,Mc,S1,…,Sc (2 or 2 × channels numbers)", cfg.normalize)
+        need(all(s > 0 for s in cfg.normalize[n // 2:]), p + "normalize",
+             "standard deviations greater than 0", cfg.normalize)
 
 
 @dataclass
@@ -551,6 +564,8 @@ def resolve_run(cfg: RunConfig) -> ResolvedRun:
     for preset in (cfg.natural, cfg.adversarial):
         t = merge(TRAIN_PRESETS.get(preset), {"seed": cfg.seed, "data.dataset": cfg.dataset,
                                               "data.data_dir": cfg.data_dir})
+        if cfg.image_size is not None:
+            t = merge(t, {"data.image_size": cfg.image_size})
         trains.append(validate(merge(t, cfg.train_overrides, "train."), "train."))
     fit = merge(merge(FIT_PRESETS.get(cfg.fit), {"seed": cfg.seed}), cfg.fit_overrides, "fit.")
     return ResolvedRun(trains[0], trains[1], validate(fit, "fit."))

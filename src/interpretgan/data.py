@@ -632,6 +632,82 @@ def load_celeba(split: str = "train", size: int = 128, data_dir=None, cache_dir=
     return CelebA(root, split=split, size=size)
 
 
+# ---- a folder of images: DIR/train/<class>/*, DIR/test/<class>/*
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _folder_files(root: Path, split: str) -> dict[str, list[Path]]:
+    """``{class: sorted image files}`` of ``root/split`` (classes sorted by name)."""
+    d = root / split
+    if not d.is_dir():
+        raise DataError(f"{d}: missing; a folder data set needs {root}/train/<class>/ and "
+                        f"{root}/test/<class>/ holding PNG or JPEG images")
+    out = {c.name: sorted(p for p in c.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+           for c in sorted(d.iterdir()) if c.is_dir()}
+    empty = [c for c, files in out.items() if not files]
+    if not out or empty:
+        raise DataError(f"{d}: no class folders with images" if not out else
+                        f"{d}: class folder(s) {', '.join(empty)} hold no PNG or JPEG images")
+    return out
+
+
+def _folder_root(data_dir) -> Path:
+    if data_dir is None:
+        raise DataError("--dataset folder needs --data-dir DIR (DIR/train/<class>/*, DIR/test/<class>/*)")
+    return Path(data_dir)
+
+
+@DATASETS.register("folder")
+def load_folder(split: str = "train", size: int = 32, data_dir=None, cache_dir=None,
+                download: bool = True) -> ImageDataset:
+    """A folder of images as a data set: ``data_dir/<split>/<class>/*.png|jpg``, classes named
+    after the training split's folders (sorted), images read with Pillow, resized to
+    ``size`` × ``size`` (bilinear) and kept grey-scale or RGB as the first image is
+    (``(N, 1 or 3, size, size)``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    root = _folder_root(data_dir)
+    classes = list(_folder_files(root, "train"))
+    files = _folder_files(root, split)
+    unknown = sorted(set(files) - set(classes))
+    if unknown:
+        raise DataError(f"{root / split}: class folder(s) {', '.join(unknown)} are not in {root / 'train'}")
+    mode, images, labels = None, [], []
+    for label, c in enumerate(classes):
+        for path in files.get(c, []):
+            try:
+                with Image.open(path) as im:
+                    mode = mode or ("L" if im.mode in ("L", "LA", "I", "I;16", "1") else "RGB")
+                    im = im.convert(mode)
+                    if im.size != (size, size):
+                        im = im.resize((size, size), Image.BILINEAR)
+                    arr = np.asarray(im, dtype=np.uint8)
+            except (OSError, UnidentifiedImageError) as e:
+                raise DataError(f"{path}: unreadable image ({e})") from e
+            images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            labels.append(label)
+    return ImageDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels), "folder", classes)
+
+
+def _folder_native_size(data_dir) -> int | None:
+    """The side of the first training image, if it is square."""
+    from PIL import Image
+
+    first = next(iter(_folder_files(_folder_root(data_dir), "train").values()))[0]
+    with Image.open(first) as im:
+        w, h = im.size
+    return w if w == h else None
+
+
+load_folder.native_size = _folder_native_size
+load_folder.user_files = True  # no pinned checksums: cached results are keyed by content
+load_mnist.native_size = load_fashion_mnist.native_size = 28
+load_cifar10.native_size = 32
+load_celeba.native_size = 128
+
+
 def load_dataset(name: str, split: str = "train", **kwargs) -> Dataset:
     """``load_dataset("mnist", "test", size=28)`` — any registered dataset by name."""
     return DATASETS.get(name)(split=split, **kwargs)
@@ -641,7 +717,8 @@ def load_split(data_cfg, split: str) -> Dataset:
     """The dataset a :class:`~interpretgan.config.DataConfig` names, for ``split`` ('train' or
     'test'), cut to its ``train_subset``/``test_subset``."""
     kwargs = {"data_dir": data_cfg.data_dir, "cache_dir": data_cfg.cache_dir}
-    if data_cfg.dataset in ("mnist", "fashion-mnist", "celeba"):
+    takes_size = "size" in inspect.signature(DATASETS.get(data_cfg.dataset)).parameters
+    if takes_size:
         kwargs["size"] = data_cfg.image_size
     if not data_cfg.verify:
         if "verify" not in inspect.signature(DATASETS.get(data_cfg.dataset)).parameters:
@@ -649,12 +726,22 @@ def load_split(data_cfg, split: str) -> Dataset:
                              "only for datasets whose loader takes it (cifar10)")
         kwargs["verify"] = False
     ds = load_dataset(data_cfg.dataset, split, **kwargs)
+    if not takes_size and isinstance(ds, ImageDataset) and ds.shape[-1] != data_cfg.image_size:
+        ds = ImageDataset(_resize_uint8(ds.images, data_cfg.image_size, "resize"), ds.labels,
+                          ds.name, ds.classes)
     n = data_cfg.train_subset if split == "train" else data_cfg.test_subset
     if n is not None and isinstance(ds, ImageDataset):
         ds = ds.subset(n, seed=0)
     elif n is not None:
         ds = torch.utils.data.Subset(ds, list(range(min(n, len(ds)))))
     return ds
+
+
+def native_size(dataset: str, data_dir: str | None = None) -> int | None:
+    """The side in pixels a data set's files hold (28 for MNIST, 32 for CIFAR-10 …), from
+    its loader's ``native_size`` (an int, or a function of ``data_dir``); None if unknown."""
+    size = getattr(DATASETS.get(dataset), "native_size", None)
+    return size(data_dir) if callable(size) else size
 
 
 def checkpoint_data_config(path: str | os.PathLike, dataset: str | None = None,

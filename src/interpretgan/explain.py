@@ -146,24 +146,26 @@ def _title(fig, text: str) -> None:
 
 def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
                 out_dir: str | Path | None = None, data_dir: str | None = None, seed: int = 0,
-                model: nn.Module | None = None, device: str | torch.device | None = "auto") -> dict:
+                model: nn.Module | None = None, device: str | torch.device | None = "auto",
+                image_size: int | None = None) -> dict:
     """``interpretgan explain``: grids for the first ``n_images`` test images of a run folder
     holding ``checkpoints/final.pt`` and ``fit/``, and their adversarial versions (random
     starts from a CPU generator seeded with ``seed``). The classifier (``model``, or the run's
     checkpoint), the generators, the attack and the baselines run on ``device`` (``"auto"``:
-    a GPU if there is one); the figures and ``explain.json`` are made from CPU copies."""
+    a GPU if there is one); the figures and ``explain.json`` are made from CPU copies.
+    ``image_size``: the classifier's input side (default: the one its checkpoint records)."""
     from .attacks import get_attack
     from .data import checkpoint_data_config, images_at, load_split
     from .fitting import load_generators
     from .layers import layer_labels
-    from .models import load_classifier
+    from .pipeline import load_any
     from .runs import RunLock, sweep_temp, write_json
 
     dev = resolve_device(device)  # fail before any work on a bad name
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "final.pt"
-    classifier = model.to(dev) if model is not None else load_classifier(ckpt, device=dev)
-    data = checkpoint_data_config(ckpt, data_dir=data_dir)
+    classifier = model.to(dev) if model is not None else load_any(ckpt, device=dev)
+    data = checkpoint_data_config(ckpt, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     x, y = images_at(test, torch.arange(min(n_images, len(test))))
     gans = {n: g.to(dev) for n, g in load_generators(run_dir / "fit", image_channels=x.shape[1]).items()}

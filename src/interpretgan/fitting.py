@@ -591,9 +591,14 @@ def quality_summary(classifier: nn.Module, gans: dict[str, GanBank], data, eval_
     cached) on 10,000 of its training images, on the classifier's device."""
     from .metrics import feature_net
 
+    from .data import DATASETS
+
     full = load_split(data, "train")
-    fnet = feature_net(full.subset(10000, seed=12345), f"{data.dataset}-{data.image_size}-10k",
-                       device=module_device(classifier))
+    name = f"{data.dataset}-{data.image_size}-10k"
+    if getattr(DATASETS.get(data.dataset), "user_files", False):  # no pinned files: by content
+        name += "-" + hashlib.sha256(full.images.numpy().tobytes()
+                                     + full.labels.numpy().tobytes()).hexdigest()[:12]
+    fnet = feature_net(full.subset(10000, seed=12345), name, device=module_device(classifier))
     return summarize_fit(classifier, gans, eval_x, real_ref, fnet, seconds)
 
 
@@ -667,21 +672,22 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
 def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
             layers: Sequence[str] | None = None, data_dir: str | None = None,
             progress: bool = True, device: str | torch.device | None = "auto",
-            dstar_images: int | None = RunConfig.dstar_images) -> dict:
+            dstar_images: int | None = RunConfig.dstar_images, image_size: int | None = None) -> dict:
     """``interpretgan fit``: fit generators for a classifier checkpoint into ``run_dir/fit``
     on ``device`` (``"auto"``: a GPU if there is one) and write ``summary.json`` (agreement +
     KID per layer). Resumes a killed run, also on another device.
 
     The held-out images stay outside the D* of ``dstar_images`` test images that
     ``interpretgan run`` would diagnose this classifier on (:func:`fit_and_summarize`).
+    ``image_size``: the classifier's input side (default: the one its checkpoint records).
     """
     from .data import checkpoint_data_config
     from .diagnose import dstar_indices
-    from .models import load_classifier
+    from .pipeline import load_any
 
     dev = resolve_device(device)  # fail before any work on a bad name
-    classifier = load_classifier(checkpoint, device=dev)
-    data = checkpoint_data_config(checkpoint, data_dir=data_dir)
+    classifier = load_any(checkpoint, device=dev)
+    data = checkpoint_data_config(checkpoint, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
                                 dstar_indices=dstar_indices(test, dstar_images), progress=progress)

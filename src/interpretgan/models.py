@@ -62,6 +62,34 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def split_normalization(values: Sequence[float]) -> tuple[list[float], list[float]]:
+    """``(MEAN, STD)`` or ``(M1, …, Mc, S1, …, Sc)`` → ``(means, stds)``."""
+    half = len(values) // 2
+    return list(values[:half]), list(values[half:])
+
+
+def with_normalization(model: nn.Module, values: Sequence[float]) -> nn.Module:
+    """``model`` fed ``(x - mean) / std`` (a :class:`Normalize` at the start of its
+    ``forward``), so it takes [0, 1] images (B, C, H, W) while its layer names and
+    ``state_dict`` stay its own (hooks on the model itself, as Captum's, see the [0, 1]
+    images). ``values``: see :func:`split_normalization`. Returns ``model``, changed in place."""
+    norm = Normalize(*split_normalization(values))
+    inner = model.forward
+
+    def forward(x, *args, **kwargs):
+        return inner((x - norm.mean.to(x)) / norm.std.to(x), *args, **kwargs)
+
+    model.forward = forward
+    model.input_normalization = tuple(values)
+    return model
+
+
+def input_channels(model: nn.Module) -> int | None:
+    """The input channels of ``model``'s first registered ``Conv2d`` (None without one)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else None
+
+
 # --------------------------------------------------------------------------- SmallCNN
 class SmallCNN(nn.Module):
     """The MNIST model of Madry et al. / TRADES / ATTA: 4 convs, 2 pools, 3 FCs.
@@ -279,8 +307,9 @@ def load_state_dict_strict(model: nn.Module, state: dict, source: str = "checkpo
         if unexpected:
             parts.append(f"unexpected {unexpected[:4]}{'…' if len(unexpected) > 4 else ''}")
         if wrong:
-            k = wrong[0]
-            parts.append(f"shape of {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+            parts.append("shapes " + ", ".join(
+                f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:3])
+                + ("…" if len(wrong) > 3 else ""))
         name = getattr(model, "model_name", type(model).__name__)
         raise CheckpointMismatchError(
             f"{source} does not fit {name} {getattr(model, 'model_kwargs', '')}: " + "; ".join(parts)

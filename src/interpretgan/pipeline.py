@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import inspect
 import logging
 import os
 import shutil
@@ -47,7 +48,7 @@ MODEL_KEYS = ("natural", "adversarially_trained")
 # Bumped when a stage's code changes its results: part of the stage's key, so run folders
 # written by older code redo that stage instead of reusing outputs it would now compute
 # differently (or could not read).
-STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 2, "explain": 1}
+STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 3, "explain": 1}
 
 
 def _key(obj) -> str:
@@ -174,18 +175,38 @@ def _remove(paths) -> None:
             p.unlink()
 
 def load_model_file(spec: str) -> nn.Module:
-    """``"path/to/file.py:build"`` → the module returned by ``build()``."""
+    """``"path/to/file.py:build"`` → the module returned by ``build()``. Every way this can
+    go wrong (no file, an import error, no such function, a function needing arguments, a
+    result that is no ``nn.Module``) raises a one-line ``ValueError``."""
     path, _, fn = spec.partition(":")
     if not fn:
         raise ValueError(f"--model-file needs FILE.py:FUNCTION, got {spec!r}")
+    if not Path(path).is_file():
+        raise ValueError(f"--model-file {path}: no such file")
     s = importlib.util.spec_from_file_location(f"user_model_{_key(path)}", path)
     if s is None or s.loader is None:
-        raise FileNotFoundError(f"cannot import {path}")
+        raise ValueError(f"--model-file {path}: cannot be imported as Python")
     mod = importlib.util.module_from_spec(s)
-    s.loader.exec_module(mod)
-    if not hasattr(mod, fn):
+    try:
+        s.loader.exec_module(mod)
+    except Exception as e:  # the user's code may raise anything while it loads
+        raise ValueError(f"--model-file {path} fails to import: {type(e).__name__}: {e}") from e
+    build = getattr(mod, fn, None)
+    if not callable(build):
         raise ValueError(f"{path} has no function {fn!r}")
-    return getattr(mod, fn)()
+    need = [p.name for p in inspect.signature(build).parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if need:
+        raise ValueError(f"{path}:{fn} needs arguments ({', '.join(need)}); --model-file takes a "
+                         f"function that builds the model without any (e.g. def build(): "
+                         f"return {fn}(...))")
+    try:
+        net = build()
+    except Exception as e:  # the user's code may raise anything
+        raise ValueError(f"{path}:{fn}() failed: {type(e).__name__}: {e}") from e
+    if not isinstance(net, nn.Module):
+        raise ValueError(f"{path}:{fn}() returned {type(net).__name__}, not a torch.nn.Module")
+    return net
 
 
 def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
@@ -206,7 +227,14 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
             raise ValueError("--model-file and --checkpoint go together: give both")
         user = _load_user_model(model_file, checkpoint)
         _check_layers(user, layers, "your model")
+        if cfg.normalize is not None:
+            from .models import with_normalization
+            with_normalization(user, cfg.normalize)
+        user_data = _user_data(user, cfg, layers)
     else:
+        if cfg.normalize is not None:
+            raise ValueError("--normalize wraps your own model: give it with --model-file and "
+                             "--checkpoint (the trained classifiers take [0, 1] images)")
         for tcfg in (resolved.natural, resolved.adversarial):
             _check_layers(_untrained(tcfg), layers, f"the {tcfg.model.name} classifier")
     root = Path(root)
@@ -221,7 +249,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
 
         # The classifiers: the user's, or the natural and the adversarially trained one.
         if user is not None:
-            models = {"user": _user_model(st, root, cfg, model_file, checkpoint, user)}
+            models = {"user": _user_model(st, root, cfg, model_file, checkpoint, user, user_data)}
         else:
             models = {key: _train_one(st, root, tcfg, key, dev, progress)
                       for key, tcfg in (("natural", resolved.natural),
@@ -286,26 +314,92 @@ def _load_user_model(model_file: str, checkpoint: str) -> nn.Module:
     net = load_model_file(model_file)
     ck = load_checkpoint(checkpoint)
     state = ck.get("state_dict", ck) if isinstance(ck, dict) else ck
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{checkpoint} holds no state_dict (a dict of tensors, or one under "
+                         "'state_dict'): save it with torch.save(model.state_dict(), path)")
     load_state_dict_strict(net, state, checkpoint)
     return net
 
 
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+
+
+def _user_data(net: nn.Module, cfg: RunConfig, layers: list[str] | None) -> DataConfig:
+    """The data config the user's model is diagnosed on: the run's data set at
+    ``cfg.image_size``, or else at the first size the model accepts of the data set's native
+    size and 32. Checks, each failing in one line (``ValueError``): the model takes the
+    data's channels and gives ``(B, classes)`` logits for the data set's classes, the
+    normalisation has 1 or C values per statistic, and every named layer is reached."""
+    from .data import images_at, load_split, native_size
+    from .layers import capture
+    from .models import input_channels
+    from .registry import UnknownNameError
+
+    if cfg.image_size is not None:
+        sizes = [cfg.image_size]
+    else:
+        sizes = list(dict.fromkeys(s for s in (native_size(cfg.dataset, cfg.data_dir), 32) if s))
+    tried = []
+    net.eval()
+    for size in sizes:
+        data = DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, image_size=size)
+        test = load_split(dataclasses.replace(data, test_subset=2), "test")
+        x, _ = images_at(test, torch.arange(len(test)))
+        c = x.shape[1]
+        if cfg.normalize is not None and len(cfg.normalize) not in (2, 2 * c):
+            raise ValueError(f"--normalize has {len(cfg.normalize)} values; the {cfg.dataset} "
+                             f"images have {c} channel(s): give MEAN,STD or {c} means then "
+                             f"{c} standard deviations")
+        try:
+            with torch.no_grad():
+                out = net(x)
+        except Exception as e:  # the user's forward may raise anything on a wrong shape
+            want = input_channels(net)
+            if want is not None and want != c:
+                kind = {1: "grey-scale (1 channel)", 3: "RGB (3 channels)"}.get(c, f"{c}-channel")
+                raise ValueError(f"the {cfg.dataset} images are {kind}, but your model's first "
+                                 f"convolution takes {want} channel(s): diagnose it on a data set "
+                                 f"with {want}-channel images") from None
+            tried.append(f"{tuple(x.shape)}: {_first_line(e)}")
+            continue
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"your model's output for input {tuple(x.shape)} is {got}, not "
+                             f"({len(x)}, classes) logits: return the logits from forward")
+        if out.shape[1] != test.num_classes:
+            raise ValueError(f"your model outputs {out.shape[1]} classes, but the {cfg.dataset} "
+                             f"data have {test.num_classes}"
+                             + (f" ({', '.join(map(str, test.classes))})" if test.classes else ""))
+        if layers:
+            try:
+                capture(net, x, layers, stop_early=False)
+            except UnknownNameError as e:
+                raise ValueError(f"your model: {e}") from None
+        log.info("your model takes %s inputs", tuple(x.shape[1:]))
+        return data
+    raise ValueError(f"your model accepts none of the input shapes tried on {cfg.dataset}: "
+                     + "; ".join(tried) + "; pass --image-size N (the side it was trained on)")
+
+
 def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpoint: str,
-                net: nn.Module) -> Path:
+                net: nn.Module, data: DataConfig) -> Path:
     """Stage ``train:user``: the user's classifier saved as ``root/user/checkpoints/final.pt``
-    (its file, weights and data config). Its key is the content of the model file and of the
-    checkpoint. Returns its run folder."""
+    (its file, weights, input normalisation and data config, image size included). Its key is
+    the content of the model file and of the checkpoint, the data set, the image size and the
+    normalisation. Returns its run folder."""
     dest = root / "user" / "checkpoints" / "final.pt"
     path, _, fn = model_file.partition(":")
+    normalize = list(cfg.normalize) if cfg.normalize is not None else None
 
     def save():
         save_checkpoint(dest, {
             "model_file": f"{Path(path).resolve()}:{fn}", "state_dict": net.state_dict(),
-            "config": {"data": dataclasses.asdict(DataConfig(dataset=cfg.dataset,
-                                                             data_dir=cfg.data_dir))}})
+            "normalize": normalize, "config": {"data": dataclasses.asdict(data)}})
 
     st.run("train:user", {"function": fn, "source": file_digest(path), "checkpoint": file_digest(checkpoint),
-                          "dataset": cfg.dataset},
+                          "dataset": cfg.dataset, "image_size": data.image_size,
+                          "normalize": normalize},
            [dest], save)
     return root / "user"
 
@@ -332,11 +426,8 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     from .fitting import fit_and_summarize, load_generators
 
     ckpt = run / "checkpoints" / "final.pt"
-    model = _load_any(ckpt, device)
-    if key == "user":
-        data = DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir)
-    else:
-        data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir)
+    model = load_any(ckpt, device)
+    data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir)
     test = load_split(data, "test")
     trained = [st.key(f"train:{key}"), file_digest(ckpt)]  # the stage's key and its output
     dpath = run / "dstar.pt"
@@ -355,13 +446,15 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
 
     def diagnose():
         gans = {n: g.to(device) for n, g in load_generators(fit_dir, test.shape[0]).items()}
-        write_json(diag_path, diagnose_model(model, gans, load_checkpoint(dpath), test.num_classes))
+        doc = diagnose_model(model, gans, load_checkpoint(dpath), test.num_classes)
+        classes = list(getattr(test, "classes", None) or range(test.num_classes))
+        write_json(diag_path, {**doc, "classes": [str(c) for c in classes]})
 
     st.run(f"diagnose:{key}", [dkey, fkey], [diag_path], diagnose)
     ex_dir = run / "explain"
     st.run(f"explain:{key}", [fkey, cfg.explain_images, cfg.attack], [ex_dir / "explain.json"],
            lambda: explain_run(run, cfg.explain_images, cfg.attack, data_dir=cfg.data_dir,
-                               model=_load_any(ckpt, device), device=device))
+                               model=load_any(ckpt, device), device=device))
     return read_json(diag_path)
 
 
@@ -390,14 +483,16 @@ def rebuild_report(root: str | Path) -> dict:
     return results
 
 
-def _load_any(ckpt: Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_any(ckpt: Path, device: str | torch.device = "cpu") -> nn.Module:
     """A zoo classifier or a user's (``model_file`` checkpoint), on ``device``, in eval mode."""
-    from .models import load_classifier, load_state_dict_strict
+    from .models import load_classifier, load_state_dict_strict, with_normalization
 
     ck = load_checkpoint(ckpt)
     if isinstance(ck, dict) and "model_file" in ck:
         net = load_model_file(ck["model_file"])
         load_state_dict_strict(net, ck["state_dict"], str(ckpt))
+        if ck.get("normalize"):
+            with_normalization(net, ck["normalize"])
         return net.to(device).eval()
     return load_classifier(ckpt, device=device)
 
@@ -407,8 +502,9 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
     first = next(iter(diagnoses.values()))
     out = {"layers": first["layers"], "layer_labels": first["layer_labels"],
            "config": dataclasses.asdict(cfg), "timings_s": timings, "wall_time_s": total,
-           "budget": budget(root, timings),
-           "paper": PAPER_TABLE1 if cfg.dataset == "mnist" else None}
+           "budget": budget(root, timings), "classes": first.get("classes"),
+           # the paper's Table 1 is for its MNIST SmallCNN: ours, not a user's model
+           "paper": PAPER_TABLE1 if cfg.dataset == "mnist" and "user" not in diagnoses else None}
     for key, d in diagnoses.items():
         summary = root / key / "fit" / "summary.json"
         out[key] = {

@@ -178,8 +178,9 @@ def acc_vul_chart(results: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def misclassification_heatmap(counts, path: Path, title: str) -> Path:
-    """Row-normalised true → adversarial label shares (paper Figure 7)."""
+def misclassification_heatmap(counts, path: Path, title: str, classes=None) -> Path:
+    """Row-normalised true → adversarial label shares (paper Figure 7); ``counts`` (N, N),
+    ``classes``: the N class names for the ticks (default: 0 … N-1)."""
     import numpy as np
 
     c = np.asarray(counts, dtype=float)
@@ -195,6 +196,9 @@ def misclassification_heatmap(counts, path: Path, title: str) -> Path:
     ax.set_ylabel("true label")
     ax.set_xticks(range(c.shape[1]))
     ax.set_yticks(range(c.shape[0]))
+    if classes:
+        ax.set_xticklabels(classes, rotation=90, fontsize=6)
+        ax.set_yticklabels(classes, fontsize=6)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="% of the class")
     return save_figure(fig, path)
@@ -290,7 +294,7 @@ def write_main_report(results: dict, root: str | Path) -> Path:
         figs[f"arch_{key}"] = architecture_figure(results, key, rep / f"architecture_{key}.png")
         figs[f"mis_{key}"] = misclassification_heatmap(
             results[key]["misclassification"], rep / f"misclassification_{key}.png",
-            f"{key.replace('_', ' ')}: true → adversarial label")
+            f"{key.replace('_', ' ')}: true → adversarial label", results.get("classes"))
     parts = ["<!doctype html><html><head><meta charset=utf-8><title>interpretgan report</title><style>",
              "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
@@ -303,7 +307,8 @@ def write_main_report(results: dict, root: str | Path) -> Path:
                      f"{html.escape(r['attack'])} {100 * r['adversarial_accuracy']:.2f}% (n = {r['n']})</li>")
     parts.append("</ul><h2>Acc<sub>i</sub> and Vul<sub>i</sub> per layer (Eq. 5)</h2>")
     parts.append("<p>Acc<sub>i</sub>: share of D* whose layer-i explanation f labels correctly; "
-                 "red: large Vul<sub>i</sub>; grey: the paper's Table 1.</p>")
+                 "red: large Vul<sub>i</sub>"
+                 + ("; grey: the paper's Table 1" if results.get("paper") else "") + ".</p>")
     parts.append(_table(results))
     parts.append(f"<p><img alt='Acc and Vul per layer' src='{_b64(figs['acc_vul'])}'></p>")
     for key in models:
@@ -311,10 +316,15 @@ def write_main_report(results: dict, root: str | Path) -> Path:
         parts.append(f"<h2>{key.replace('_', ' ')}</h2>")
         parts.append(f"<p><img alt='architecture' src='{_b64(figs[f'arch_{key}'])}'></p>")
         mp = ", ".join(f"{html.escape(n)}: {100 * v:.1f}%" for n, v in r["maxpool_index_change"].items())
+        paper = bool(results.get("paper"))
         parts.append(f"<p>Max-pooling index change (natural vs adversarial): {mp or 'no max pooling'}"
-                     " (paper: 40.9% and 18.1%).</p>")
-        tops = "; ".join(f"{t['true']} → {t['top_target']} ({100 * t['share']:.1f}%)" for t in r["top_targets"])
-        parts.append(f"<p>Most frequent adversarial label per class: {tops} (paper: 0 → 6 39.3%, 7 → 3 39.5%).</p>")
+                     + (" (paper: 40.9% and 18.1%)" if paper else "") + ".</p>")
+        names = results.get("classes") or []
+        cls = lambda i: html.escape(str(names[i])) if i < len(names) else str(i)  # noqa: E731
+        tops = "; ".join(f"{cls(t['true'])} → {cls(t['top_target'])} ({100 * t['share']:.1f}%)"
+                         for t in r["top_targets"])
+        parts.append(f"<p>Most frequent adversarial label per class: {tops}"
+                     + (" (paper: 0 → 6 39.3%, 7 → 3 39.5%)" if paper else "") + ".</p>")
         parts.append(f"<p><img alt='misclassification' src='{_b64(figs[f'mis_{key}'])}'></p>")
         for fig in ("explanations", "baselines"):
             p = root / r["figures"][fig]
