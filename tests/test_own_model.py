@@ -236,3 +236,49 @@ def test_a_3_channel_model_on_a_folder_of_images(tmp_path, session_cache, monkey
         assert im.mode in ("RGB", "RGBA")
     html = (root / "report" / "index.html").read_text()
     assert "cat →" in html or "dog →" in html or "fox →" in html
+
+
+def test_a_3_channel_32px_model_on_cifar_format_files(tiny_cifar, tmp_path, session_cache, monkeypatch, caplog):
+    """CIFAR-10's python batches as they are on disk (tiny ones, so their checksums differ:
+    refused unless --no-verify), a 3-channel 32-px model, RGB generators, class names."""
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    src = tmp_path / "rgb.py"
+    src.write_text(RGB32.replace("nn.Linear(4 * 7 * 7, 3)", "nn.Linear(4 * 7 * 7, 10)"))
+    ns: dict = {}
+    exec(compile(src.read_text(), str(src), "exec"), ns)
+    torch.save(ns["build"]().state_dict(), tmp_path / "rgb.pt")
+    root = tmp_path / "run"
+    args = [*tiny_cli(root, "cpu"), "--layers", "conv,fc", "--dataset", "cifar10",
+            "--data-dir", str(tiny_cifar), "--dstar-images", "2", "--set", "fit.eval_images=2",
+            "--model-file", f"{src}:build", "--checkpoint", str(tmp_path / "rgb.pt")]
+    _one_error(caplog, main(args), "MD5 mismatch", "--no-verify")
+    assert not root.exists()
+    assert main([*args, "--no-verify"]) == 0
+    res = read_json(root / "results.json")
+    assert res["classes"][:3] == ["airplane", "automobile", "bird"] and res["paper"] is None
+    assert torch.tensor(res["user"]["misclassification"]).shape == (10, 10)
+    from interpretgan.fitting import load_generators
+
+    gans = load_generators(root / "user" / "fit", image_channels=3)
+    assert gans["conv"].explain(torch.randn(2, 4, 15, 15)).shape == (2, 3, 32, 32)
+
+
+def test_edited_image_folder_is_not_served_from_the_cache(tmp_path, session_cache, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    data = write_folder(tmp_path / "pets")
+    src = tmp_path / "rgb.py"
+    src.write_text(RGB32)
+    ns: dict = {}
+    exec(compile(RGB32, str(src), "exec"), ns)
+    torch.save(ns["build"]().state_dict(), tmp_path / "rgb.pt")
+    root = tmp_path / "run"
+    args = [*tiny_cli(root, "cpu"), "--layers", "conv,fc", "--dataset", "folder", "--data-dir", str(data),
+            "--model-file", f"{src}:build", "--checkpoint", str(tmp_path / "rgb.pt"), "--image-size", "32"]
+    assert main(args) == 0
+    before = read_json(root / "stages" / "dstar__user.json")["key"]
+    first = next((data / "test" / "cat").iterdir())
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(first)  # one test image changed on disk
+    assert main(args) == 0
+    assert read_json(root / "stages" / "dstar__user.json")["key"] != before

@@ -444,6 +444,7 @@ class RunConfig:
     # (x - mean) / std in front of a user's model, which then still takes [0, 1] images:
     # (MEAN, STD) for every channel or (M1, …, Mc, S1, …, Sc) per channel
     normalize: tuple[float, ...] | None = None
+    verify: bool = True  # checksum the data files (False: a deliberately modified CIFAR-10 copy)
 
 
 RUN_PRESETS: Registry[RunConfig] = Registry("run preset")
@@ -564,6 +565,8 @@ def resolve_run(cfg: RunConfig) -> ResolvedRun:
     for preset in (cfg.natural, cfg.adversarial):
         t = merge(TRAIN_PRESETS.get(preset), {"seed": cfg.seed, "data.dataset": cfg.dataset,
                                               "data.data_dir": cfg.data_dir})
+        if not cfg.verify:
+            t = merge(t, {"data.verify": False})
         if cfg.image_size is not None:
             t = merge(t, {"data.image_size": cfg.image_size})
         trains.append(validate(merge(t, cfg.train_overrides, "train."), "train."))

@@ -484,8 +484,9 @@ def _cifar_dir(data_dir, cache_dir, download_ok: bool, verify: bool) -> Path:
                     for f, md5 in CIFAR10_MD5.items():
                         if file_digest(cand / f, "md5") != md5:
                             raise DataError(f"{cand / f}: MD5 mismatch; the file is truncated or "
-                                            "corrupted — replace it (or pass verify=False for "
-                                            "a deliberately modified copy)")
+                                            "corrupted — replace it (or, for a deliberately "
+                                            "modified copy, pass --no-verify; in Python "
+                                            "verify=False)")
                 return cand
     if data_dir is not None:
         raise DataError(f"{data_dir}: no cifar-10-batches-py (data_batch_1..5, test_batch) found")
@@ -655,6 +656,19 @@ def _folder_root(data_dir) -> Path:
     if data_dir is None:
         raise DataError("--dataset folder needs --data-dir DIR (DIR/train/<class>/*, DIR/test/<class>/*)")
     return Path(data_dir)
+
+
+def content_digest(ds: "ImageDataset") -> str:
+    """A short digest of an in-memory data set's images and labels (for data sets without
+    pinned files, whose content can change on disk)."""
+    h = hashlib.sha256(ds.images.numpy().tobytes())
+    h.update(ds.labels.numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def user_files(dataset: str) -> bool:
+    """Whether ``dataset``'s files are the user's own (no pinned checksums)."""
+    return bool(getattr(DATASETS.get(dataset), "user_files", False))
 
 
 @DATASETS.register("folder")

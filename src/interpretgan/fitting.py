@@ -591,13 +591,12 @@ def quality_summary(classifier: nn.Module, gans: dict[str, GanBank], data, eval_
     cached) on 10,000 of its training images, on the classifier's device."""
     from .metrics import feature_net
 
-    from .data import DATASETS
+    from .data import content_digest, user_files
 
     full = load_split(data, "train")
     name = f"{data.dataset}-{data.image_size}-10k"
-    if getattr(DATASETS.get(data.dataset), "user_files", False):  # no pinned files: by content
-        name += "-" + hashlib.sha256(full.images.numpy().tobytes()
-                                     + full.labels.numpy().tobytes()).hexdigest()[:12]
+    if user_files(data.dataset):  # no pinned files: cached by content
+        name += "-" + content_digest(full)
     fnet = feature_net(full.subset(10000, seed=12345), name, device=module_device(classifier))
     return summarize_fit(classifier, gans, eval_x, real_ref, fnet, seconds)
 

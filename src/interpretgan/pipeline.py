@@ -343,7 +343,7 @@ def _user_data(net: nn.Module, cfg: RunConfig, layers: list[str] | None) -> Data
     tried = []
     net.eval()
     for size in sizes:
-        data = DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, image_size=size)
+        data = DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, image_size=size, verify=cfg.verify)
         test = load_split(dataclasses.replace(data, test_subset=2), "test")
         x, _ = images_at(test, torch.arange(len(test)))
         c = x.shape[1]
@@ -420,7 +420,7 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
                   device: torch.device, progress: bool) -> dict:
     """Stages ``dstar:<key>``, ``fit:<key>``, ``diagnose:<key>``, ``explain:<key>`` for the
     classifier in ``run``, moved to ``device`` once. Returns its diagnosis."""
-    from .data import checkpoint_data_config, load_split
+    from .data import checkpoint_data_config, content_digest, load_split, user_files
     from .diagnose import build_dstar, diagnose_model, dstar_indices
     from .explain import explain_run
     from .fitting import fit_and_summarize, load_generators
@@ -430,6 +430,8 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir)
     test = load_split(data, "test")
     trained = [st.key(f"train:{key}"), file_digest(ckpt)]  # the stage's key and its output
+    if user_files(data.dataset):  # the user's own image files can change between runs
+        trained.append([content_digest(load_split(data, "train")), content_digest(test)])
     dpath = run / "dstar.pt"
     dkey = st.run(f"dstar:{key}", [trained, cfg.attack, cfg.dstar_images, cfg.seed], [dpath],
                   lambda: build_dstar(model, test, cfg.attack, cfg.dataset, cfg.dstar_images,
