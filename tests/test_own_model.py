@@ -282,3 +282,19 @@ def test_edited_image_folder_is_not_served_from_the_cache(tmp_path, session_cach
     Image.new("RGB", (20, 20), (0, 0, 0)).save(first)  # one test image changed on disk
     assert main(args) == 0
     assert read_json(root / "stages" / "dstar__user.json")["key"] != before
+
+
+def test_a_folder_mixing_grey_and_rgb_images_loads_as_rgb_in_both_splits(tmp_path):
+    from PIL import Image
+
+    from interpretgan.data import DataConfig, load_split
+
+    data = write_folder(tmp_path / "pets")
+    grey = next((data / "test" / "dog").iterdir())
+    Image.new("L", (20, 20), 128).save(grey)  # one grey image among RGB ones
+    for split in ("train", "test"):
+        assert load_split(DataConfig(dataset="folder", data_dir=str(data), image_size=32), split).shape[0] == 3
+    with pytest.raises(ValueError, match="already has a normalisation"):
+        from interpretgan.models import with_normalization
+
+        with_normalization(with_normalization(torch.nn.Linear(2, 2), [0.5, 0.5]), [0.5, 0.5])

@@ -485,8 +485,8 @@ def _cifar_dir(data_dir, cache_dir, download_ok: bool, verify: bool) -> Path:
                         if file_digest(cand / f, "md5") != md5:
                             raise DataError(f"{cand / f}: MD5 mismatch; the file is truncated or "
                                             "corrupted — replace it (or, for a deliberately "
-                                            "modified copy, pass --no-verify; in Python "
-                                            "verify=False)")
+                                            "modified copy, pass --no-verify to run, train or "
+                                            "study; in Python verify=False)")
                 return cand
     if data_dir is not None:
         raise DataError(f"{data_dir}: no cifar-10-batches-py (data_batch_1..5, test_batch) found")
@@ -676,8 +676,9 @@ def load_folder(split: str = "train", size: int = 32, data_dir=None, cache_dir=N
                 download: bool = True) -> ImageDataset:
     """A folder of images as a data set: ``data_dir/<split>/<class>/*.png|jpg``, classes named
     after the training split's folders (sorted), images read with Pillow, resized to
-    ``size`` × ``size`` (bilinear) and kept grey-scale or RGB as the first image is
-    (``(N, 1 or 3, size, size)``)."""
+    ``size`` × ``size`` (bilinear), grey-scale when every image of both splits is, RGB
+    otherwise (``(N, 1 or 3, size, size)``, the same for both splits). 16-bit images are
+    refused (convert them to 8 bits)."""
     from PIL import Image, UnidentifiedImageError
 
     if split not in ("train", "test"):
@@ -688,12 +689,12 @@ def load_folder(split: str = "train", size: int = 32, data_dir=None, cache_dir=N
     unknown = sorted(set(files) - set(classes))
     if unknown:
         raise DataError(f"{root / split}: class folder(s) {', '.join(unknown)} are not in {root / 'train'}")
-    mode, images, labels = None, [], []
+    mode = _folder_mode(root, classes)
+    images, labels = [], []
     for label, c in enumerate(classes):
         for path in files.get(c, []):
             try:
                 with Image.open(path) as im:
-                    mode = mode or ("L" if im.mode in ("L", "LA", "I", "I;16", "1") else "RGB")
                     im = im.convert(mode)
                     if im.size != (size, size):
                         im = im.resize((size, size), Image.BILINEAR)
@@ -703,6 +704,31 @@ def load_folder(split: str = "train", size: int = 32, data_dir=None, cache_dir=N
             images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
             labels.append(label)
     return ImageDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels), "folder", classes)
+
+
+def _folder_mode(root: Path, classes: list[str]) -> str:
+    """"L" if every image of both splits is grey-scale, else "RGB" (Pillow modes)."""
+    from PIL import Image, UnidentifiedImageError
+
+    grey = True
+    for split in ("train", "test"):
+        for paths in _folder_files(root, split).values():
+            for path in paths:
+                try:
+                    with Image.open(path) as im:
+                        if im.mode.startswith("I"):
+                            raise DataError(f"{path}: a {im.mode} (16/32-bit) image; convert the "
+                                            "folder to 8-bit PNG or JPEG")
+                        grey = grey and im.mode in ("L", "LA", "1")
+                except (OSError, UnidentifiedImageError) as e:
+                    raise DataError(f"{path}: unreadable image ({e})") from e
+    return "L" if grey else "RGB"
+
+
+def unpinned(data_cfg) -> bool:
+    """Whether the data's content is not fixed by pinned checksums (a user's image folder, or
+    files read with ``verify=False``): results computed from it are keyed by its content."""
+    return user_files(data_cfg.dataset) or not data_cfg.verify
 
 
 def _folder_native_size(data_dir) -> int | None:

@@ -591,11 +591,11 @@ def quality_summary(classifier: nn.Module, gans: dict[str, GanBank], data, eval_
     cached) on 10,000 of its training images, on the classifier's device."""
     from .metrics import feature_net
 
-    from .data import content_digest, user_files
+    from .data import content_digest, unpinned
 
     full = load_split(data, "train")
     name = f"{data.dataset}-{data.image_size}-10k"
-    if user_files(data.dataset):  # no pinned files: cached by content
+    if unpinned(data):  # no pinned files: cached by content
         name += "-" + content_digest(full)
     fnet = feature_net(full.subset(10000, seed=12345), name, device=module_device(classifier))
     return summarize_fit(classifier, gans, eval_x, real_ref, fnet, seconds)

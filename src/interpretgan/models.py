@@ -73,6 +73,8 @@ def with_normalization(model: nn.Module, values: Sequence[float]) -> nn.Module:
     ``forward``), so it takes [0, 1] images (B, C, H, W) while its layer names and
     ``state_dict`` stay its own (hooks on the model itself, as Captum's, see the [0, 1]
     images). ``values``: see :func:`split_normalization`. Returns ``model``, changed in place."""
+    if getattr(model, "input_normalization", None) is not None:
+        raise ValueError("this model already has a normalisation in front; give it once")
     norm = Normalize(*split_normalization(values))
     inner = model.forward
 

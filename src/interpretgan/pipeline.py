@@ -399,7 +399,7 @@ def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpo
 
     st.run("train:user", {"function": fn, "source": file_digest(path), "checkpoint": file_digest(checkpoint),
                           "dataset": cfg.dataset, "image_size": data.image_size,
-                          "normalize": normalize},
+                          "normalize": normalize, "verify": data.verify},
            [dest], save)
     return root / "user"
 
@@ -407,11 +407,16 @@ def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpo
 def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, device: torch.device,
                progress: bool) -> Path:
     """Stage ``train:<key>``: train one of the two classifiers on ``device``; returns its run
-    folder."""
+    folder. Its key is the training config, and the data's content where no checksums pin it."""
+    from .data import content_digest, load_split, unpinned
     from .training import train_classifier
 
     run = root / key
-    st.run(f"train:{key}", dataclasses.asdict(tcfg), [run / "checkpoints" / "final.pt"],
+    inputs = dataclasses.asdict(tcfg)
+    if unpinned(tcfg.data):
+        inputs = [inputs, content_digest(load_split(tcfg.data, "train")),
+                  content_digest(load_split(tcfg.data, "test"))]
+    st.run(f"train:{key}", inputs, [run / "checkpoints" / "final.pt"],
            lambda: train_classifier(tcfg, run, progress=progress, device=device), clean=[run])
     return run
 
@@ -420,7 +425,7 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
                   device: torch.device, progress: bool) -> dict:
     """Stages ``dstar:<key>``, ``fit:<key>``, ``diagnose:<key>``, ``explain:<key>`` for the
     classifier in ``run``, moved to ``device`` once. Returns its diagnosis."""
-    from .data import checkpoint_data_config, content_digest, load_split, user_files
+    from .data import checkpoint_data_config, content_digest, load_split, unpinned
     from .diagnose import build_dstar, diagnose_model, dstar_indices
     from .explain import explain_run
     from .fitting import fit_and_summarize, load_generators
@@ -430,7 +435,7 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir)
     test = load_split(data, "test")
     trained = [st.key(f"train:{key}"), file_digest(ckpt)]  # the stage's key and its output
-    if user_files(data.dataset):  # the user's own image files can change between runs
+    if unpinned(data):  # files without pinned checksums can change between runs
         trained.append([content_digest(load_split(data, "train")), content_digest(test)])
     dpath = run / "dstar.pt"
     dkey = st.run(f"dstar:{key}", [trained, cfg.attack, cfg.dstar_images, cfg.seed], [dpath],
