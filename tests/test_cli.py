@@ -86,3 +86,33 @@ def test_progress_bars_do_not_flood_a_log_file():
     for _ in progress_bar(range(10), enabled=False, file=quiet):
         pass
     assert quiet.getvalue() == ""
+
+
+def test_run_judge_checked_before_the_run_folder(tmp_path, caplog):
+    run = tmp_path / "run"
+    assert main(["run", "--judge", str(tmp_path / "missing.pt"), "--run-dir", str(run), "--dry-run"]) == 2
+    assert "judge must be an existing checkpoint file" in caplog.text
+    judge = tmp_path / "judge.pt"
+    judge.write_bytes(b"x")
+    # the two trained classifiers judge each other: --judge is for a user's model
+    assert main(["run", "--judge", str(judge), "--run-dir", str(run)]) == 2
+    assert "--judge is for your own model" in caplog.text
+    assert not run.exists()
+
+
+def test_judge_of_another_input_size_fails_in_one_line():
+    import torch
+    import torch.nn as nn
+
+    from interpretgan.pipeline import _judge_fits
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    wrong = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))  # takes 8×8 images
+    classes = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.zeros(2, 1, 4, 4)
+    _judge_fits(nn.Sequential(nn.Flatten(), nn.Linear(16, 10)), model, x, "judge j.pt")
+    with pytest.raises(ValueError, match="does not take the model's input") as e:
+        _judge_fits(wrong, model, x, "judge j.pt")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="same input size and classes"):
+        _judge_fits(classes, model, x, "judge j.pt")

@@ -136,3 +136,124 @@ def test_fit_and_summarize_judges_on_heldout_images_only(tmp_path, monkeypatch):
     assert not index_of(seen["eval"]) & index_of(seen["ref"])
     assert summary["heldout_outside_dstar"] is True
     assert read_json(tmp_path / "fit" / "summary.json")["n_eval"] == 12
+
+
+# --------------------------------------------------------------------------- intervals
+def test_wilson_interval_on_hand_worked_counts():
+    from interpretgan.diagnose import wilson_interval
+
+    z2 = 1.96 ** 2
+    # k = 0 and k = n: the closed forms are [0, z²/(n + z²)] and [n/(n + z²), 1]
+    assert wilson_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))
+    assert wilson_interval(0, 10)[1] == pytest.approx(0.27754, abs=1e-5)
+    assert wilson_interval(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
+    # 8/10 by hand: centre = (0.8 + z²/20)/(1 + z²/10), half = 1.96/(1 + z²/10)·√(0.016 + z²/400)
+    d = 1 + z2 / 10
+    centre, half = (0.8 + z2 / 20) / d, 1.96 / d * (0.016 + z2 / 400) ** 0.5
+    assert wilson_interval(8, 10) == pytest.approx((centre - half, centre + half))
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    # a published worked example: 81 of 263 → [0.2553, 0.3662]
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    # always contains the point estimate, stays in [0, 1]; narrower with a smaller z
+    for k in range(0, 21):
+        lo, hi = wilson_interval(k, 20)
+        assert 0 <= lo <= k / 20 <= hi <= 1
+    lo90, hi90 = wilson_interval(8, 10, z=1.645)
+    assert centre - half < lo90 and hi90 < centre + half
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_paired_vul_interval_on_hand_made_hit_vectors():
+    from interpretgan.diagnose import paired_difference_interval, vul_intervals, wilson_interval
+
+    # 10 images: layer 1 hits 8, layer 2 hits 5; discordant: 4 hit→miss, 1 miss→hit
+    a = torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
+    b = torch.tensor([1, 1, 1, 0, 0, 0, 0, 1, 1, 0], dtype=torch.bool)
+    mean = 0.8 - 0.5
+    var = (4 + 1) / 10 - mean ** 2  # E[d²] − d̄² = 0.41
+    half = 1.96 * (var / 10) ** 0.5
+    assert paired_difference_interval(a, b) == pytest.approx((mean - half, mean + half))
+    ci = vul_intervals([a, b])
+    lo, hi = wilson_interval(8, 10)
+    assert ci[0] == pytest.approx((1 - hi, 1 - lo))  # Vul_1 = 1 − Acc_1: Acc_1's interval mirrored
+    assert ci[1] == pytest.approx((mean - half, mean + half))
+    # pairing matters: the same marginals with every change in one direction is tighter
+    b2 = torch.tensor([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=torch.bool)
+    a2 = torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
+    lo2, hi2 = paired_difference_interval(a2, b2)
+    assert hi2 - lo2 < 2 * half and lo2 <= 0.3 <= hi2
+    # no discordant image: the point itself
+    assert paired_difference_interval(a, a) == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        paired_difference_interval(a, b[:5])
+
+
+def test_large_vul_mark_needs_the_interval_above_the_threshold():
+    from interpretgan.diagnose import large_vulnerability_ci
+
+    vul = [0.5, 0.3, 0.05, 0.15]  # mean 0.25 → threshold 0.1
+    assert large_vulnerability(vul) == [True, True, False, True]  # the point rule
+    tight = [(0.45, 0.55), (0.25, 0.35), (0.0, 0.1), (0.12, 0.18)]
+    assert large_vulnerability_ci(vul, tight) == [True, True, False, True]
+    wide = [(0.45, 0.55), (0.05, 0.55), (0.0, 0.1), (0.09, 0.21)]  # Vul_2, Vul_4 cross 0.1
+    assert large_vulnerability_ci(vul, wide) == [True, False, False, False]
+    # a lower bound at the threshold is enough, but never a bound ≤ 0
+    assert large_vulnerability_ci(vul, [(0.1, 0.9)] * 4) == [True] * 4
+    assert large_vulnerability_ci([0.0, 0.0], [(0.0, 0.0), (0.0, 0.0)]) == [False, False]
+    with pytest.raises(ValueError):
+        large_vulnerability_ci(vul, tight[:3])
+
+
+class _Shift(nn.Module):
+    """A fake generator bank: the explanation is the captured input plus a constant."""
+
+    def __init__(self, delta: float):
+        super().__init__()
+        self.delta = delta
+
+    def explain(self, feats, scale=None, alpha=1.0):
+        return feats + self.delta
+
+
+def test_diagnose_model_intervals_and_controls_on_a_hand_made_classifier():
+    from interpretgan.diagnose import diagnose_model, layer_accuracy, layer_hits
+
+    class Net(nn.Module):  # 2 classes: class 1 iff the mean pixel exceeds 0.5
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Identity()
+            self.b = nn.Identity()
+
+        def forward(self, x):
+            m = self.b(self.a(x)).mean((1, 2, 3))
+            return torch.stack([0.5 - m, m - 0.5], 1)
+
+    class Flip(nn.Module):  # the judge: class 1 iff the mean pixel is below 0.5
+        def forward(self, x):
+            m = x.mean((1, 2, 3))
+            return torch.stack([m - 0.5, 0.5 - m], 1)
+
+    net = Net().eval()
+    levels = torch.tensor([0.1, 0.2, 0.3, 0.45, 0.55, 0.7, 0.8, 0.9])
+    x = levels.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()
+    y = (levels > 0.5).long()
+    xa = x.clone()
+    pred_adv = net(xa).argmax(1)
+    dstar = {"x": x, "x_adv": xa, "y": y, "pred_clean": y, "pred_adv": pred_adv, "attack": "none"}
+    gans = {"a": _Shift(0.0), "b": _Shift(0.1)}  # b's explanations push 0.45 over the line
+    hits = layer_hits(net, gans, xa, y)
+    assert hits["a"].dtype == torch.bool and hits["a"].tolist() == [True] * 8
+    assert hits["b"].tolist() == [True, True, True, False, True, True, True, True]
+    assert layer_accuracy(net, gans, xa, y) == pytest.approx({"a": 1.0, "b": 7 / 8})
+    d = diagnose_model(net, gans, dstar, 2, judge=Flip())
+    a, b = d["per_layer"]
+    assert a["acc"] == 1.0 and b["acc"] == 7 / 8 and b["vul"] == pytest.approx(1 / 8)
+    for p in (a, b):
+        for k in ("acc", "vul", "acc_natural", "agreement_natural", "keeps_adversarial_label", "acc_judge"):
+            lo, hi = p[k + "_ci"]
+            assert lo <= p[k] <= hi, k
+    assert a["acc_judge"] == 0.0 and b["acc_judge"] == pytest.approx(1 / 8)  # the judge disagrees
+    assert b["keeps_adversarial_label"] == 7 / 8
+    assert not b["large_vul"]  # one image of eight: the interval reaches 0
+    assert diagnose_model(net, gans, dstar, 2)["per_layer"][0]["acc_judge"] is None

@@ -81,6 +81,14 @@ def test_main_job_tiny_end_to_end(device, mnist_small, session_cache, tmp_path, 
         assert set(r["maxpool_index_change"]) == {"feature_extractor.pool1", "feature_extractor.pool2"}
         assert torch.tensor(r["misclassification"]).sum() == 40
         assert "agreement_natural" in r["per_layer"]["classifier.fc3"]
+        for n in res["layers"]:  # intervals contain their point estimates; both controls present
+            p = r["per_layer"][n]
+            for k in ("acc", "vul", "acc_natural", "agreement_natural", "keeps_adversarial_label",
+                      "acc_judge"):
+                assert p[k] is not None, (key, n, k)
+                lo, hi = p[k + "_ci"]
+                assert lo <= p[k] <= hi, (key, n, k)
+            assert p["large_vul"] == (p["vul_ci"][0] >= 0.4 * sum(vul) / len(vul) and p["vul_ci"][0] > 0)
         g = r["generators"]  # fit/summary.json: agreement + KID per layer
         assert set(g["layers"]) == set(res["layers"]) and all("kid" in v for v in g["layers"].values())
         assert g["heldout_outside_dstar"] is True and g["n_eval"] == TINY_FIT["eval_images"]
@@ -92,6 +100,8 @@ def test_main_job_tiny_end_to_end(device, mnist_small, session_cache, tmp_path, 
     html = (root / "report" / "index.html").read_text()
     assert html.count("data:image/png;base64,") >= 7 and "Vul<sub>i</sub>" in html
     assert "agreement (%) / KID" in html and "natural training epochs" in html
+    assert "judge's Acc<sub>i</sub>" in html and "keeps adversarial label" in html
+    assert "How to read the rows together" in html
     # a rerun skips every stage, also on another device (the device is no stage's input)
     before = {p.name: p.stat().st_mtime_ns for p in (root / "stages").iterdir()}
     run_main(tiny(), root, progress=False, device="cpu")

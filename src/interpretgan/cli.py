@@ -236,7 +236,7 @@ def cmd_run(a) -> int:
                    layers=tuple(_layers(a.layers) or ()) or None,
                    dstar_images=a.dstar_images, seed=a.seed, image_size=a.image_size,
                    normalize=_floats(a.normalize, "--normalize"),
-                   verify=False if a.no_verify else None)
+                   verify=False if a.no_verify else None, judge=a.judge)
     sets = parse_assignments(a.set)
     groups = {"fit.": "fit_overrides", "train.": "train_overrides"}
     top = {k: v for k, v in sets.items() if not k.startswith(tuple(groups))}
@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "M1,M2,M3,S1,S2,S3 per channel; the tool still feeds it [0, 1] images")
     r.add_argument("--no-verify", action="store_true",
                    help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
+    r.add_argument("--judge", metavar="CHECKPOINT",
+                   help="an independent classifier (zoo or interpretgan checkpoint, same input "
+                        "size) that judges your model's explanations (acc_judge)")
     r.add_argument("--dstar-images", type=int, help="test images in the adversarial set D*")
     r.add_argument("--seed", type=int)
     r.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -13,6 +13,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Union
 
 from .registry import Registry
@@ -445,6 +446,9 @@ class RunConfig:
     # (MEAN, STD) for every channel or (M1, …, Mc, S1, …, Sc) per channel
     normalize: tuple[float, ...] | None = None
     verify: bool = True  # checksum the data files (False: a deliberately modified CIFAR-10 copy)
+    # control (a) for a user's model: an independent classifier's checkpoint (zoo or ours) that
+    # judges the explanations (the two trained classifiers judge each other)
+    judge: str | None = None
 
 
 RUN_PRESETS: Registry[RunConfig] = Registry("run preset")
@@ -545,6 +549,8 @@ def _run_rules(cfg: RunConfig, p: str) -> None:
              "MEAN,STD or M1,…,Mc,S1,…,Sc (2 or 2 × channels numbers)", cfg.normalize)
         need(all(s > 0 for s in cfg.normalize[n // 2:]), p + "normalize",
              "standard deviations greater than 0", cfg.normalize)
+    if cfg.judge is not None:
+        need(Path(cfg.judge).is_file(), p + "judge", "an existing checkpoint file", cfg.judge)
 
 
 @dataclass

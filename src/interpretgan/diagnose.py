@@ -5,11 +5,17 @@ vulnerability (Eq. 5), max-pooling index change, and the misclassification distr
 Acc_i = share of adversarial examples x* whose layer-i explanation x̂_i = G_i(C_i(f_pre_i(x*)))
 is classified as the true label; Vul_1 = 1 − Acc_1, Vul_i = Acc_{i−1} − Acc_i.
 
+Every share comes with a 95 % interval (:func:`wilson_interval`; Vul_i: :func:`vul_intervals`,
+paired over the same images), and two controls: Acc_i as judged by an independent classifier
+(``acc_judge``) and the share of explanations that keep f's adversarial label
+(``keeps_adversarial_label``).
+
 Everything runs on the classifier's device (:func:`~interpretgan.devices.module_device`);
 D* stays in CPU memory and is moved there a batch at a time.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +27,7 @@ from .progress import progress_bar
 from .attacks import get_attack
 from .data import batches, num_batches, subset_indices, take
 from .devices import eval_mode, module_device
-from .fitting import agreement
+from .gan import to_classifier
 from .layers import capture, layer_labels, list_layers, resolve
 from .runs import NonFiniteError, save_checkpoint
 
@@ -68,31 +74,112 @@ def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | 
     return doc
 
 
-def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int) -> dict:
+def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int,
+                   judge: nn.Module | None = None, z: float = 1.96) -> dict:
     """Everything Section 5 reports for one model, as plain JSON. ``gans``: ``{layer: module
-    with .explain}`` on ``model``'s device; ``dstar``: :func:`build_dstar`'s dict (CPU)."""
+    with .explain}`` on ``model``'s device; ``dstar``: :func:`build_dstar`'s dict (CPU).
+
+    Per layer: ``acc`` (Acc_i), ``vul`` (Eq. 5), ``large_vul`` (:func:`large_vulnerability_ci`),
+    ``acc_natural``, ``vul_natural``, ``agreement_natural``, each share with a ``*_ci``
+    interval ``[low, high]`` (``z``: 1.96 for 95 %); ``keeps_adversarial_label``: share of x*
+    with f(x̂*) = f(x*); ``acc_judge``: share of x* whose explanation ``judge`` (an independent
+    classifier on the same device, same input size) labels with the true label, or None
+    without a judge."""
     x, xa, y = dstar["x"], dstar["x_adv"], dstar["y"]
     names = list(gans)
-    acc_adv = layer_accuracy(model, gans, xa, y)
-    acc_nat = layer_accuracy(model, gans, x, y)
-    agree = agreement(model, gans, x, x.shape[-1])
-    accs = [acc_adv[n] for n in names]
-    vul = vulnerability(accs)
-    vul_nat = vulnerability([acc_nat[n] for n in names])
-    marked = large_vulnerability(vul)
+    n_img = len(y)
+    if judge is not None:
+        f_adv, j_adv = explanation_labels(model, gans, xa, judge=judge)
+    else:
+        f_adv, j_adv = explanation_labels(model, gans, xa), None
+    f_nat = explanation_labels(model, gans, x)
+    fx = predict(model, x)
+    hits = {n: f_adv[n] == y for n in names}
+    hits_nat = {n: f_nat[n] == y for n in names}
+    accs = [hits[n].float().mean().item() for n in names]
+    accs_nat = [hits_nat[n].float().mean().item() for n in names]
+    vul, vul_nat = vulnerability(accs), vulnerability(accs_nat)
+    vul_ci = vul_intervals([hits[n] for n in names], z)
+    marked = large_vulnerability_ci(vul, vul_ci)
     table = misclassification_table(y, dstar["pred_adv"], num_classes)
+
+    def share(h: torch.Tensor) -> tuple[float, list[float]]:
+        k = int(h.sum())
+        return (k / n_img if n_img else 0.0), list(wilson_interval(k, n_img, z))
+
+    per_layer = []
+    for i, n in enumerate(names):
+        acc, acc_ci = share(hits[n])
+        acc_nat, acc_nat_ci = share(hits_nat[n])
+        agree, agree_ci = share(f_nat[n] == fx)
+        keeps, keeps_ci = share(f_adv[n] == dstar["pred_adv"])
+        judged, judged_ci = share(j_adv[n] == y) if j_adv is not None else (None, None)
+        per_layer.append({
+            "layer": n, "acc": acc, "acc_ci": acc_ci, "vul": vul[i], "vul_ci": list(vul_ci[i]),
+            "large_vul": marked[i], "acc_natural": acc_nat, "acc_natural_ci": acc_nat_ci,
+            "vul_natural": vul_nat[i], "agreement_natural": agree, "agreement_natural_ci": agree_ci,
+            "keeps_adversarial_label": keeps, "keeps_adversarial_label_ci": keeps_ci,
+            "acc_judge": judged, "acc_judge_ci": judged_ci})
     return {
         "layers": names, "layer_labels": layer_labels(model, names),
         "clean_accuracy": (dstar["pred_clean"] == y).float().mean().item(),
         "adversarial_accuracy": (dstar["pred_adv"] == y).float().mean().item(),
-        "n": len(y), "attack": dstar["attack"],
-        "per_layer": [{"layer": n, "acc": acc_adv[n], "vul": v, "large_vul": m,
-                       "acc_natural": acc_nat[n], "vul_natural": vn, "agreement_natural": agree[n]}
-                      for n, v, m, vn in zip(names, vul, marked, vul_nat)],
+        "n": n_img, "attack": dstar["attack"], "judged": judge is not None, "z": z,
+        "per_layer": per_layer,
         "maxpool_index_change": maxpool_index_change(model, x, xa),
         "misclassification": table.tolist(),
         "top_targets": top_targets(table),
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion p̂ = k / n (z = 1.96: 95 %):
+
+        centre = (p̂ + z²/(2n)) / (1 + z²/n)
+        half   = z / (1 + z²/n) · √( p̂(1 − p̂)/n + z²/(4n²) )
+        (low, high) = (centre − half, centre + half)
+
+    Unlike p̂ ± z·√(p̂(1 − p̂)/n) it stays in [0, 1] and is not empty at k = 0 or k = n. The
+    result is clipped to [0, 1] and always contains p̂; n = 0 gives (0, 1)."""
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must lie in [0, {n}], got {successes}")
+    p = successes / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z / d * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))
+
+
+def paired_difference_interval(a: torch.Tensor, b: torch.Tensor, z: float = 1.96) -> tuple[float, float]:
+    """Normal interval for mean(a) − mean(b) when a, b (N,) bool are hits on the SAME images:
+    d_j = a_j − b_j ∈ {−1, 0, 1}, d̄ ± z·√(var(d)/N) with var(d) = (n10 + n01)/N − d̄²
+    (n10: images a hits and b misses, n01 the reverse), clipped to [−1, 1]. With no
+    discordant image the interval is the point d̄ itself."""
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired hit vectors must be (N,) of one length, got {tuple(a.shape)} and {tuple(b.shape)}")
+    n = a.numel()
+    if n == 0:
+        return -1.0, 1.0
+    d = a.double() - b.double()
+    mean = d.mean().item()
+    var = max((d * d).mean().item() - mean * mean, 0.0)
+    half = z * math.sqrt(var / n)
+    return max(-1.0, mean - half), min(1.0, mean + half)
+
+
+def vul_intervals(hits: Sequence[torch.Tensor], z: float = 1.96) -> list[tuple[float, float]]:
+    """Intervals for Eq. 5's Vul_i from per-layer hit vectors (N,) bool (layer order):
+    Vul_1 = 1 − Acc_1 gets Acc_1's Wilson interval mirrored, (1 − high, 1 − low); Vul_i =
+    Acc_{i−1} − Acc_i the paired :func:`paired_difference_interval`."""
+    if not hits:
+        return []
+    h0 = hits[0]
+    lo, hi = wilson_interval(int(h0.sum()), h0.numel(), z)
+    out = [(1.0 - hi, 1.0 - lo)]
+    out += [paired_difference_interval(hits[i - 1], hits[i], z) for i in range(1, len(hits))]
+    return out
 
 
 def vulnerability(accs: Sequence[float]) -> list[float]:
@@ -104,16 +191,78 @@ def vulnerability(accs: Sequence[float]) -> list[float]:
 def large_vulnerability(vul: Sequence[float], frac: float = 0.4) -> list[bool]:
     """Mark layers whose Vul_i is at least ``frac`` × the average drop per layer
     (Σ Vul / L = (1 − Acc_L) / L). With frac = 0.4 this marks exactly Conv1, Conv2, Conv4
-    and FC1 in both rows of the paper's Table 1, the layers its text calls vulnerable."""
+    and FC1 in both rows of the paper's Table 1, the layers its text calls vulnerable.
+    The point rule; the diagnosis uses :func:`large_vulnerability_ci`."""
     mean = sum(vul) / len(vul)
     return [v >= frac * mean and v > 0 for v in vul]
 
 
+def large_vulnerability_ci(vul: Sequence[float], intervals: Sequence[Sequence[float]],
+                           frac: float = 0.4) -> list[bool]:
+    """:func:`large_vulnerability` where the interval allows it: Vul_i's interval lower bound
+    is ≥ ``frac`` × mean(Vul) (the point rule's threshold) and > 0. A layer whose interval
+    crosses the threshold is not marked."""
+    if len(vul) != len(intervals):
+        raise ValueError(f"{len(vul)} Vul values but {len(intervals)} intervals")
+    if not vul:
+        return []
+    threshold = frac * sum(vul) / len(vul)
+    return [lo >= threshold and lo > 0 for lo, _ in intervals]
+
+
 @torch.no_grad()
+def predict(classifier: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """f's labels for ``x`` (N, C, H, W) on the classifier's device → (N,) int64 on the CPU."""
+    dev = module_device(classifier)
+    out = []
+    with eval_mode(classifier):
+        for s in range(0, len(x), batch_size):
+            out.append(classifier(x[s: s + batch_size].to(dev)).argmax(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def explanation_labels(classifier: nn.Module, gans: dict, x: torch.Tensor, judge: nn.Module | None = None,
+                       batch_size: int = 250):
+    """Per layer, the label f gives each explanation x̂_i = G_i(C_i(f_pre_i(x))) of ``x``
+    (N, C, H, W): ``{layer: (N,) int64}`` on the CPU. With a ``judge`` (a classifier on the
+    same device taking the same input size), also the judge's labels of the same
+    explanations: a pair ``(by_f, by_judge)``."""
+    dev = module_device(classifier)
+    size = x.shape[-1]
+    by_f = {n: [] for n in gans}
+    by_j = {n: [] for n in gans}
+    with eval_mode(classifier):
+        for s in range(0, len(x), batch_size):
+            xb = x[s: s + batch_size].to(dev)
+            feats = capture(classifier, xb, list(gans))
+            for n, lg in gans.items():
+                with eval_mode(lg):
+                    xh = to_classifier(lg.explain(feats[n]), size)
+                by_f[n].append(classifier(xh).argmax(1).cpu())
+                if judge is not None:
+                    with eval_mode(judge):
+                        by_j[n].append(judge(xh).argmax(1).cpu())
+    empty = torch.zeros(0, dtype=torch.long)
+    f_labels = {n: torch.cat(v) if v else empty for n, v in by_f.items()}
+    if judge is None:
+        return f_labels
+    return f_labels, {n: torch.cat(v) if v else empty for n, v in by_j.items()}
+
+
+def layer_hits(classifier: nn.Module, gans: dict, x: torch.Tensor, labels: torch.Tensor,
+               batch_size: int = 250) -> dict[str, torch.Tensor]:
+    """Per layer, which images of ``x`` (N, C, H, W) have an explanation f labels ``labels``
+    (N,): ``{layer: (N,) bool}`` on the CPU (Acc_i's per-image hits)."""
+    y = labels.cpu()
+    return {n: p == y for n, p in explanation_labels(classifier, gans, x, batch_size=batch_size).items()}
+
+
 def layer_accuracy(classifier: nn.Module, gans: dict, x: torch.Tensor, y: torch.Tensor,
                    batch_size: int = 250) -> dict[str, float]:
     """Acc_i per layer: share of ``x`` (N, C, H, W) whose explanation f labels ``y`` (N,)."""
-    return agreement(classifier, gans, x, x.shape[-1], labels=y, batch_size=batch_size)
+    return {n: h.float().mean().item() if h.numel() else 0.0
+            for n, h in layer_hits(classifier, gans, x, y, batch_size).items()}
 
 
 def maxpool_layers(model: nn.Module, example: torch.Tensor) -> list[str]:

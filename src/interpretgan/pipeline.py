@@ -48,7 +48,7 @@ MODEL_KEYS = ("natural", "adversarially_trained")
 # Bumped when a stage's code changes its results: part of the stage's key, so run folders
 # written by older code redo that stage instead of reusing outputs it would now compute
 # differently (or could not read).
-STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 3, "explain": 1}
+STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 4, "explain": 1}
 
 
 def _key(obj) -> str:
@@ -231,7 +231,12 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
             from .models import with_normalization
             with_normalization(user, cfg.normalize)
         user_data = _user_data(user, cfg, layers)
+        if cfg.judge is not None:
+            _check_judge(cfg.judge, user, user_data)
     else:
+        if cfg.judge is not None:
+            raise ValueError("--judge is for your own model (--model-file): the two trained "
+                             "classifiers are judged by each other")
         if cfg.normalize is not None:
             raise ValueError("--normalize wraps your own model: give it with --model-file and "
                              "--checkpoint (the trained classifiers take [0, 1] images)")
@@ -256,9 +261,16 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
                                         ("adversarially_trained", resolved.adversarial))}
 
         # Per classifier: D*, generators, diagnosis, explanations.
+        # Control (a): each trained classifier is judged by the other; a user's model by --judge.
+        if user is not None:
+            judges = {"user": Path(cfg.judge) if cfg.judge is not None else None}
+        else:
+            judges = {"natural": models["adversarially_trained"] / "checkpoints" / "final.pt",
+                      "adversarially_trained": models["natural"] / "checkpoints" / "final.pt"}
         diagnoses = {}
         for key, run in models.items():
-            diagnoses[key] = _diagnose_one(st, key, run, cfg, resolved.fit, dev, progress)
+            diagnoses[key] = _diagnose_one(st, key, run, cfg, resolved.fit, dev, progress,
+                                           judge=judges[key])
 
         # The report: a pure function of the saved artifacts.
         results = assemble_results(root, diagnoses, st.timings, cfg, clock.tick())
@@ -421,10 +433,42 @@ def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, device: torc
     return run
 
 
+def _check_judge(judge: str, model: nn.Module, data: DataConfig) -> None:
+    """Before the run: the ``--judge`` checkpoint loads and takes the images ``model`` takes
+    (``data``'s size), giving the same (B, classes) output shape; else one line (``ValueError``)."""
+    from .data import images_at, load_split
+
+    try:
+        net = load_any(Path(judge), "cpu")
+    except Exception as e:  # torch.load / a model file's code may raise anything
+        raise ValueError(f"--judge {judge}: not a classifier checkpoint ({_first_line(e)})") from None
+    test = load_split(dataclasses.replace(data, test_subset=2), "test")
+    x, _ = images_at(test, torch.arange(len(test)))
+    _judge_fits(net, model.eval(), x, f"--judge {judge}")
+
+
+def _judge_fits(judge: nn.Module, model: nn.Module, x: torch.Tensor, what: str) -> None:
+    """``judge`` takes ``x`` (B, C, H, W), on the device of both, and gives ``model``'s output
+    shape; else one line (``ValueError``)."""
+    with torch.no_grad():
+        want = tuple(model(x).shape)
+        try:
+            got = judge(x)
+        except Exception as e:  # a wrong input shape fails anywhere in the judge's forward
+            raise ValueError(f"{what} does not take the model's input {tuple(x.shape[1:])}: "
+                             f"{_first_line(e)}") from None
+    got = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+    if got != want:
+        raise ValueError(f"{what} gives output {got} on input {tuple(x.shape)} where the model "
+                         f"gives {want}: the judge must take the same input size and classes")
+
+
 def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitConfig,
-                  device: torch.device, progress: bool) -> dict:
+                  device: torch.device, progress: bool, judge: Path | None = None) -> dict:
     """Stages ``dstar:<key>``, ``fit:<key>``, ``diagnose:<key>``, ``explain:<key>`` for the
-    classifier in ``run``, moved to ``device`` once. Returns its diagnosis."""
+    classifier in ``run``, moved to ``device`` once. ``judge``: the checkpoint of the
+    independent classifier for control (a) (``acc_judge``; its content is part of the
+    diagnose key), or None. Returns its diagnosis."""
     from .data import checkpoint_data_config, content_digest, load_split, unpinned
     from .diagnose import build_dstar, diagnose_model, dstar_indices
     from .explain import explain_run
@@ -453,11 +497,17 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
 
     def diagnose():
         gans = {n: g.to(device) for n, g in load_generators(fit_dir, test.shape[0]).items()}
-        doc = diagnose_model(model, gans, load_checkpoint(dpath), test.num_classes)
+        dstar = load_checkpoint(dpath)
+        judge_net = None
+        if judge is not None:  # on the model's device, checked on two D* images
+            judge_net = load_any(judge, device)
+            _judge_fits(judge_net, model, dstar["x"][:2].to(device), f"judge {judge}")
+        doc = diagnose_model(model, gans, dstar, test.num_classes, judge=judge_net)
         classes = list(getattr(test, "classes", None) or range(test.num_classes))
         write_json(diag_path, {**doc, "classes": [str(c) for c in classes]})
 
-    st.run(f"diagnose:{key}", [dkey, fkey], [diag_path], diagnose)
+    judge_key = file_digest(judge) if judge is not None else None
+    st.run(f"diagnose:{key}", [dkey, fkey, judge_key], [diag_path], diagnose)
     ex_dir = run / "explain"
     st.run(f"explain:{key}", [fkey, cfg.explain_images, cfg.attack], [ex_dir / "explain.json"],
            lambda: explain_run(run, cfg.explain_images, cfg.attack, data_dir=cfg.data_dir,

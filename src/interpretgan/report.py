@@ -235,7 +235,17 @@ def _b64(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
+def _pct(v: float | None, ci=None) -> str:
+    """``10.5 [9.2, 11.9]`` (percent; the interval when there is one), or ``–`` for None."""
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}" + (f" <small>[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]</small>" if ci else "")
+
+
 def _table(results: dict) -> str:
+    """Layers as columns; per model the rows Acc_i and Vul_i (with 95 % intervals), the
+    judge's Acc_i, the share of explanations keeping f's adversarial label, and the
+    agreement on natural images."""
     import html
 
     names, labels = results["layers"], results["layer_labels"]
@@ -249,15 +259,32 @@ def _table(results: dict) -> str:
         for metric in ("acc", "vul"):
             cells = []
             for i, n in enumerate(names):
-                v = 100 * per[n][metric]
                 p = f" <span class=paper>({paper[metric][i]:.1f})</span>" if paper and len(paper[metric]) == len(names) else ""
                 cls = " class=red" if metric == "vul" and per[n]["large_vul"] else ""
-                cells.append(f"<td{cls}>{v:.1f}{p}</td>")
+                cells.append(f"<td{cls}>{_pct(per[n][metric], per[n].get(metric + '_ci'))}{p}</td>")
             name = f"{key.replace('_', ' ')} {'Acc' if metric == 'acc' else 'Vul'}<sub>i</sub>"
             rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
+        for field, title in (("acc_judge", "judge's Acc<sub>i</sub>"),
+                             ("keeps_adversarial_label", "keeps adversarial label")):
+            if any(field in per[n] for n in names):
+                cells = "".join(f"<td>{_pct(per[n].get(field), per[n].get(field + '_ci'))}</td>" for n in names)
+                rows.append(f"<tr><th>{key.replace('_', ' ')} {title}</th>{cells}</tr>")
         cells = "".join(f"<td>{100 * per[n]['agreement_natural']:.1f}</td>" for n in names)
         rows.append(f"<tr><th>{key.replace('_', ' ')} agreement (natural)</th>{cells}</tr>")
     return f"<table><tr><th>%</th>{head}</tr>{''.join(rows)}</table>"
+
+
+READING = ("<p>How to read the rows together: Acc<sub>i</sub> counts the explanations of x* that "
+           "f labels with the true label, and the judge's Acc<sub>i</sub> asks the same of an "
+           "independent classifier (for the two trained classifiers, the other one of the pair), so "
+           "a layer whose explanations look like the true class only to f shows a judge accuracy "
+           "well below its Acc<sub>i</sub>, and one whose explanations fool only f shows a judge "
+           "accuracy well above it. The keeps-label row is the share of explanations that f still "
+           "labels with its adversarial label f(x*): a high value means the adversarial signal "
+           "survives up to that layer's explanation, so the drop Vul<sub>i</sub> happened before it. "
+           "Brackets are 95 % intervals (Wilson; Vul<sub>i</sub>: paired over the same images); "
+           "a layer is marked red only when its Vul<sub>i</sub> interval lies wholly above the "
+           "large-vulnerability threshold (0.4 × the mean Vul<sub>i</sub>).</p>")
 
 
 def _generator_table(results: dict, models: list[str]) -> str:
@@ -310,6 +337,7 @@ def write_main_report(results: dict, root: str | Path) -> Path:
                  "red: large Vul<sub>i</sub>"
                  + ("; grey: the paper's Table 1" if results.get("paper") else "") + ".</p>")
     parts.append(_table(results))
+    parts.append(READING)
     parts.append(f"<p><img alt='Acc and Vul per layer' src='{_b64(figs['acc_vul'])}'></p>")
     for key in models:
         r = results[key]
