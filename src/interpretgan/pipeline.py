@@ -579,7 +579,7 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
 
 def budget(root: Path, timings: dict[str, float]) -> dict | None:
     """The run's cost in units of one natural training epoch measured in this run (the median
-    of the natural model's per-epoch step times): issue 5's "≤ 40 epochs" bound."""
+    of the natural model's per-epoch step times): the quick preset's "≤ 40 natural epochs" budget."""
     from .runs import read_jsonl
 
     rows = read_jsonl(root / "natural" / "metrics.jsonl") if (root / "natural" / "metrics.jsonl").exists() else []
