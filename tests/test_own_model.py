@@ -190,6 +190,16 @@ def build():
 '''
 
 
+def _rgb_model(tmp_path, source: str):
+    """``tmp_path/rgb.py`` holding ``source`` and ``tmp_path/rgb.pt``, its ``build()``'s weights."""
+    src = tmp_path / "rgb.py"
+    src.write_text(source)
+    ns: dict = {}
+    exec(compile(source, str(src), "exec"), ns)
+    torch.save(ns["build"]().state_dict(), tmp_path / "rgb.pt")
+    return src
+
+
 def write_folder(root, classes=("cat", "dog", "fox"), n=(8, 20), side=20):
     """``root/{train,test}/<class>/*.png``: RGB images of ``side`` px, one tint per class."""
     import numpy as np
@@ -216,11 +226,7 @@ def test_a_3_channel_model_on_a_folder_of_images(tmp_path, session_cache, monkey
     data = write_folder(tmp_path / "pets")
     ds = load_split(DataConfig(dataset="folder", data_dir=str(data), image_size=32), "test")
     assert ds.shape == (3, 32, 32) and ds.classes == ["cat", "dog", "fox"] and len(ds) == 60
-    src = tmp_path / "rgb.py"
-    src.write_text(RGB32)
-    ns: dict = {}
-    exec(compile(RGB32, str(src), "exec"), ns)
-    torch.save(ns["build"]().state_dict(), tmp_path / "rgb.pt")
+    src = _rgb_model(tmp_path, RGB32)
     root = tmp_path / "run"
     # the native 20 px fails the model, 32 px fits: probed without --image-size
     assert main([*tiny_cli(root, "cpu"), "--layers", "conv,fc", "--dataset", "folder",
@@ -242,11 +248,7 @@ def test_a_3_channel_32px_model_on_cifar_format_files(tiny_cifar, tmp_path, sess
     """CIFAR-10's python batches as they are on disk (tiny ones, so their checksums differ:
     refused unless --no-verify), a 3-channel 32-px model, RGB generators, class names."""
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
-    src = tmp_path / "rgb.py"
-    src.write_text(RGB32.replace("nn.Linear(4 * 7 * 7, 3)", "nn.Linear(4 * 7 * 7, 10)"))
-    ns: dict = {}
-    exec(compile(src.read_text(), str(src), "exec"), ns)
-    torch.save(ns["build"]().state_dict(), tmp_path / "rgb.pt")
+    src = _rgb_model(tmp_path, RGB32.replace("nn.Linear(4 * 7 * 7, 3)", "nn.Linear(4 * 7 * 7, 10)"))
     root = tmp_path / "run"
     args = [*tiny_cli(root, "cpu"), "--layers", "conv,fc", "--dataset", "cifar10",
             "--data-dir", str(tiny_cifar), "--dstar-images", "2", "--set", "fit.eval_images=2",
@@ -268,11 +270,7 @@ def test_edited_image_folder_is_not_served_from_the_cache(tmp_path, session_cach
 
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
     data = write_folder(tmp_path / "pets")
-    src = tmp_path / "rgb.py"
-    src.write_text(RGB32)
-    ns: dict = {}
-    exec(compile(RGB32, str(src), "exec"), ns)
-    torch.save(ns["build"]().state_dict(), tmp_path / "rgb.pt")
+    src = _rgb_model(tmp_path, RGB32)
     root = tmp_path / "run"
     args = [*tiny_cli(root, "cpu"), "--layers", "conv,fc", "--dataset", "folder", "--data-dir", str(data),
             "--model-file", f"{src}:build", "--checkpoint", str(tmp_path / "rgb.pt"), "--image-size", "32"]

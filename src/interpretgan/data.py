@@ -626,7 +626,7 @@ def load_celeba(split: str = "train", size: int = 128, data_dir=None, cache_dir=
     root = Path(data_dir) if data_dir is not None else cache
     if data_dir is None and not (root / "list_attr_celeba.txt").exists():
         raise DataError(
-            "CelebA is not downloadable without a Google-Drive session: download "
+            "CelebA cannot be downloaded without signing in to Google Drive: download "
             "img_align_celeba.zip, list_attr_celeba.txt and list_eval_partition.txt from the "
             f"CelebA site, unzip into one folder and pass --data-dir (or put them in {cache})"
         )

@@ -88,12 +88,20 @@ class GanBank(nn.Module):
         return parts[0] if len(parts) == 1 else cls.stack(parts)
 
     @classmethod
+    def empty(cls, members: Sequence[tuple[str, Sequence[int]]], image_channels: int,
+              cfg: FitConfig, device: str | torch.device = "cpu") -> "GanBank":
+        """A bank with uninitialised weights, to be filled by ``load_state_dict``: built on the
+        meta device, so it draws no random numbers and initialises nothing."""
+        with torch.device("meta"):
+            shell = cls(members, image_channels, cfg)
+        return shell.to_empty(device=device)
+
+    @classmethod
     def stack(cls, banks: Sequence["GanBank"]) -> "GanBank":
         """One bank holding the members of ``banks`` in order (weights copied)."""
         first = banks[0]
         members = [(l, s) for b in banks for l, s in zip(b.layers, b.shapes)]
-        with torch.random.fork_rng(devices=[]):  # the fresh weights are overwritten below
-            out = cls(members, first.image_channels, first.cfg)
+        out = cls.empty(members, first.image_channels, first.cfg, _device_of(first))
         states = [b.state_dict() for b in banks]
         merged, offset = {}, 0
         for b, st in zip(banks, states):
@@ -107,14 +115,14 @@ class GanBank(nn.Module):
             if _c_index(k) is None:  # stacked G / D parameter: concatenate members
                 merged[k] = torch.cat([st[k] for st in states])
         out.load_state_dict(merged)
-        return out.to(_device_of(first))
+        return out
 
     def member(self, i: int) -> "GanBank":
         """Member ``i`` as a one-member bank (a copy, in this bank's train/eval mode)."""
-        with torch.random.fork_rng(devices=[]):
-            out = type(self)([(self.layers[i], self.shapes[i])], self.image_channels, self.cfg)
+        out = self.empty([(self.layers[i], self.shapes[i])], self.image_channels, self.cfg,
+                         _device_of(self))
         out.load_state_dict(self.member_state(i))
-        return out.to(_device_of(self)).train(self.training)
+        return out.train(self.training)
 
     def member_state(self, i: int) -> dict[str, torch.Tensor]:
         """Member ``i``'s weights, keyed as a one-member bank's ``state_dict``."""
@@ -549,10 +557,9 @@ def load_generators(fit_dir: str | Path, image_channels: int = 1,
     gans = {}
     for n in meta["layers"]:
         ck = load_checkpoint(fit_dir / layer_dirname(n) / "last.pt")
-        with torch.random.fork_rng(devices=[]):
-            lg = GanBank([(n, ck["shape"])], image_channels, cfg)
+        lg = GanBank.empty([(n, ck["shape"])], image_channels, cfg, device)
         lg.load_state_dict(ck["state"])
-        gans[n] = lg.to(device).eval()
+        gans[n] = lg.eval()
     return gans
 
 
