@@ -116,3 +116,12 @@ def test_judge_of_another_input_size_fails_in_one_line():
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="same input size and classes"):
         _judge_fits(classes, model, x, "judge j.pt")
+
+
+def test_generator_seeds_option_reaches_the_fit_config(capsys):
+    import json
+
+    assert main(["run", "--generator-seeds", "3", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["fit_overrides"]["generator_seeds"] == [0, 1, 2]
+    assert main(["run", "--generator-seeds", "0", "--dry-run"]) == 2  # one line, no work

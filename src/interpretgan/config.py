@@ -401,7 +401,11 @@ class FitConfig:
     train_subset: int | None = 20000
     eval_images: int = 1000  # held-out natural test images for agreement / realism
     ckpt_every: int = 100  # steps
-    seed: int = 0
+    seed: int = 0  # data order and generator initialisation
+    # generator seeds fitted per layer, together in one loop (one member per layer and seed):
+    # seed g of layer L starts from member_seed(seed, "L#seed<g>") (g = 0: "L"), so a fit of
+    # seeds (0, 1, 2) gives exactly the generators of three fits of (0,), (1,) and (2,)
+    generator_seeds: tuple[int, ...] = (0,)
     amp: str = "auto"  # bf16 autocast: "auto" (where the hardware has bf16 units), "on", "off"
     # how a step is run (results equal up to float rounding; benchmarks/fit_speed.py measures them)
     # "on": all layers' G/D as one stacked network; "off": one per layer; "auto": stacked on a
@@ -527,6 +531,9 @@ def _fit_rules(cfg: FitConfig, p: str) -> None:
     need(cfg.train_subset is None or cfg.train_subset >= cfg.batch_size, p + "train_subset",
          f"at least batch_size ({cfg.batch_size}) images", cfg.train_subset)
     need(len(set(cfg.layers)) == len(cfg.layers), p + "layers", "names without repeats", cfg.layers)
+    gs = cfg.generator_seeds
+    need(len(gs) >= 1 and all(g >= 0 for g in gs) and len(set(gs)) == len(gs), p + "generator_seeds",
+         "a non-empty list of different integers ≥ 0", gs)
     one_of(p + "adam", cfg.adam, ("fused", "foreach", "loop"))
 
 

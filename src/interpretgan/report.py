@@ -161,6 +161,9 @@ def acc_vul_chart(results: dict, path: Path) -> Path:
         vul = [100 * per[n]["vul"] for n in results["layers"]]
         xs = range(len(labels))
         ax.bar([x - 0.2 for x in xs], acc, 0.4, label="Acc_i (ours)", color="#1f77b4")
+        seeds = [(x - 0.2, 100 * a) for x, n in zip(xs, results["layers"]) for a in per[n].get("acc_seeds", [])]
+        if seeds:  # each generator seed's Acc_i beside the mean over seeds
+            ax.scatter(*zip(*seeds), s=9, color="#0b3c5d", label="Acc_i per generator seed", zorder=3)
         ax.bar([x + 0.2 for x in xs], vul, 0.4, label="Vul_i (ours)",
                color=["#d62728" if per[n]["large_vul"] else "#ff9896" for n in results["layers"]])
         paper = (results.get("paper") or {}).get(key)
@@ -264,6 +267,10 @@ def _table(results: dict) -> str:
                 cells.append(f"<td{cls}>{_pct(per[n][metric], per[n].get(metric + '_ci'))}{p}</td>")
             name = f"{key.replace('_', ' ')} {'Acc' if metric == 'acc' else 'Vul'}<sub>i</sub>"
             rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
+        if any("acc_seeds" in per[n] for n in names):
+            cells = "".join("<td>" + " / ".join(f"{100 * a:.1f}" for a in per[n].get("acc_seeds", []))
+                            + "</td>" for n in names)
+            rows.append(f"<tr><th>{key.replace('_', ' ')} Acc<sub>i</sub> per generator seed</th>{cells}</tr>")
         for field, title in (("acc_judge", "judge's Acc<sub>i</sub>"),
                              ("keeps_adversarial_label", "keeps adversarial label")):
             if any(field in per[n] for n in names):
@@ -284,7 +291,9 @@ READING = ("<p>How to read the rows together: Acc<sub>i</sub> counts the explana
            "survives up to that layer's explanation, so the drop Vul<sub>i</sub> happened before it. "
            "Brackets are 95 % intervals (Wilson; Vul<sub>i</sub>: paired over the same images); "
            "a layer is marked red only when its Vul<sub>i</sub> interval lies wholly above the "
-           "large-vulnerability threshold (0.4 × the mean Vul<sub>i</sub>).</p>")
+           "large-vulnerability threshold (0.4 × the mean Vul<sub>i</sub>). With several generator "
+           "seeds per layer, every row is the mean over the seeds and the per-seed row shows how much "
+           "Acc<sub>i</sub> moves with the generator alone.</p>")
 
 
 def _generator_table(results: dict, models: list[str]) -> str:
