@@ -302,3 +302,31 @@ def test_generator_seeds_average_per_image_and_report_each_seed():
     # one seed: no per-seed fields
     one = diagnose_model(net, {"a": _Shift(0.0), "b": _Shift(0.1)}, dstar, 2)
     assert one["generator_seeds"] == 1 and "acc_seeds" not in one["per_layer"][1]
+
+
+def test_fidelity_carry_over_on_hand_made_labels():
+    """Acc_i = P(keep)·P(y|keep) + P(depart)·P(y|depart): with the natural departure rate
+    in place of P(depart), the Acc_i of a generator as faithful on x* as on x."""
+    from interpretgan.diagnose import fidelity_carry_over, wilson_interval
+
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    pred_adv = (y + 1) % 10  # every x* fooled
+    labels = pred_adv.clone()  # 10 explanations: 6 keep f(x*), 3 go back to y, 1 elsewhere
+    labels[:3] = y[:3]
+    labels[3] = 0
+    out = fidelity_carry_over(labels[None], y, pred_adv, agreement_natural=0.9)
+    assert out["true_label_when_departing"] == pytest.approx(3 / 4)
+    assert out["true_label_when_departing_ci"] == pytest.approx(list(wilson_interval(3, 4)))
+    # P(y|keep) = 0 here, so 0.9·0 + 0.1·0.75
+    assert out["acc_at_natural_fidelity"] == pytest.approx(0.075)
+    # two seeds: counts averaged over them; a kept label that is the true one counts in P(y|keep)
+    pred2 = pred_adv.clone()
+    pred2[9] = 9  # the attack failed on the last image
+    two = torch.stack([labels, pred2])  # seed 1 keeps every adversarial label
+    out2 = fidelity_carry_over(two, y, pred2, agreement_natural=0.5)
+    # seed 0 now departs on image 9 too (its label 0 is neither 9 nor f(x*) = 9): 3 of 5
+    # departing go to y; seed 1 keeps all 10, of which image 9 is true: 1 of 15 kept
+    p_dep = (3 / 2) / (5 / 2)
+    p_keep = (1 / 2) / (15 / 2)
+    assert out2["true_label_when_departing"] == pytest.approx(p_dep)
+    assert out2["acc_at_natural_fidelity"] == pytest.approx(0.5 * p_keep + 0.5 * p_dep)

@@ -132,12 +132,13 @@ def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int,
         agree, agree_ci = share(hit_share(f_nat, fx, n))
         keeps, keeps_ci = share(hit_share(f_adv, dstar["pred_adv"], n))
         judged, judged_ci = share(hit_share(j_adv, y, n)) if j_adv is not None else (None, None)
+        carry = fidelity_carry_over(torch.stack([f_adv[k] for k in groups[n]]), y, dstar["pred_adv"], agree, z)
         row = {
             "layer": n, "acc": acc, "acc_ci": acc_ci, "vul": vul[i], "vul_ci": list(vul_ci[i]),
             "large_vul": marked[i], "acc_natural": acc_nat, "acc_natural_ci": acc_nat_ci,
             "vul_natural": vul_nat[i], "agreement_natural": agree, "agreement_natural_ci": agree_ci,
             "keeps_adversarial_label": keeps, "keeps_adversarial_label_ci": keeps_ci,
-            "acc_judge": judged, "acc_judge_ci": judged_ci}
+            "acc_judge": judged, "acc_judge_ci": judged_ci, **carry}
         if per_seed:
             row["acc_seeds"] = [a[i] for a in per_seed]
             row["vul_seeds"] = [vulnerability(a)[i] for a in per_seed]
@@ -154,6 +155,37 @@ def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int,
         "misclassification": table.tolist(),
         "top_targets": top_targets(table),
     }
+
+
+def fidelity_carry_over(labels: torch.Tensor, y: torch.Tensor, pred_adv: torch.Tensor,
+                        agreement_natural: float, z: float = 1.96) -> dict:
+    """How much of Acc_i a generator's infidelity to f explains.
+
+    labels: (K, N) f's labels of the explanations of D*'s x* by the layer's K generator
+    seeds; y, pred_adv: (N,) true labels and f(x*). Acc_i splits over whether the
+    explanation keeps f's adversarial label f(x*) or departs from it:
+
+        Acc_i = P(keep)·P(y | keep) + P(depart)·P(y | depart)
+
+    where P(y | keep) is f's own accuracy on those x* (≈ 0 under a strong attack), so Acc_i
+    is about P(depart)·P(y | depart). A generator that agreed with f on every input would
+    give Acc_i = f's adversarial accuracy; a generator trained on natural images departs
+    from f on them too, at rate 1 − agreement. Putting that natural departure rate in place
+    of P(depart) gives ``acc_at_natural_fidelity``: the Acc_i this layer would show if its
+    generator were no less faithful on x* than on natural images. ``true_label_when_departing``
+    is P(y | depart) (chance among the other classes would be about 1/(classes − 1)), with
+    its Wilson interval over the departing explanations (counted per image, averaged over seeds)."""
+    hit = labels == y
+    depart = labels != pred_adv
+    k = labels.shape[0]
+    n_dep, n_keep = depart.sum().item() / k, (~depart).sum().item() / k
+    y_dep = (hit & depart).sum().item() / k
+    y_keep = (hit & ~depart).sum().item() / k
+    p_dep = y_dep / n_dep if n_dep else 0.0
+    p_keep = y_keep / n_keep if n_keep else 0.0
+    return {"true_label_when_departing": p_dep,
+            "true_label_when_departing_ci": list(wilson_interval(y_dep, n_dep, z)),
+            "acc_at_natural_fidelity": agreement_natural * p_keep + (1 - agreement_natural) * p_dep}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
