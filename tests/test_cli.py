@@ -65,7 +65,8 @@ def test_set_assignments_reach_the_fit_and_run_configs(capsys):
                  "--set", "attack=fgsm"]) == 0
     out = capsys.readouterr().out
     cfg = json.loads(out[: out.rindex("}") + 1])
-    assert cfg["fit_overrides"] == {"batch_size": 16} and cfg["train_overrides"] == {"epochs": 2}
+    assert cfg["fit_overrides"] == {"generator_seeds": [0, 1], "batch_size": 16}  # the preset's + ours
+    assert cfg["train_overrides"] == {"epochs": 2}
     assert cfg["attack"] == "fgsm"
     assert main(["fit", "--checkpoint", "x.pt", "--dry-run", "--set", "no_such_field=1"]) == 2
 
