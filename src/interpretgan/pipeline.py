@@ -567,7 +567,7 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
         out[key] = {
             "generators": read_json(summary) if summary.exists() else None,
             "clean_accuracy": d["clean_accuracy"], "adversarial_accuracy": d["adversarial_accuracy"],
-            "n": d["n"], "attack": d["attack"],
+            "n": d["n"], "attack": d["attack"], "generator_seeds": d.get("generator_seeds", 1),
             "per_layer": {p["layer"]: {k: v for k, v in p.items() if k != "layer"} for p in d["per_layer"]},
             "maxpool_index_change": d["maxpool_index_change"],
             "misclassification": d["misclassification"], "top_targets": d["top_targets"],
