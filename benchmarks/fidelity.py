@@ -66,13 +66,13 @@ class Point:
 POINTS = {
     "base": Point("natural-10ep", {}, "base", 1.0, (0, 1, 2)),
     "classifier-3ep": Point("natural-3ep", {}, "classifier epochs", 3, (0, 1, 2)),
+    "lambda-0.3": Point("natural-10ep", {"lam": 0.3}, "λ", 0.3),
     "steps-x2": Point("natural-10ep", {"steps_per_scale": _scaled(2)}, "generator steps", 2 * sum(STEPS)),
     "width-x2": Point("natural-10ep", {"g_channels": tuple(2 * c for c in QUICK.g_channels),
                                        "d_channels": tuple(2 * c for c in QUICK.d_channels),
                                        "c_width_mult": 2 * QUICK.c_width_mult}, "generator width", 2),
-    "lambda-0.3": Point("natural-10ep", {"lam": 0.3}, "λ", 0.3),
-    "lambda-3": Point("natural-10ep", {"lam": 3.0}, "λ", 3.0),
     "warmup-0": Point("natural-10ep", {"warmup_fraction": 0.0}, "warm-up share", 0.0),
+    "lambda-3": Point("natural-10ep", {"lam": 3.0}, "λ", 3.0),
     "warmup-0.8": Point("natural-10ep", {"warmup_fraction": 0.8}, "warm-up share", 0.8),
     "steps-x4": Point("natural-10ep", {"steps_per_scale": _scaled(4)}, "generator steps", 4 * sum(STEPS)),
 }
