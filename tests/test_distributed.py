@@ -220,7 +220,9 @@ def _same_model(a: Path, b: Path, tol: dict) -> None:
         torch.testing.assert_close(sb[k], v, **tol, msg=k)
 
 
-TRAIN_TOL = {"rtol": 1e-4, "atol": 1e-5}
+# float sums in another order (and sign steps of the attack that flip on near-zero input
+# gradients): measured up to 3e-5 after 2 ATTA epochs on weights of size ~0.001–1.6
+TRAIN_TOL = {"rtol": 1e-3, "atol": 1e-4}
 
 
 @pytest.mark.parametrize("method", ["natural", "atta-trades"])

@@ -220,12 +220,13 @@ class _AttaTrades(Method):
                 "examples": len(train_set)}
 
     @staticmethod
-    def _fresh(shape, cfg, seed, world: World):
+    def _fresh(shape, cfg, seed, world: World | None = None):
         """This rank's rows (r, r + W, …) of the (N, C, H, W) initial store: drawn in chunks
         of 256 examples from one stream and kept only where they are this rank's, so every
         world size gets the same numbers and no rank holds the whole store."""
         if cfg.atta_init not in ("normal", "uniform"):
             raise ValueError(f"atta_init must be 'normal' or 'uniform', not {cfg.atta_init!r}")
+        world = world or World()
         g = torch.Generator().manual_seed(seed + 7)
         n, parts = shape[0], []
         for s in range(0, n, 256):
