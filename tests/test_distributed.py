@@ -8,7 +8,6 @@ MASTER_ADDR, MASTER_PORT in the environment), running one of the ``_rank_*`` fun
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -166,7 +165,7 @@ def test_two_rank_fit_of_four_layers_equals_the_one_rank_fit(toy_clf, tmp_path):
     # every layer fitted once, by one rank; the summary's inputs are rank 0's
     assert read_json(two / "config.json")["layers"] == LAYERS4
     assert (two / "metrics.jsonl").exists() and (two / "metrics.rank1.jsonl").exists()
-    logged = [set(k.split("/")[0] for k in read_jsonl(two / name)[-1] if "/" in k)
+    logged = [{k.split("/")[0] for k in read_jsonl(two / name)[-1] if "/" in k}
               for name in ("metrics.jsonl", "metrics.rank1.jsonl")]
     assert logged[0] | logged[1] == set(LAYERS4) and not logged[0] & logged[1]
     _same_generators(one, two, LAYERS4, EXACT)
