@@ -253,3 +253,31 @@ def test_atta_shards_resume_on_another_number_of_ranks(mnist_small, session_cach
     train_classifier(cfg, tmp_path / "mixed", progress=False)  # resumes on 1 rank
     _same_model(tmp_path / "one", tmp_path / "mixed", TRAIN_TOL)
     assert not (tmp_path / "mixed" / "checkpoints" / "shards").exists()
+
+
+# --------------------------------------------------------------------------- the launcher
+def _die_on_rank1() -> None:
+    with distributed.session("cpu") as world:
+        if world.rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        world.wait_all("never")  # rank 0 would wait here forever
+
+
+def test_launcher_names_the_dead_rank_and_stops_the_others():
+    t0 = time.monotonic()
+    with pytest.raises(distributed.PeerLostError, match="rank 1 .*killed by SIGKILL.*other ranks were stopped"):
+        distributed.spawn(2, _die_on_rank1)
+    assert time.monotonic() - t0 < 30
+
+
+def test_train_devices_2_equals_one_process(mnist_small, session_cache, tmp_path, monkeypatch, capsys):
+    from interpretgan.cli import main
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    args = ["-q", "train", "--epochs", "1", "--batch-size", "50", "--train-subset", "300",
+            "--test-subset", "50", "--lr", "0.05", "--seed", "3", "--device", "cpu"]
+    assert main([*args, "--run-dir", str(tmp_path / "one")]) == 0
+    assert main([*args, "--run-dir", str(tmp_path / "two"), "--devices", "2"]) == 0
+    _same_model(tmp_path / "one", tmp_path / "two", TRAIN_TOL)
+    assert read_json(tmp_path / "two" / "metrics.json")["test_accuracy"] == \
+        read_json(tmp_path / "one" / "metrics.json")["test_accuracy"]

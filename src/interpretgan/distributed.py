@@ -184,7 +184,7 @@ def spawn(n: int, fn: Callable[..., Any], *args: Any) -> None:
             pass
     except mp.ProcessExitedException as e:  # join() has stopped the other ranks
         how = f"was killed by {e.signal_name}" if e.signal_name else f"failed (exit code {e.exit_code})"
-        raise PeerLostError(f"rank {e.error_index} (pid {e.pid}) {how}; the other ranks were "
+        raise PeerLostError(f"rank {e.error_index} {how}; the other ranks were "
                             "stopped; rerun the same command to resume from the last "
                             "checkpoints") from None
     except mp.ProcessRaisedException as e:
