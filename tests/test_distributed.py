@@ -224,7 +224,7 @@ def _same_model(a: Path, b: Path, tol: dict) -> None:
 TRAIN_TOL = {"rtol": 1e-3, "atol": 1e-4}
 
 
-@pytest.mark.parametrize("method", ["natural", "atta-trades"])
+@pytest.mark.parametrize("method", ["natural", "atta-trades", "trades", "pgd-at"])
 def test_two_rank_epoch_matches_one_rank(method, mnist_small, session_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
     cfg = _train_cfg(session_cache, method)

@@ -473,6 +473,7 @@ def _distributed(a, argv: list[str] | None) -> int:
     if a.devices > 1 and not distributed.launched():
         if a.dry_run:
             return _with_world(a, distributed.World())
+        distributed.check_devices(a.devices, a.device)
         log.info("starting %d ranks on this machine", a.devices)
         try:
             distributed.spawn(a.devices, _rank_main, sys.argv[1:] if argv is None else argv)

@@ -33,6 +33,7 @@ import heapq
 import logging
 import os
 import pickle
+import signal
 import socket
 import sys
 import threading
@@ -179,6 +180,9 @@ def spawn(n: int, fn: Callable[..., Any], *args: Any) -> None:
            "LOCAL_WORLD_SIZE": str(n)}
     ctx = mp.start_processes(_spawned, args=(env, fn, args), nprocs=n, join=False,
                              start_method="spawn")
+    before = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (a cancelled job): as Ctrl-C
+        before = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while not ctx.join(timeout=0.5):
             pass
@@ -198,6 +202,13 @@ def spawn(n: int, fn: Callable[..., Any], *args: Any) -> None:
         for p in ctx.processes:
             p.join(10)
         raise
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _spawned(local_rank: int, env: dict, fn: Callable[..., Any], args: tuple) -> None:
@@ -205,6 +216,18 @@ def _spawned(local_rank: int, env: dict, fn: Callable[..., Any], args: tuple) ->
     code = fn(*args)
     if isinstance(code, int) and code != 0:
         sys.exit(code)
+
+
+def check_devices(n: int, device: str | torch.device | None) -> torch.device:
+    """The device kind ``n`` local ranks run on (one GPU each, or CPU processes); a ``ValueError``
+    in one line when this machine has fewer GPUs than ranks asked for."""
+    from .devices import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda" and n > torch.cuda.device_count():
+        raise ValueError(f"--devices {n} asked for, but this machine has {torch.cuda.device_count()} "
+                         "GPU(s): one rank runs per GPU (use --device cpu for CPU processes)")
+    return dev
 
 
 def cpu_threads(local_world_size: int) -> int:
@@ -360,13 +383,16 @@ def shard_members(members: Sequence[tuple[str, Sequence[int]]], costs: Sequence[
 
 
 # ---------------------------------------------------------------------------- training
-def batch_share(idx: torch.Tensor, world: World) -> torch.Tensor:
+def batch_share(idx: torch.Tensor, world: World, by_index: bool = False) -> torch.Tensor:
     """Positions in a global batch (example indices ``idx``, (B,)) that this rank trains on:
-    the examples whose index is ``rank`` modulo ``size`` — the same examples whose ATTA
-    perturbations this rank stores. Returns (b,) positions, b ≈ B / size."""
+    its contiguous ``1/size`` of the batch, or, ``by_index``, the examples whose index is
+    ``rank`` modulo ``size`` (the ones whose per-example state, e.g. ATTA's perturbations,
+    this rank stores; b ≈ B / size, and a small batch may hold none). Returns (b,) positions."""
     if not world.distributed:
         return torch.arange(len(idx))
-    return (idx % world.size == world.rank).nonzero().squeeze(1)
+    if by_index:
+        return (idx % world.size == world.rank).nonzero().squeeze(1)
+    return torch.arange(len(idx)).tensor_split(world.size)[world.rank]
 
 
 def average_gradients(params: Sequence[nn.Parameter], count: int) -> None:

@@ -130,9 +130,12 @@ def trades_update(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
 
 def trades_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
                 beta: float = 6.0, generator: torch.Generator | None = None,
-                amp: bool = False) -> dict[str, float]:
-    """TRADES with a fresh k-step KL attack started at x + 0.001·N(0, 1)."""
-    start = (x + 0.001 * noise_like(x, generator, normal=True)).clamp(0, 1)
+                amp: bool = False, noise: torch.Tensor | None = None) -> dict[str, float]:
+    """TRADES with a fresh k-step KL attack started at x + 0.001·N(0, 1) (``noise``: those
+    N(0, 1) draws, x's shape, when given; else drawn from ``generator``)."""
+    if noise is None:
+        noise = noise_like(x, generator, normal=True)
+    start = (x + 0.001 * noise.to(x.device)).clamp(0, 1)
     x_adv = kl_attack(model, x, start, eps, alpha, steps, amp)
     return trades_update(model, optimizer, x, x_adv, y, beta, amp)
 
@@ -149,9 +152,12 @@ def atta_trades_step(model, optimizer, x, y, delta: torch.Tensor, eps: float = 0
 
 
 def pgd_at_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
-                generator: torch.Generator | None = None, amp: bool = False) -> dict[str, float]:
-    """Madry et al.'s adversarial training: CE on PGD-k examples (random start)."""
-    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator, amp=amp)
+                generator: torch.Generator | None = None, amp: bool = False,
+                noise: torch.Tensor | None = None) -> dict[str, float]:
+    """Madry et al.'s adversarial training: CE on PGD-k examples (random start; ``noise``:
+    its uniform draws when given, see :func:`~interpretgan.attacks.pgd`)."""
+    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator, amp=amp,
+                noise=noise)
     model.train()
     with autocast(amp, x.device):
         logits = model(x_adv).float()
@@ -164,10 +170,13 @@ def pgd_at_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, s
 class Method:
     """Binds a step function to the training loop: per-run state and per-batch call.
 
-    Per-example state is sharded over the ranks by example index: rank r of a world of W
-    holds examples r, r + W, r + 2W, …, and trains on exactly those examples of every batch
-    (:func:`~interpretgan.distributed.batch_share`); ``idx`` in :meth:`step` are the rows of
+    With W ranks, rank r trains on its contiguous 1/W of every global batch; a method with
+    per-example state (``by_index``) shards it by example index instead: rank r holds
+    examples r, r + W, r + 2W, … and trains on exactly those examples of every batch
+    (:func:`~interpretgan.distributed.batch_share`). ``idx`` in :meth:`step` are the rows of
     the batch's examples in this rank's state (example index // W)."""
+
+    by_index = False  # ranks take their examples by index (per-example state) or by position
 
     def init_state(self, train_set, cfg: TrainConfig, shape, world: World) -> dict:
         return {}
@@ -175,7 +184,9 @@ class Method:
     def on_epoch_start(self, state: dict, cfg: TrainConfig, epoch: int, world: World) -> None:
         pass
 
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen) -> dict[str, float]:
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share) -> dict[str, float]:
+        """One step on this rank's examples (x, y; ``share``: their rows in the global batch,
+        see :func:`_share_noise`)."""
         raise NotImplementedError
 
     def local_state(self, state: dict, world: World) -> dict:
@@ -190,27 +201,40 @@ class Method:
 TRAIN_METHODS: Registry[Method] = Registry("training method")
 
 
+def _share_noise(x: torch.Tensor, gen: torch.Generator, share: BatchShare | None,
+                 normal: bool) -> torch.Tensor | None:
+    """A rank's random-start draws: those of the whole global batch (what one process
+    draws from ``gen``), at this rank's rows; None for a lone process (the step draws)."""
+    if share is None:
+        return None
+    draw = torch.randn if normal else torch.rand
+    return draw((share.total, *x.shape[1:]), generator=gen, device=gen.device,
+                dtype=x.dtype)[share.rows.to(gen.device)]
+
+
 class _Natural(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
         return natural_step(model, optimizer, x, y, use_amp(cfg.amp, x.device))
 
 
 class _Trades(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
         return trades_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps,
-                           cfg.beta, gen, use_amp(cfg.amp, x.device))
+                           cfg.beta, gen, use_amp(cfg.amp, x.device),
+                           noise=_share_noise(x, gen, share, normal=True))
 
 
 class _PgdAT(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
         return pgd_at_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps, gen,
-                           use_amp(cfg.amp, x.device))
+                           use_amp(cfg.amp, x.device), noise=_share_noise(x, gen, share, normal=False))
 
 
 class _AttaTrades(Method):
     """Keeps one perturbation per training example (on the padded image when augmenting)."""
 
     PAD = 4
+    by_index = True
 
     def init_state(self, train_set, cfg, shape, world):
         c, h, w = shape
@@ -255,7 +279,7 @@ class _AttaTrades(Method):
             full[r::w] = s["delta"]
         return {**shards[0], "delta": full}
 
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
         store = state["delta"]  # (N, C, H, W) on the CPU; idx and aug are CPU tensors
         if aug is None:
             delta = store[idx]
@@ -400,9 +424,7 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
             group["lr"] = lr_at(cfg, epoch)
         method.on_epoch_start(state, cfg, epoch, world)
         aug_gen.manual_seed(cfg.seed * 1000 + epoch)
-        # (random attack starts: one stream per rank, rank 0's the one of a lone process;
-        # everything else — data order, augmentation, dropout — is drawn as one process draws it)
-        gen.manual_seed(cfg.seed * 1000 + epoch + 1 + 7919 * world.rank)
+        gen.manual_seed(cfg.seed * 1000 + epoch + 1)  # (every rank draws what one process draws)
         sums: dict[str, float] = {}
         n = 0
         bar = progress_bar(batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
@@ -416,17 +438,21 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
 
             # This rank's examples of the global batch; the gradients are averaged over all.
             if world.distributed:
-                mine = batch_share(idx, world)
+                mine = batch_share(idx, world, method.by_index)
                 share.rows, share.total = mine, len(idx)
                 idx, x, y = idx[mine], x[mine], y[mine]
                 aug = None if aug is None else tuple(a[mine] for a in aug)
                 averager.count = len(y)
-                if not len(y):  # none of this batch's examples are ours: step with the others
+                # None of this batch's examples are ours (a by-index share of a small batch):
+                # step with the others. (This rank's dropout draws fall out of step with one
+                # process's for the rest of the run: still correct, no longer identical.)
+                if not len(y):
                     optimizer.zero_grad(set_to_none=True)
                     optimizer.step()
                     continue
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = method.step(model, optimizer, idx // world.size, x, y, aug, state, cfg, gen)
+            out = method.step(model, optimizer, idx // world.size, x, y, aug, state, cfg, gen,
+                              share if world.distributed else None)
             for k, v in out.items():
                 if not math.isfinite(v):  # the step's floats are on the host already: free
                     raise NonFiniteError(
