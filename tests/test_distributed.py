@@ -263,6 +263,22 @@ def _die_on_rank1() -> None:
         world.wait_all("never")  # rank 0 would wait here forever
 
 
+def _raise_on_rank1() -> None:
+    with distributed.session("cpu") as world:
+        if world.rank == 1:
+            raise ValueError("a bad setting on rank 1")
+        world.wait_all("never")
+
+
+def test_a_rank_that_fails_stops_the_others_at_once():
+    """Ranks started as torchrun starts them (no launcher to stop the others)."""
+    t0 = time.monotonic()
+    (code0, err0), (code1, err1) = _finish(_start(2, "t._raise_on_rank1()"), timeout=60)
+    assert code1 != 0 and "a bad setting on rank 1" in err1
+    assert code0 == distributed.EXIT_PEER_LOST and "rank 1 failed" in err0
+    assert time.monotonic() - t0 < 20  # the heartbeat timeout (30 s) was not needed
+
+
 def test_launcher_names_the_dead_rank_and_stops_the_others():
     t0 = time.monotonic()
     with pytest.raises(distributed.PeerLostError, match="rank 1 .*killed by SIGKILL.*other ranks were stopped"):

@@ -243,7 +243,8 @@ def session(device: str | torch.device | None = "auto") -> Iterator[World]:
     Yields the :class:`World` with this rank's device: ``"auto"``/``"cuda"`` on a GPU machine
     → nccl and ``cuda:LOCAL_RANK``; ``"cpu"`` (or no GPU) → gloo on the CPU, with the cores
     shared out among the local ranks (:func:`cpu_threads`). On leaving, every rank reports
-    itself done; rank 0, which may host the rendezvous store, waits for the others first.
+    itself done (or failed: the others then stop); rank 0, which may host the rendezvous
+    store, waits for the others first.
     """
     from .devices import resolve_device
 
@@ -272,11 +273,15 @@ def session(device: str | torch.device | None = "auto") -> Iterator[World]:
         yield world
         ok = True
     finally:
-        world._store.set(f"{prefix}/done/{rank}", "ok" if ok else "failed")
-        if world.main:  # keep the store up until every other rank is done (or dead)
-            dog.wait_for_others()
-        dog.stop()
-        dist.destroy_process_group()
+        try:
+            world._store.set(f"{prefix}/done/{rank}", "ok" if ok else "failed")
+            if world.main and ok:  # keep the store up until every other rank is done (or dead)
+                dog.wait_for_others()
+        except (dist.DistError, RuntimeError):  # the store is gone: no one left to tell
+            pass
+        finally:
+            dog.stop()
+            dist.destroy_process_group()
 
 
 def _client():
@@ -307,6 +312,8 @@ class _Watchdog(threading.Thread):
                 self.store.add(f"{self.prefix}/beat/{self.world.rank}", 1)
                 for r, (count, since) in list(seen.items()):
                     if self.store.check([f"{self.prefix}/done/{r}"]):
+                        if self.store.get(f"{self.prefix}/done/{r}") == b"failed":
+                            self._die(f"rank {r} failed (its error is above)")
                         del seen[r]
                         continue
                     now_count = int(self.store.add(f"{self.prefix}/beat/{r}", 0))
