@@ -9,7 +9,9 @@ threads (or, on a GPU machine, 1 GPU against N GPUs), run side by side in altern
   the all-reduce included), and the final weights of the two runs are compared (largest
   absolute difference: the float tolerance of data-parallel training).
 
-Every run is a fresh set of processes (start-up counted in "wall s", not in "work s").
+Every run is a fresh set of processes (start-up counted in "wall s", not in "work s"). On the
+CPU, 1 process × 1 thread runs too: the per-core baseline (on a machine with other work on
+its cores, two threads of one process can be much slower than one).
 
     python benchmarks/distributed.py                       # CPU: 1×2 threads vs 2×1 thread
     python benchmarks/distributed.py --device cuda --ranks 8   # GPU machine: 1 vs 8 GPUs
@@ -92,7 +94,10 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", default="fit,natural,atta-trades")
     a = p.parse_args(argv)
     cpu = a.device == "cpu"
+    # name → (processes, threads each); on the CPU also 1 process × 1 thread, the per-core baseline
     setups = {"1": (1, a.threads if cpu else 0), str(a.ranks): (a.ranks, max(1, a.threads // a.ranks) if cpu else 0)}
+    if cpu and a.threads > 1:
+        setups["1x1"] = (1, 1)
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -109,20 +114,21 @@ def main(argv=None) -> int:
                         times[name].append(one_run(train_job, ranks, args, tmp, tag))
                     print(f"{tag}: {times[name][-1]}", file=sys.stderr, flush=True)
             diff = None
-            if job != "fit":  # the last round's two models
-                w = [load_checkpoint(tmp / f"{job}-{n}-{a.rounds - 1}" / "checkpoints" / "final.pt")["state_dict"]
-                     for n in setups]
-                diff = max((w[0][k] - w[1][k]).abs().max().item() for k in w[0])
-            base = statistics.median(t["work_s"] for t in times["1"])
+            diffs = {}
+            if job != "fit":  # the last round's models against the 1-process one
+                w = {n: load_checkpoint(tmp / f"{job}-{n}-{a.rounds - 1}" / "checkpoints" / "final.pt")["state_dict"]
+                     for n in setups}
+                diffs = {n: max((w["1"][k] - w[n][k]).abs().max().item() for k in w["1"]) for n in setups if n != "1"}
+            base = {n: statistics.median(t["work_s"] for t in times[n]) for n in setups}
             for name, (ranks, threads) in setups.items():
-                work = statistics.median(t["work_s"] for t in times[name])
                 wall = statistics.median(t["wall_s"] for t in times[name])
-                rows.append((job, f"{ranks} × {threads} thread(s)" if cpu else f"{ranks} GPU(s)",
-                             work, wall, base / work, diff if name != "1" else None))
-    print("| job | processes | work s | wall s | speed-up (work) | max weight difference vs 1 process |")
-    print("|---|---|---:|---:|---:|---:|")
-    for job, proc, work, wall, speed, diff in rows:
-        print(f"| {job} | {proc} | {work:.1f} | {wall:.1f} | {speed:.2f}× | {'' if diff is None else f'{diff:.1e}'} |")
+                rows.append((job, f"{ranks} × {threads} thread(s)" if cpu else f"{ranks} GPU(s)", base[name],
+                             wall, base["1"] / base[name], base.get("1x1", base["1"]) / base[name], diffs.get(name)))
+    print("| job | processes | work s | wall s | speed vs 1 process | speed vs 1 × 1 thread | max \\|Δw\\| vs 1 process |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for job, proc, work, wall, speed, per_core, diff in rows:
+        print(f"| {job} | {proc} | {work:.1f} | {wall:.1f} | {speed:.2f}× | {per_core:.2f}× | "
+              f"{'' if diff is None else f'{diff:.1e}'} |")
     return 0
 
 

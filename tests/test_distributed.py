@@ -81,7 +81,7 @@ def _toy_classifier(path: Path):
     ds = _toy_data()
     f = models.create("smallcnn")
     opt = torch.optim.SGD(f.parameters(), lr=0.05, momentum=0.9)
-    for epoch in range(4):
+    for epoch in range(3):
         for x, y in batches(ds, 32, shuffle=True, epoch=epoch):
             natural_step(f, opt, x, y)
     torch.save(f.state_dict(), path)
@@ -173,7 +173,7 @@ def test_two_rank_fit_of_four_layers_equals_the_one_rank_fit(toy_clf, tmp_path):
 
 def test_a_killed_rank_stops_the_fit_and_the_same_command_finishes_it(toy_clf, tmp_path):
     path, f, ds, ex = toy_clf
-    cfg = dataclasses.replace(FIT, steps_per_scale=(4, 4, 4, 48), ckpt_every=4)
+    cfg = dataclasses.replace(FIT, steps_per_scale=(4, 4, 4, 28), ckpt_every=4)
     out = tmp_path / "two"
     call = f"t._rank_fit({str(path)!r}, {str(out)!r}, {dataclasses.asdict(cfg)!r})"
     env = {"INTERPRETGAN_RANK_TIMEOUT": "4"}
@@ -183,7 +183,7 @@ def test_a_killed_rank_stops_the_fit_and_the_same_command_finishes_it(toy_clf, t
                                         _costs(f), World(1, 2))]
     last = out / layer_dirname(mine[0]) / "last.pt"
     t0 = time.monotonic()
-    while not (last.exists() and load_checkpoint(last)["step"] >= 12):
+    while not (last.exists() and load_checkpoint(last)["step"] >= 8):
         assert time.monotonic() - t0 < 90 and procs[1].poll() is None, "rank 1 never saved"
         time.sleep(0.05)
     procs[1].send_signal(signal.SIGKILL)
@@ -224,7 +224,7 @@ def _same_model(a: Path, b: Path, tol: dict) -> None:
 TRAIN_TOL = {"rtol": 1e-3, "atol": 1e-4}
 
 
-@pytest.mark.parametrize("method", ["natural", "atta-trades", "trades", "pgd-at"])
+@pytest.mark.parametrize("method", ["atta-trades", "trades", "pgd-at"])  # natural: through the CLI below
 def test_two_rank_epoch_matches_one_rank(method, mnist_small, session_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
     cfg = _train_cfg(session_cache, method)
