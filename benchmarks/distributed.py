@@ -6,8 +6,10 @@ threads (or, on a GPU machine, 1 GPU against N GPUs), run side by side in altern
   images: the 1-process fit stacks all seven layers, each rank fits its share.
 * **natural** / **atta-trades**: one training epoch of the SmallCNN on ``--train-images``
   MNIST images (batch 128); the step time is the epoch's ``train_s`` (rank 0's, waits on
-  the all-reduce included), and the final weights of the two runs are compared (largest
-  absolute difference: the float tolerance of data-parallel training).
+  the all-reduce included), and the final weights are compared with those of 1 process × 1
+  thread, which runs every operation as each rank does (largest absolute difference: the float
+  tolerance of data-parallel training; the 2-thread process shows what a thread count alone
+  changes).
 
 Every run is a fresh set of processes (start-up counted in "wall s", not in "work s"). On the
 CPU, 1 process × 1 thread runs too: the per-core baseline (on a machine with other work on
@@ -118,13 +120,15 @@ def main(argv=None) -> int:
             if job != "fit":  # the last round's models against the 1-process one
                 w = {n: load_checkpoint(tmp / f"{job}-{n}-{a.rounds - 1}" / "checkpoints" / "final.pt")["state_dict"]
                      for n in setups}
-                diffs = {n: max((w["1"][k] - w[n][k]).abs().max().item() for k in w["1"]) for n in setups if n != "1"}
+                ref = "1x1" if "1x1" in setups else "1"  # the same threads per process as the ranks
+                diffs = {n: max((w[ref][k] - w[n][k]).abs().max().item() for k in w[ref])
+                         for n in setups if n != ref}
             base = {n: statistics.median(t["work_s"] for t in times[n]) for n in setups}
             for name, (ranks, threads) in setups.items():
                 wall = statistics.median(t["wall_s"] for t in times[name])
                 rows.append((job, f"{ranks} × {threads} thread(s)" if cpu else f"{ranks} GPU(s)", base[name],
                              wall, base["1"] / base[name], base.get("1x1", base["1"]) / base[name], diffs.get(name)))
-    print("| job | processes | work s | wall s | speed vs 1 process | speed vs 1 × 1 thread | max \\|Δw\\| vs 1 process |")
+    print("| job | processes | work s | wall s | speed vs 1 process | speed vs 1 × 1 thread | max \\|Δw\\| vs 1 × 1 thread |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for job, proc, work, wall, speed, per_core, diff in rows:
         print(f"| {job} | {proc} | {work:.1f} | {wall:.1f} | {speed:.2f}× | {per_core:.2f}× | "

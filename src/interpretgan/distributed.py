@@ -5,7 +5,7 @@ A process is one *rank* of a *world* of ``size`` ranks (:class:`World`; a lone p
 rank 0 of a world of 1 and needs none of this). Worlds are started by
 
 * ``interpretgan … --devices N``: :func:`spawn` starts N local processes (one per GPU, or
-  CPU processes with one thread each);
+  CPU processes sharing the cores);
 * ``torchrun --nnodes … --nproc-per-node … -m interpretgan …``: the launcher's environment
   (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) is joined as is.
 
@@ -22,8 +22,21 @@ with a time limit.
 What the ranks share out:
 
 * generator fitting: the (layer, seed) members, balanced by compute (:func:`shard_members`);
-* classifier training: every global batch, by example index (:func:`batch_share`), with
-  gradients averaged over the whole global batch (:func:`average_gradients`).
+* classifier training: every global batch (:func:`batch_share`: by position, or by example
+  index where a method keeps per-example state), with gradients averaged over the whole
+  global batch (:func:`average_gradients`) and the random draws one process would make
+  (:class:`ShareDropout`; the attacks' random starts in :mod:`~interpretgan.training`).
+
+Why not the ``DistributedDataParallel`` wrapper: between two training forwards the attacks
+run the model in eval mode for input gradients (a DDP reducer expects every forward with
+gradients on to be followed by a backward over the weights), and a global batch is split
+unevenly when by example index, which DDP's plain mean over ranks would weight wrongly. One
+all-reduce of count-weighted gradients per step is what DDP computes, without its overlap
+of communication and backward.
+
+Why spare ranks (more ranks than fit members) wait rather than split a member's batch: the
+discriminator's minibatch-standard-deviation feature is a statistic of the whole batch, so a
+split batch would change what D computes and the fit would no longer equal the 1-rank fit.
 """
 from __future__ import annotations
 
