@@ -470,9 +470,9 @@ def _distributed(a, argv: list[str] | None) -> int:
 
     if a.devices < 1:
         raise ValueError(f"--devices takes a number of processes ≥ 1, got {a.devices}")
+    if a.dry_run:  # prints the resolved config: no processes, no device
+        return _with_world(a, distributed.World())
     if a.devices > 1 and not distributed.launched():
-        if a.dry_run:
-            return _with_world(a, distributed.World())
         distributed.check_devices(a.devices, a.device)
         log.info("starting %d ranks on this machine", a.devices)
         try:
