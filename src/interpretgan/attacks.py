@@ -46,21 +46,24 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: bo
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.3, alpha: float = 0.01,
         steps: int = 40, random_start: bool = True, momentum: float = 0.0, targeted: bool = False,
         bounds: tuple[float, float] = (0.0, 1.0), early_stop: bool = False, amp: bool = False,
-        generator: torch.Generator | None = None) -> torch.Tensor:
+        generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Projected gradient descent in the l∞ ball of radius ``eps`` around ``x``.
 
     x: (B, ...) clean inputs in ``bounds``; y: (B,) true labels (target labels if
     ``targeted``). ``momentum`` μ > 0 gives M-PGD (g ← μ·g + ∇, step α·sign(g)).
     ``early_stop`` freezes samples as soon as they are misclassified (for accuracy
     evaluation only: a frozen sample stays fooled, so the robust accuracy is the same or
-    lower). ``amp`` runs the model under bf16 autocast. Returns the adversarial batch.
+    lower). ``amp`` runs the model under bf16 autocast. ``noise``: the random start's
+    uniform [0, 1) draws (x's shape) when given, else drawn from ``generator``. Returns the
+    adversarial batch.
     """
     _check_eps(eps, alpha)
     lo, hi = bounds
     x = x.detach()
     with eval_mode(model), frozen_params(model):
         if random_start:
-            x_adv = (x + (2 * noise_like(x, generator) - 1) * eps).clamp_(lo, hi)
+            u = noise_like(x, generator) if noise is None else noise.to(x.device)
+            x_adv = (x + (2 * u - 1) * eps).clamp_(lo, hi)
         else:
             x_adv = x.clone()
         g = torch.zeros_like(x) if momentum else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -125,8 +126,9 @@ def cmd_train(a) -> int:
         print(f"run directory: {run_dir}")
         return 0
     metrics = train_classifier(cfg, run_dir, resume=not a.no_resume, progress=not a.quiet,
-                               device=a.device)
-    print(to_json(metrics))
+                               device=a.world.device, world=a.world)
+    if a.world.main:
+        print(to_json(metrics))
     return 0
 
 
@@ -222,7 +224,9 @@ def cmd_fit(a) -> int:
                        "run_dir": str(run_dir)}))
         return 0
     summary = fit_run(a.checkpoint, run_dir, cfg, layers, a.data_dir, progress=not a.quiet,
-                      device=a.device, image_size=a.image_size)
+                      device=a.world.device, image_size=a.image_size, world=a.world)
+    if summary is None:  # a rank other than 0: rank 0 reports
+        return 0
     for n, r in summary["layers"].items():
         print(f"{n:<28} agreement {100 * r['agreement']:6.2f}%   KID {r['kid']:.4f}")
     print(f"real-vs-real KID {summary['kid_real_vs_real']:.4f}; fit took {summary['fit_seconds']:.0f}s")
@@ -264,7 +268,9 @@ def cmd_run(a) -> int:
         print(to_json(dataclasses.asdict(cfg)))
         return 0
     res = run_main(cfg, a.run_dir, a.model_file, a.checkpoint, progress=not a.quiet,
-                   device=a.device)
+                   device=a.world.device, world=a.world)
+    if res is None:  # a rank other than 0: rank 0 reports
+        return 0
     for key in ("natural", "adversarially_trained", "user"):
         if key in res:
             r = res[key]
@@ -278,6 +284,13 @@ def cmd_run(a) -> int:
 # --------------------------------------------------------------------------- parser
 def _device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
+
+
+def _devices_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="N processes on this machine: one per GPU (nccl), or CPU processes with "
+                        "gloo when --device cpu or there is no GPU (for several machines: torchrun "
+                        "… -m interpretgan, see the README)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
     t.add_argument("--run-dir")
     _device_option(t)
+    _devices_option(t)
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     t.set_defaults(fn=cmd_train)
@@ -357,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change one FitConfig field, e.g. --set batch_size=32 (repeatable)")
     _device_option(f)
+    _devices_option(f)
     f.add_argument("--dry-run", action="store_true")
     f.set_defaults(fn=cmd_fit)
 
@@ -423,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change a RunConfig field; fit.KEY / train.KEY change the fit / training "
                         "presets, e.g. --set fit.batch_size=32 --set train.epochs=2 (repeatable)")
     _device_option(r)
+    _devices_option(r)
     r.add_argument("--dry-run", action="store_true")
     r.set_defaults(fn=cmd_run)
     return p
@@ -433,14 +449,23 @@ def main(argv: list[str] | None = None) -> int:
     unwritable run folder, a non-finite result) logs one line and returns 2 (``-v`` adds the
     traceback); Ctrl-C returns 130 and the command resumes when run again."""
     a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    level = logging.DEBUG if a.verbose else logging.INFO
+    if rank not in (None, "0") and not a.verbose:  # rank 0 speaks for the job
+        level = logging.WARNING
+    logging.basicConfig(level=level, datefmt="%H:%M:%S",
+                        format="%(asctime)s %(levelname)s " + (f"[rank {rank}] " if rank else "")
+                        + "%(name)s: %(message)s")
+    if rank not in (None, "0"):
+        a.quiet = True  # one progress bar: rank 0's
     from .data import DataError
     from .models import CheckpointMismatchError
     from .registry import UnknownNameError
 
     try:
-        return a.fn(a)
+        if getattr(a, "devices", None) is None:
+            return a.fn(a)
+        return _distributed(a, argv)
     except KeyboardInterrupt:
         log.debug("interrupted", exc_info=True)
         log.error("interrupted; rerun the same command to resume")
@@ -451,6 +476,48 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("error", exc_info=True)
         log.error("%s", _one_line(e))
         return 2
+
+
+def _distributed(a, argv: list[str] | None) -> int:
+    """A command that can run on several ranks: ``--devices N`` starts N local ranks
+    (each runs this same command line); a launched rank (``--devices`` or torchrun) joins
+    its job; one process runs alone. Every rank gets ``a.world``."""
+    from . import distributed
+
+    if a.devices < 1:
+        raise ValueError(f"--devices takes a number of processes ≥ 1, got {a.devices}")
+    if a.dry_run:  # prints the resolved config: no processes, no device
+        return _with_world(a, distributed.World())
+    if a.devices > 1 and not distributed.launched():
+        distributed.check_devices(a.devices, a.device)
+        log.info("starting %d ranks on this machine", a.devices)
+        try:
+            distributed.spawn(a.devices, _rank_main, sys.argv[1:] if argv is None else argv)
+        except distributed.PeerLostError as e:
+            log.error("%s", e)
+            return distributed.EXIT_PEER_LOST
+        return 0
+    if distributed.launched() and a.devices not in (1, int(os.environ["WORLD_SIZE"])):
+        log.warning("--devices %d ignored: this process is one of the %s ranks its launcher "
+                    "started", a.devices, os.environ["WORLD_SIZE"])
+    try:
+        with distributed.session(a.device) as world:
+            return _with_world(a, world)
+    except distributed.dist.DistError as e:  # a collective broke: a peer went away
+        log.debug("collective", exc_info=True)
+        log.error("rank %s: %s; rerun the same command to resume", os.environ.get("RANK"),
+                  distributed.one_line(e))
+        return distributed.EXIT_PEER_LOST
+
+
+def _with_world(a, world) -> int:
+    a.world = world
+    return a.fn(a)
+
+
+def _rank_main(argv: list[str]) -> int:
+    """One rank started by ``--devices``: the same command, joined to its job."""
+    return main(argv)
 
 
 def _one_line(e: BaseException) -> str:

@@ -6,6 +6,7 @@ going through the classifier as one batch (:func:`gan_step`). Run folder::
 
     RUN/fit/config.json               the resolved FitConfig (+ classifier and layers)
     RUN/fit/metrics.jsonl             losses and held-out agreement as training goes
+                                      (rank r > 0 of a distributed fit: metrics.rank<r>.jsonl)
     RUN/fit/<layer>/last.pt           resumable state of that layer (atomic, every ckpt_every steps)
     RUN/fit/<layer>/prev.pt           the save before it (resume point after a kill mid-save)
     RUN/fit/<layer>/scale<k>.pt       G and C at the end of scale k
@@ -13,6 +14,7 @@ going through the classifier as one batch (:func:`gan_step`). Run folder::
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -30,6 +32,7 @@ from .progress import progress_bar
 from .config import FitConfig, RunConfig, same_config
 from .data import batches, images_at, load_split, num_batches
 from .devices import eval_mode, frozen_params, module_device, resolve_device
+from .distributed import World, member_cost, shard_members
 from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
                   to_classifier, to_resolution)
 from .layers import capture, default_layers, layer_shapes
@@ -358,7 +361,7 @@ def agreement(classifier: nn.Module, gans: dict[str, GanBank], x: torch.Tensor,
 def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: FitConfig,
                    out_dir: str | Path, layers: Sequence[str] | None = None,
                    progress: bool = True, stop_after: int | None = None,
-                   log_every: int = 50) -> dict[str, GanBank]:
+                   log_every: int = 50, world: World | None = None) -> dict[str, GanBank]:
     """Train one generator per layer of the frozen ``classifier``, on the classifier's device;
     resumable.
 
@@ -367,7 +370,13 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     agreement. ``stop_after``: end the call after that many steps (to simulate a kill in
     tests). Every layer's state is written to its own files (``fit/<layer>/``), so a later
     process could fit a share of the layers. Returns ``{layer: one-member GanBank}``.
+
+    ``world``: with several ranks, this rank fits only its share of the members
+    (:func:`~interpretgan.distributed.shard_members`) on the same data stream, writes only
+    their files, and logs to ``metrics.jsonl`` (rank 0) or ``metrics.rank<r>.jsonl``;
+    ``config.json`` (all layers) is rank 0's. Returns this rank's members.
     """
+    world = world or World()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = module_device(classifier)
@@ -389,7 +398,17 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     # The members (one per layer and generator seed), as one stacked bank or one bank each;
     # resumed where saved.
     members = [(k, shapes[split_member(k)[0]]) for k in keys]
+    if world.distributed:  # this rank's share, balanced by compute
+        members = shard_members(members, [member_cost(s, image_channels, cfg) for _, s in members], world)
+    mine = [n for n, _ in members]
     start, saved, disk = _resume_point(out, members, cfg)
+    if world.main:
+        write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names, "members": keys,
+                                         "shapes": {n: list(s) for n, s in shapes.items()}})
+    if not members:
+        log.warning("rank %d has no layer to fit: %d ranks for %d members (a member's batch is "
+                    "not split across ranks, see distributed.py)", world.rank, world.size, len(keys))
+        return {}
     parts = [GanBank.build([m], image_channels, cfg) for m in members]
     for i, st in enumerate(saved):
         if st is not None:
@@ -401,10 +420,8 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         it = iter(saved)
         for b, o in zip(banks, opts):
             _load_adam(b, o, [next(it) for _ in b.layers])
-    write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names, "members": keys,
-                                     "shapes": {n: list(s) for n, s in shapes.items()}})
-    log.info("fitting %d layers × %d generator seeds on %s (%s, %s)", len(names),
-             len(cfg.generator_seeds), device, "bf16 autocast" if amp else "fp32",
+    log.info("fitting %d members (%d layers × %d generator seeds) on %s (%s, %s)", len(mine),
+             len(names), len(cfg.generator_seeds), device, "bf16 autocast" if amp else "fp32",
              "one stacked bank" if len(banks) == 1 else f"{len(banks)} banks")
     if start >= total:
         return _views(banks)
@@ -415,7 +432,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     # Losses stay on the device and are read only when a row is logged.
     stream = _stream(train_set, cfg.batch_size, cfg.seed, start)
     bar = progress_bar(range(start, total), total=total, initial=start, enabled=progress,
-               desc="fit " + ",".join(n.split(".")[-1] for n in names)[:40])
+               desc="fit " + ",".join(n.split(".")[-1] for n in mine)[:40])
     sums: list[dict[str, torch.Tensor]] = [{} for _ in banks]
     t0, done = time.perf_counter(), 0
     for step in bar:
@@ -423,7 +440,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         x = x.to(device, non_blocking=True)
         phase = schedule(cfg, step)
         with torch.no_grad():
-            feats = member_features(classifier, x, keys)
+            feats = member_features(classifier, x, mine)
             target = classifier(x).argmax(1)
         for b in banks:
             b.train()
@@ -444,7 +461,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
                    "warmup": phase.warmup, "seconds": time.perf_counter() - t0,
                    **{f"{n}/{k}": v for n, st in means.items() for k, v in st.items()},
                    **{f"{n}/agreement200": a for n, a in agree.items()}}
-            append_jsonl(out / "metrics.jsonl", row)
+            append_jsonl(out / ("metrics.jsonl" if world.main else f"metrics.rank{world.rank}.jsonl"), row)
             bar.set_postfix(_postfix(means, agree), refresh=False)
             sums, done = [{} for _ in banks], 0
 
@@ -686,7 +703,8 @@ def heldout_indices(size: int, dstar_indices: torch.Tensor | None,
 def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_dir: str | Path,
                       layers: Sequence[str] | None = None,
                       dstar_indices: torch.Tensor | None = None,
-                      device: str | torch.device | None = None, progress: bool = True) -> dict:
+                      device: str | torch.device | None = None, progress: bool = True,
+                      world: World | None = None) -> dict | None:
     """Fit generators for the frozen ``classifier`` into ``fit_dir`` and write
     ``fit_dir/summary.json`` (agreement + KID per layer); resumes a killed fit.
 
@@ -694,7 +712,12 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
     they are judged on test images outside D* (``dstar_indices`` into ``data_cfg``'s test
     split; :func:`heldout_indices`). ``device``: where to run (the classifier is moved there);
     None: where the classifier is. Data stay on the CPU. Returns the summary.
+
+    ``world``: with several ranks, each fits its share of the layers (:func:`fit_generators`);
+    rank 0 holds the folder's lock, writes the summary once every rank is done and returns
+    it; the other ranks return None.
     """
+    world = world or World()
     if device is not None:
         classifier.to(resolve_device(device))
     dev = module_device(classifier)
@@ -707,10 +730,17 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
     ref, _ = images_at(test, ref_idx)
     fit_dir = Path(fit_dir)
     fit_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(fit_dir):  # one fit per folder (`interpretgan fit` beside a `run`)
-        sweep_temp(fit_dir)
+    # one fit per folder (`interpretgan fit` beside a `run`); rank 0 locks it for all ranks
+    with RunLock(fit_dir) if world.main else contextlib.nullcontext():
+        if world.main:
+            sweep_temp(fit_dir)
+        world.wait_all("fit-start")  # no rank writes before the sweep of temp files
         t0 = time.perf_counter()
-        fit_generators(classifier, train, eval_x, fit_cfg, fit_dir, layers, progress=progress)
+        fit_generators(classifier, train, eval_x, fit_cfg, fit_dir, layers,
+                       progress=progress and world.main, world=world)
+        world.wait_all("fit-done")  # every rank's layers are on disk
+        if not world.main:
+            return None
         seconds = time.perf_counter() - t0
         gans = {n: g.to(dev) for n, g in load_generators(fit_dir, eval_x.shape[1]).items()}
         summary = quality_summary(classifier, gans, data_cfg, eval_x, ref, seconds)
@@ -722,7 +752,8 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
 def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
             layers: Sequence[str] | None = None, data_dir: str | None = None,
             progress: bool = True, device: str | torch.device | None = "auto",
-            dstar_images: int | None = RunConfig.dstar_images, image_size: int | None = None) -> dict:
+            dstar_images: int | None = RunConfig.dstar_images, image_size: int | None = None,
+            world: World | None = None) -> dict | None:
     """``interpretgan fit``: fit generators for a classifier checkpoint into ``run_dir/fit``
     on ``device`` (``"auto"``: a GPU if there is one) and write ``summary.json`` (agreement +
     KID per layer). Resumes a killed run, also on another device.
@@ -730,7 +761,12 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     The held-out images stay outside the D* of ``dstar_images`` test images that
     ``interpretgan run`` would diagnose this classifier on (:func:`fit_and_summarize`).
     ``image_size``: the classifier's input side (default: the one its checkpoint records).
+    ``world``: the ranks share the layers out (:func:`fit_and_summarize`), each on its own
+    ``world.device``; rank 0 returns the summary, the others None.
     """
+    world = world or World()
+    if world.distributed:
+        device = world.device
     from .data import checkpoint_data_config
     from .diagnose import dstar_indices
     from .pipeline import load_any
@@ -740,7 +776,10 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     data = checkpoint_data_config(checkpoint, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
-                                dstar_indices=dstar_indices(test, dstar_images), progress=progress)
+                                dstar_indices=dstar_indices(test, dstar_images), progress=progress,
+                                world=world)
+    if summary is None:
+        return None
     summary["checkpoint"] = str(checkpoint)
     write_json(Path(run_dir) / "fit" / "summary.json", summary)  # with the checkpoint named
     return summary

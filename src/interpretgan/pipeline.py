@@ -18,6 +18,12 @@ trained models by that one.
 
 Nothing in the run folder changes before every input is checked (configs, layer names, the
 user's model and checkpoint); one process at a time works in a run folder (``RUN/.lock``).
+
+With several ranks (``--devices N`` or torchrun), rank 0 runs the job as one process does —
+stage records, D*, diagnosis, explanations, report — and hands the two distributed parts to
+every rank (:meth:`~interpretgan.distributed.World.everyone`): classifier training
+(data-parallel) and generator fitting (layers shared out). The number of ranks is no
+stage's input: the cache and the report do not depend on it.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ import torch.nn as nn
 from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run
 from .data import file_digest
 from .devices import resolve_device
+from .distributed import World, follow, release
 from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, read_json, save_checkpoint,
                    sweep_temp, to_json, write_json)
 
@@ -211,17 +218,19 @@ def load_model_file(spec: str) -> nn.Module:
 
 def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
              checkpoint: str | None = None, progress: bool = True,
-             device: str | torch.device | None = "auto") -> dict:
+             device: str | torch.device | None = "auto", world: World | None = None) -> dict | None:
     """Run every stage of the main job into ``root`` on ``device`` (``"auto"``: a GPU if there
     is one); returns ``results.json``'s content. The device is no stage's input: a run
-    started on one device resumes on another."""
-    from .report import write_main_report
+    started on one device resumes on another.
 
+    ``world``: several ranks, each on its ``world.device`` (replacing ``device``). Every rank
+    checks the inputs; rank 0 then runs the job and returns the results, the others join
+    its training and fitting stages and return None."""
     # Check everything before the run folder is touched.
-    dev = resolve_device(device)
+    world = world if world is not None and world.distributed else World(device=resolve_device(device))
     resolved = resolve_run(cfg)
     layers = list(cfg.layers) or None
-    user = None
+    user, user_data = None, None
     if model_file or checkpoint:
         if not (model_file and checkpoint):
             raise ValueError("--model-file and --checkpoint go together: give both")
@@ -243,6 +252,21 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         for tcfg in (resolved.natural, resolved.adversarial):
             _check_layers(_untrained(tcfg), layers, f"the {tcfg.model.name} classifier")
     root = Path(root)
+    if not world.main:  # the stages are rank 0's; this rank joins those it hands over
+        follow(world)
+        return None
+    try:
+        return _run_stages(cfg, root, resolved, layers, user, user_data, model_file, checkpoint,
+                           progress, world)
+    finally:
+        release(world)
+
+
+def _run_stages(cfg: RunConfig, root: Path, resolved, layers, user, user_data, model_file,
+                checkpoint, progress: bool, world: World) -> dict:
+    """Rank 0's part of :func:`run_main`, once every input is checked."""
+    from .report import write_main_report
+
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):
         for p in sweep_temp(root):
@@ -256,7 +280,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         if user is not None:
             models = {"user": _user_model(st, root, cfg, model_file, checkpoint, user, user_data)}
         else:
-            models = {key: _train_one(st, root, tcfg, key, dev, progress)
+            models = {key: _train_one(st, root, tcfg, key, world, progress)
                       for key, tcfg in (("natural", resolved.natural),
                                         ("adversarially_trained", resolved.adversarial))}
 
@@ -269,7 +293,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
                       "adversarially_trained": models["natural"] / "checkpoints" / "final.pt"}
         diagnoses = {}
         for key, run in models.items():
-            diagnoses[key] = _diagnose_one(st, key, run, cfg, resolved.fit, dev, progress,
+            diagnoses[key] = _diagnose_one(st, key, run, cfg, resolved.fit, world, progress,
                                            judge=judges[key])
 
         # The report: a pure function of the saved artifacts.
@@ -416,12 +440,11 @@ def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpo
     return root / "user"
 
 
-def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, device: torch.device,
+def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, world: World,
                progress: bool) -> Path:
-    """Stage ``train:<key>``: train one of the two classifiers on ``device``; returns its run
+    """Stage ``train:<key>``: train one of the two classifiers on every rank; returns its run
     folder. Its key is the training config, and the data's content where no checksums pin it."""
     from .data import content_digest, load_split, unpinned
-    from .training import train_classifier
 
     run = root / key
     inputs = dataclasses.asdict(tcfg)
@@ -429,8 +452,28 @@ def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, device: torc
         inputs = [inputs, content_digest(load_split(tcfg.data, "train")),
                   content_digest(load_split(tcfg.data, "test"))]
     st.run(f"train:{key}", inputs, [run / "checkpoints" / "final.pt"],
-           lambda: train_classifier(tcfg, run, progress=progress, device=device), clean=[run])
+           lambda: world.everyone(_train_task, tcfg, run, progress), clean=[run])
     return run
+
+
+def _train_task(world: World, tcfg: TrainConfig, run: Path, progress: bool) -> None:
+    """Every rank's part of stage ``train:<key>``."""
+    from .training import train_classifier
+
+    train_classifier(tcfg, run, progress=progress and world.main, device=world.device, world=world)
+
+
+def _fit_task(world: World, ckpt: Path, data: DataConfig, fit_cfg: FitConfig, fit_dir: Path,
+              layers: list[str] | None, dstar_images: int, progress: bool) -> None:
+    """Every rank's part of stage ``fit:<key>``: its share of the layers; rank 0 summarises."""
+    from .data import load_split
+    from .diagnose import dstar_indices
+    from .fitting import fit_and_summarize
+
+    model = load_any(ckpt, world.device)
+    test = load_split(data, "test")
+    fit_and_summarize(model, data, fit_cfg, fit_dir, layers, dstar_indices=dstar_indices(test, dstar_images),
+                      progress=progress and world.main, world=world)
 
 
 def _check_judge(judge: str, model: nn.Module, data: DataConfig) -> None:
@@ -464,16 +507,17 @@ def _judge_fits(judge: nn.Module, model: nn.Module, x: torch.Tensor, what: str) 
 
 
 def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitConfig,
-                  device: torch.device, progress: bool, judge: Path | None = None) -> dict:
+                  world: World, progress: bool, judge: Path | None = None) -> dict:
     """Stages ``dstar:<key>``, ``fit:<key>``, ``diagnose:<key>``, ``explain:<key>`` for the
-    classifier in ``run``, moved to ``device`` once. ``judge``: the checkpoint of the
-    independent classifier for control (a) (``acc_judge``; its content is part of the
-    diagnose key), or None. Returns its diagnosis."""
+    classifier in ``run``, moved to rank 0's device once (the fit runs on every rank's
+    device). ``judge``: the checkpoint of the independent classifier for control (a)
+    (``acc_judge``; its content is part of the diagnose key), or None. Returns its diagnosis."""
     from .data import checkpoint_data_config, content_digest, load_split, unpinned
-    from .diagnose import build_dstar, diagnose_model, dstar_indices
+    from .diagnose import build_dstar, diagnose_model
     from .explain import explain_run
-    from .fitting import fit_and_summarize, load_generators
+    from .fitting import load_generators
 
+    device = world.device
     ckpt = run / "checkpoints" / "final.pt"
     model = load_any(ckpt, device)
     data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir)
@@ -489,9 +533,8 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     layers = list(cfg.layers) or None
     fkey = st.run(f"fit:{key}", [trained, dataclasses.asdict(fit_cfg), layers, cfg.dstar_images],
                   [fit_dir / "config.json", fit_dir / "summary.json"],
-                  lambda: fit_and_summarize(model, data, fit_cfg, fit_dir, layers,
-                                            dstar_indices=dstar_indices(test, cfg.dstar_images),
-                                            progress=progress),
+                  lambda: world.everyone(_fit_task, ckpt, data, fit_cfg, fit_dir, layers,
+                                         cfg.dstar_images, progress),
                   clean=[fit_dir])
     diag_path = run / "diagnosis.json"
 

@@ -13,10 +13,12 @@ per-epoch atomic checkpoints and resume.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,6 +34,8 @@ from .config import TrainConfig, from_dict, same_config, validate
 from .data import (ImageDataset, batches, crop_flip, load_split, num_batches, random_crop_flip,
                    uncrop_flip)
 from .devices import eval_mode, frozen_params, noise_like, resolve_device
+from .distributed import (BatchShare, World, all_sum, average_gradients, batch_share,
+                          share_dropout, sync_buffers)
 from .precision import autocast, use_amp
 from .registry import Registry
 from .runs import (NonFiniteError, RunDir, RunLock, UnsafeCheckpointError, append_jsonl,
@@ -126,9 +130,12 @@ def trades_update(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
 
 def trades_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
                 beta: float = 6.0, generator: torch.Generator | None = None,
-                amp: bool = False) -> dict[str, float]:
-    """TRADES with a fresh k-step KL attack started at x + 0.001·N(0, 1)."""
-    start = (x + 0.001 * noise_like(x, generator, normal=True)).clamp(0, 1)
+                amp: bool = False, noise: torch.Tensor | None = None) -> dict[str, float]:
+    """TRADES with a fresh k-step KL attack started at x + 0.001·N(0, 1) (``noise``: those
+    N(0, 1) draws, x's shape, when given; else drawn from ``generator``)."""
+    if noise is None:
+        noise = noise_like(x, generator, normal=True)
+    start = (x + 0.001 * noise.to(x.device)).clamp(0, 1)
     x_adv = kl_attack(model, x, start, eps, alpha, steps, amp)
     return trades_update(model, optimizer, x, x_adv, y, beta, amp)
 
@@ -145,9 +152,12 @@ def atta_trades_step(model, optimizer, x, y, delta: torch.Tensor, eps: float = 0
 
 
 def pgd_at_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
-                generator: torch.Generator | None = None, amp: bool = False) -> dict[str, float]:
-    """Madry et al.'s adversarial training: CE on PGD-k examples (random start)."""
-    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator, amp=amp)
+                generator: torch.Generator | None = None, amp: bool = False,
+                noise: torch.Tensor | None = None) -> dict[str, float]:
+    """Madry et al.'s adversarial training: CE on PGD-k examples (random start; ``noise``:
+    its uniform draws when given, see :func:`~interpretgan.attacks.pgd`)."""
+    x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator, amp=amp,
+                noise=noise)
     model.train()
     with autocast(amp, x.device):
         logits = model(x_adv).float()
@@ -158,63 +168,118 @@ def pgd_at_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, s
 
 # --------------------------------------------------------------------------- methods
 class Method:
-    """Binds a step function to the training loop: per-run state and per-batch call."""
+    """Binds a step function to the training loop: per-run state and per-batch call.
 
-    def init_state(self, train_set, cfg: TrainConfig, shape) -> dict:
+    With W ranks, rank r trains on its contiguous 1/W of every global batch; a method with
+    per-example state (``by_index``) shards it by example index instead: rank r holds
+    examples r, r + W, r + 2W, … and trains on exactly those examples of every batch
+    (:func:`~interpretgan.distributed.batch_share`). ``idx`` in :meth:`step` are the rows of
+    the batch's examples in this rank's state (example index // W)."""
+
+    by_index = False  # ranks take their examples by index (per-example state) or by position
+
+    def init_state(self, train_set, cfg: TrainConfig, shape, world: World) -> dict:
         return {}
 
-    def on_epoch_start(self, state: dict, cfg: TrainConfig, epoch: int) -> None:
+    def on_epoch_start(self, state: dict, cfg: TrainConfig, epoch: int, world: World) -> None:
         pass
 
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen) -> dict[str, float]:
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share) -> dict[str, float]:
+        """One step on this rank's examples (x, y; ``share``: their rows in the global batch,
+        see :func:`_share_noise`)."""
         raise NotImplementedError
+
+    def local_state(self, state: dict, world: World) -> dict:
+        """This rank's share of a whole state (as a 1-rank run saves it)."""
+        return state
+
+    def merge_states(self, shards: list[dict]) -> dict:
+        """The whole state from every rank's share (``shards[r]``: rank r's)."""
+        return shards[0]
 
 
 TRAIN_METHODS: Registry[Method] = Registry("training method")
 
 
+def _share_noise(x: torch.Tensor, gen: torch.Generator, share: BatchShare | None,
+                 normal: bool) -> torch.Tensor | None:
+    """A rank's random-start draws: those of the whole global batch (what one process
+    draws from ``gen``), at this rank's rows; None for a lone process (the step draws)."""
+    if share is None:
+        return None
+    draw = torch.randn if normal else torch.rand
+    return draw((share.total, *x.shape[1:]), generator=gen, device=gen.device,
+                dtype=x.dtype)[share.rows.to(gen.device)]
+
+
 class _Natural(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
         return natural_step(model, optimizer, x, y, use_amp(cfg.amp, x.device))
 
 
 class _Trades(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
         return trades_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps,
-                           cfg.beta, gen, use_amp(cfg.amp, x.device))
+                           cfg.beta, gen, use_amp(cfg.amp, x.device),
+                           noise=_share_noise(x, gen, share, normal=True))
 
 
 class _PgdAT(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
         return pgd_at_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps, gen,
-                           use_amp(cfg.amp, x.device))
+                           use_amp(cfg.amp, x.device), noise=_share_noise(x, gen, share, normal=False))
 
 
 class _AttaTrades(Method):
     """Keeps one perturbation per training example (on the padded image when augmenting)."""
 
     PAD = 4
+    by_index = True
 
-    def init_state(self, train_set, cfg, shape):
+    def init_state(self, train_set, cfg, shape, world):
         c, h, w = shape
         if cfg.data.augment:
             h, w = h + 2 * self.PAD, w + 2 * self.PAD
-        return {"delta": self._fresh((len(train_set), c, h, w), cfg, cfg.seed)}
+        return {"delta": self._fresh((len(train_set), c, h, w), cfg, cfg.seed, world),
+                "examples": len(train_set)}
 
     @staticmethod
-    def _fresh(shape, cfg, seed):
+    def _fresh(shape, cfg, seed, world: World | None = None):
+        """This rank's rows (r, r + W, …) of the (N, C, H, W) initial store: drawn in chunks
+        of 256 examples from one stream and kept only where they are this rank's, so every
+        world size gets the same numbers and no rank holds the whole store."""
+        if cfg.atta_init not in ("normal", "uniform"):
+            raise ValueError(f"atta_init must be 'normal' or 'uniform', not {cfg.atta_init!r}")
+        world = world or World()
         g = torch.Generator().manual_seed(seed + 7)
-        if cfg.atta_init == "uniform":
-            return (2 * torch.rand(shape, generator=g) - 1) * cfg.eps
-        if cfg.atta_init == "normal":
-            return 0.001 * torch.randn(shape, generator=g)
-        raise ValueError(f"atta_init must be 'normal' or 'uniform', not {cfg.atta_init!r}")
+        n, parts = shape[0], []
+        for s in range(0, n, 256):
+            rows = (min(256, n - s), *shape[1:])
+            chunk = ((2 * torch.rand(rows, generator=g) - 1) * cfg.eps if cfg.atta_init == "uniform"
+                     else 0.001 * torch.randn(rows, generator=g))
+            first = (world.rank - s) % world.size  # first row of this chunk that is ours
+            parts.append(chunk[first::world.size])
+        return torch.cat(parts)
 
-    def on_epoch_start(self, state, cfg, epoch):
+    def on_epoch_start(self, state, cfg, epoch, world):
         if cfg.atta_reset_every and epoch > 0 and epoch % cfg.atta_reset_every == 0:
-            state["delta"] = self._fresh(state["delta"].shape, cfg, cfg.seed + epoch)
+            n = state.get("examples", len(state["delta"]))
+            state["delta"] = self._fresh((n, *state["delta"].shape[1:]), cfg, cfg.seed + epoch, world)
 
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen):
+    def local_state(self, state, world):
+        if not world.distributed:
+            return state
+        return {**state, "delta": state["delta"][world.rank::world.size].clone()}
+
+    def merge_states(self, shards):
+        w = len(shards)
+        n = shards[0].get("examples", sum(len(s["delta"]) for s in shards))
+        full = shards[0]["delta"].new_empty((n, *shards[0]["delta"].shape[1:]))
+        for r, s in enumerate(shards):
+            full[r::w] = s["delta"]
+        return {**shards[0], "delta": full}
+
+    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
         store = state["delta"]  # (N, C, H, W) on the CPU; idx and aug are CPU tensors
         if aug is None:
             delta = store[idx]
@@ -247,7 +312,8 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
                      progress: bool = True, stop_after: int | None = None,
                      on_epoch: Callable[[dict], None] | None = None,
-                     device: str | torch.device | None = "auto") -> dict:
+                     device: str | torch.device | None = "auto",
+                     world: World | None = None) -> dict | None:
     """Train a classifier as ``cfg`` says, in ``run_dir``; returns the final metrics.
 
     ``device``: ``"auto"`` (a GPU if there is one), ``"cpu"``, ``"cuda[:N]"``; not part of
@@ -263,15 +329,28 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     folder is locked while training (:class:`~interpretgan.runs.RunLock`) and temp files a
     killed run left in it are removed. A loss that becomes NaN or infinite stops training
     with :class:`~interpretgan.runs.NonFiniteError`.
+
+    ``world``: data-parallel training over several ranks (each on its ``world.device``, which
+    replaces ``device``): every global batch of ``cfg.batch_size`` is shared out by example
+    index and the gradients are averaged over the whole batch, so the ranks compute what one
+    process computes, up to the order of float sums. Rank 0 locks the folder, evaluates and
+    writes everything but the per-rank state shards
+    (``checkpoints/shards/epoch<e>-rank<r>-of-<W>.pt``: ATTA's perturbations of the rank's
+    examples); it returns the metrics, the other ranks None. A run resumes on any number of
+    ranks (the shards are merged and split again).
     """
     validate(cfg)
-    device = resolve_device(device)  # fail before any work on a bad name
+    world = world or World()
+    device = world.device if world.distributed else resolve_device(device)  # fail before any work
     method = TRAIN_METHODS.get(cfg.method)
     rd = RunDir(run_dir)
-    with RunLock(rd.root):
-        sweep_temp(rd.root)
-        rd.mkdir()
-        return _train(cfg, rd, method, resume, progress, stop_after, on_epoch, device)
+    with RunLock(rd.root) if world.main else contextlib.nullcontext():
+        if world.main:
+            sweep_temp(rd.root)
+            rd.mkdir()
+        world.wait_all("train-start")  # no rank reads or writes before the sweep
+        return _train(cfg, rd, method, resume, progress and world.main, stop_after, on_epoch,
+                      device, world)
 
 
 def _finished_metrics(rd: RunDir, cfg: TrainConfig) -> dict | None:
@@ -295,20 +374,26 @@ def _finished_metrics(rd: RunDir, cfg: TrainConfig) -> dict | None:
 
 def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress: bool,
            stop_after: int | None, on_epoch: Callable[[dict], None] | None,
-           device: torch.device) -> dict:
+           device: torch.device, world: World) -> dict | None:
     if rd.final.exists() and resume:
-        metrics = _finished_metrics(rd, cfg)
+        metrics = world.share(_finished_metrics(rd, cfg) if world.main else None)
         if metrics is not None:
             log.info("%s is already trained; reusing it", rd.final)
-            return metrics
+            return metrics if world.main else None
     seed_everything(cfg.seed)
     train_set, test_set = load_split(cfg.data, "train"), load_split(cfg.data, "test")
     shape = dataset_shape(train_set)
-    model = zoo.fast_layout(build_model(cfg.model, shape, dataset_classes(train_set)).to(device),
-                            device)
+    model = build_model(cfg.model, shape, dataset_classes(train_set))
+    share = BatchShare()  # this rank's rows of each global batch
+    if world.distributed:
+        model = share_dropout(model, share)  # the dropout masks a lone process draws
+        if device.type == "cuda":  # batch statistics over the global batch
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = zoo.fast_layout(model.to(device), device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
-    state = method.init_state(train_set, cfg, shape)
+    averager = _GradientAverager(world, optimizer)  # every rank steps with the global batch's gradient
+    state = method.init_state(train_set, cfg, shape, world)
     start_epoch, elapsed = 0, 0.0
     if resume and rd.last.exists():
         try:
@@ -320,13 +405,15 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
                              "directory or --no-resume")
         zoo.load_state_dict_strict(model, ck["state_dict"], str(rd.last))
         optimizer.load_state_dict(ck["optimizer"])
-        state = ck["method_state"]
+        state = _resume_state(rd, ck, method, world)
         start_epoch, elapsed = ck["epoch"], ck.get("elapsed_s", 0.0)
         set_rng_state(ck["rng"])
-        log.info("resuming %s at epoch %d on %s", rd.root, start_epoch + 1, device)
-    else:
+        log.info("resuming %s at epoch %d on %s%s", rd.root, start_epoch + 1, device,
+                 f" ({world.size} ranks)" if world.distributed else "")
+    elif world.main:
         rd.metrics_jsonl.unlink(missing_ok=True)
-    write_json(rd.config, {"kind": "classifier", **dataclasses.asdict(cfg)})
+    if world.main:
+        write_json(rd.config, {"kind": "classifier", **dataclasses.asdict(cfg)})
     eval_attack = get_attack(cfg.eval_attack, cfg.data.dataset) if cfg.eval_attack else None
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     aug_gen = torch.Generator()
@@ -335,9 +422,9 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
-        method.on_epoch_start(state, cfg, epoch)
+        method.on_epoch_start(state, cfg, epoch, world)
         aug_gen.manual_seed(cfg.seed * 1000 + epoch)
-        gen.manual_seed(cfg.seed * 1000 + epoch + 1)
+        gen.manual_seed(cfg.seed * 1000 + epoch + 1)  # (every rank draws what one process draws)
         sums: dict[str, float] = {}
         n = 0
         bar = progress_bar(batches(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
@@ -347,9 +434,25 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
         for step, (idx, x, y) in enumerate(bar):
             aug = None
             if cfg.data.augment:  # on the CPU, where the perturbation store lives
-                x, aug = random_crop_flip(x, 4, aug_gen)
+                x, aug = random_crop_flip(x, 4, aug_gen)  # (the whole batch: same draws on every rank)
+
+            # This rank's examples of the global batch; the gradients are averaged over all.
+            if world.distributed:
+                mine = batch_share(idx, world, method.by_index)
+                share.rows, share.total = mine, len(idx)
+                idx, x, y = idx[mine], x[mine], y[mine]
+                aug = None if aug is None else tuple(a[mine] for a in aug)
+                averager.count = len(y)
+                # None of this batch's examples are ours (a by-index share of a small batch):
+                # step with the others. (This rank's dropout draws fall out of step with one
+                # process's for the rest of the run: still correct, no longer identical.)
+                if not len(y):
+                    optimizer.zero_grad(set_to_none=True)
+                    optimizer.step()
+                    continue
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = method.step(model, optimizer, idx, x, y, aug, state, cfg, gen)
+            out = method.step(model, optimizer, idx // world.size, x, y, aug, state, cfg, gen,
+                              share if world.distributed else None)
             for k, v in out.items():
                 if not math.isfinite(v):  # the step's floats are on the host already: free
                     raise NonFiniteError(
@@ -361,9 +464,22 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
             if bar.n % 20 == 0:  # drawn on the bar's own schedule
                 bar.set_postfix({k: f"{v / n:.3f}" for k, v in sums.items() if k in ("loss", "acc")},
                                 refresh=False)
+        if world.distributed:  # the epoch's means over every rank's examples
+            totals = all_sum({**sums, "__n": n}, world)
+            n = int(totals.pop("__n"))
+            sums = totals
+            sync_buffers(model, world)  # (BatchNorm statistics of CPU ranks)
         row = {"epoch": epoch + 1, "lr": lr_at(cfg, epoch),
                **{f"train_{k}": v / n for k, v in sums.items()},
                "train_s": time.perf_counter() - t0}  # the epoch's steps, before evaluation
+
+        # Evaluation, the metrics row and the checkpoint: rank 0's (the shards: each rank's).
+        epochs_run += 1
+        if not world.main:
+            _save_shard(rd, world, epoch + 1, state)
+            if stop_after is not None and epochs_run >= stop_after and epoch + 1 < cfg.epochs:
+                return None
+            continue
         row["test_acc"] = accuracy(model, test_set, cfg.eval_batch_size)
         if eval_attack is not None and (epoch + 1 == cfg.epochs or (
                 cfg.eval_attack_every and (epoch + 1) % cfg.eval_attack_every == 0)):
@@ -374,15 +490,19 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
         row["elapsed_s"] = elapsed
         append_jsonl(rd.metrics_jsonl, row)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+        _save_shard(rd, world, epoch + 1, state)
         save_checkpoint(rd.last, {
             **zoo.classifier_state(model), "optimizer": optimizer.state_dict(),
-            "method_state": state, "epoch": epoch + 1, "elapsed_s": elapsed, "rng": rng_state(),
+            "method_state": None if world.distributed else state,
+            "state_shards": world.size if world.distributed else None,
+            "epoch": epoch + 1, "elapsed_s": elapsed, "rng": rng_state(),
             "config": dataclasses.asdict(cfg)})
         if on_epoch is not None:
             on_epoch(row)
-        epochs_run += 1
         if stop_after is not None and epochs_run >= stop_after and epoch + 1 < cfg.epochs:
             return {"interrupted": True, "epoch": epoch + 1}
+    if not world.main:
+        return None
     last = read_jsonl_last(rd.metrics_jsonl)
     metrics = {"dataset": cfg.data.dataset, "model": cfg.model.name, "pool": cfg.model.pool,
                "method": cfg.method, "epochs": cfg.epochs, "test_accuracy": last["test_acc"],
@@ -393,7 +513,66 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
     save_checkpoint(rd.final, {**zoo.classifier_state(model), "config": dataclasses.asdict(cfg),
                                "metrics": metrics, "dataset": cfg.data.dataset})
     rd.last.unlink(missing_ok=True)  # the finished model lives in final.pt
+    shutil.rmtree(_shard_dir(rd), ignore_errors=True)
     return metrics
+
+
+# --------------------------------------------------------------------------- ranks
+class _GradientAverager:
+    """An optimizer step pre-hook: before every step, the gradients become the mean over
+    the whole global batch (:func:`~interpretgan.distributed.average_gradients`, weighted by
+    ``count``, this rank's examples in the batch). Nothing in a lone process."""
+
+    def __init__(self, world: World, optimizer: torch.optim.Optimizer):
+        self.count = 0
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        if world.distributed:
+            optimizer.register_step_pre_hook(self)
+
+    def __call__(self, optimizer, args, kwargs) -> None:
+        average_gradients(self.params, self.count)
+
+
+def _shard_dir(rd: RunDir) -> Path:
+    return rd.checkpoints / "shards"
+
+
+def _shard_path(rd: RunDir, epoch: int, rank: int, size: int) -> Path:
+    return _shard_dir(rd) / f"epoch{epoch}-rank{rank}-of-{size}.pt"
+
+
+def _save_shard(rd: RunDir, world: World, epoch: int, state: dict) -> None:
+    """Every rank's share of the method's state after ``epoch`` (for ranks > 1). The shards
+    of the epoch before stay until every rank has written this one, and rank 0's last.pt
+    (written after this barrier) names the epoch; older ones go."""
+    if not world.distributed:
+        return
+    save_checkpoint(_shard_path(rd, epoch, world.rank, world.size),
+                    {"epoch": epoch, "rank": world.rank, "world": world.size, "state": state})
+    world.wait_all("train-shards")
+    for old in _shard_dir(rd).glob(f"epoch*-rank{world.rank}-of-*.pt"):
+        if int(old.name[len("epoch"):].split("-")[0]) < epoch - 1:
+            old.unlink(missing_ok=True)
+
+
+def _resume_state(rd: RunDir, ck: dict, method: Method, world: World) -> dict:
+    """This rank's method state at the checkpoint ``ck`` of ``rd.last``: the whole state a
+    lone process saved, or the shards of ``ck["state_shards"]`` ranks, merged and split
+    again when the number of ranks changed."""
+    saved = ck.get("state_shards")
+    if not saved:
+        return method.local_state(ck["method_state"], world)
+    if saved == world.size:
+        return load_checkpoint(_shard_path(rd, ck["epoch"], world.rank, saved))["state"]
+    paths = [_shard_path(rd, ck["epoch"], r, saved) for r in range(saved)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise ValueError(f"{rd.last} was saved by {saved} ranks, but the shard(s) "
+                         f"{', '.join(missing)} are missing from {_shard_dir(rd)}: resume on the "
+                         "same machines, or start over with --no-resume")
+    log.info("resuming %d ranks' state shards on %d", saved, world.size)
+    whole = method.merge_states([load_checkpoint(p)["state"] for p in paths])
+    return method.local_state(whole, world)
 
 
 def read_jsonl_last(path: Path) -> dict:

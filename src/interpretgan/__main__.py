@@ -1,0 +1,7 @@
+"""``python -m interpretgan …`` (what ``torchrun … -m interpretgan …`` starts on every rank)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
