@@ -32,7 +32,8 @@ import torch
 from interpretgan.config import FIT_PRESETS, TRAIN_PRESETS, DataConfig
 from interpretgan.data import load_split
 from interpretgan.devices import resolve_device
-from interpretgan.diagnose import build_dstar, diagnose_model, dstar_indices, explanation_labels, predict
+from interpretgan.diagnose import (build_dstar, diagnose_model, dstar_indices, explanation_labels, predict,
+                                   wilson_interval)
 from interpretgan.fitting import fit_and_summarize, load_generators, members_by_layer
 from interpretgan.pipeline import PAPER_TABLE1, load_any
 from interpretgan.runs import load_checkpoint, read_json, write_json
@@ -171,28 +172,32 @@ def figures(study: dict, out_dir: Path) -> list[Path]:
     base_x = {"generator steps": sum(STEPS), "generator width": 1, "λ": 1.0,
               "warm-up share": QUICK.warmup_fraction}
     fig, axes = plt.subplots(1, len(axes_names), figsize=(3.2 * len(axes_names), 3), sharey=True)
+    n = study.get("dstar_images", 2000)
     for ax, axis in zip(axes, axes_names):
-        group = [(p["x"], p) for p in pts.values() if p["axis"] == axis]
-        if "base" in pts:
-            group.append((base_x[axis], pts["base"]))
+        group = [(p["x"], p["per_layer"], False) for p in pts.values() if p["axis"] == axis]
+        if "base" in pts:  # its seed 0, like every other point, with the other seeds as dots
+            group.append((base_x[axis], pts["base"]["per_layer"], True))
         group.sort(key=lambda t: t[0])
         for li, colour in ((0, "#1f77b4"), (1, "#2ca02c"), (3, "#d62728")):
             if not group:
                 continue
-            gx = [g[0] for g in group]
-            rows = [g[1]["per_layer"][li] for g in group]
-            acc = [100 * r["acc"] for r in rows]
-            err = [[100 * (r["acc"] - r["acc_ci"][0]) for r in rows], [100 * (r["acc_ci"][1] - r["acc"]) for r in rows]]
-            ax.errorbar(gx, acc, yerr=err, fmt="o-", color=colour, capsize=3, label=labels[li])
-            for x, r in zip(gx, rows):
-                ax.scatter([x] * len(r.get("acc_seeds", [])), [100 * a for a in r.get("acc_seeds", [])],
-                           s=8, color=colour, alpha=0.5)
+            gx, acc, lo, hi = [], [], [], []
+            for x, per, is_base in group:
+                a = per[li]["acc_seeds"][0] if is_base else per[li]["acc"]
+                ci = wilson_interval(a * n, n) if is_base else per[li]["acc_ci"]
+                gx.append(x)
+                acc.append(100 * a)
+                lo.append(100 * (a - ci[0]))
+                hi.append(100 * (ci[1] - a))
+                if is_base:
+                    ax.scatter([x] * 2, [100 * v for v in per[li]["acc_seeds"][1:]], s=10, color=colour, alpha=0.5)
+            ax.errorbar(gx, acc, yerr=[lo, hi], fmt="o-", color=colour, capsize=3, label=labels[li])
         ax.set_xlabel(axis)
-        if axis in ("generator steps", "λ"):
-            ax.set_xscale("log")
+        ax.set_xticks(sorted({g[0] for g in group}))
     axes[0].set_ylabel("Acc_i (%)")
     axes[0].legend(fontsize=7)
-    fig.suptitle("Acc_i against generator settings (10-epoch classifier; bars: Wilson 95 %, dots: seeds)",
+    fig.suptitle("Acc_i against generator settings (10-epoch classifier, generator seed 0; bars: Wilson 95 %; "
+                 "dots: the base point's seeds 1 and 2)",
                  fontsize=9)
     fig.tight_layout()
     paths.append(out_dir / "fidelity_settings.png")
