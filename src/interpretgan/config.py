@@ -389,6 +389,9 @@ class FitConfig:
     g_channels: tuple[int, ...] = (32, 32, 16, 8)  # width per scale (4, 8, 16, 32 px)
     d_channels: tuple[int, ...] = (32, 32, 16, 8)
     c_width_mult: float = 0.5  # compression conv widths × this (Tables 4/5 at 1.0)
+    # a map too small to pool (side ≤ 5) gets one 3×3 conv before the FC: Table 5 (Conv Block5);
+    # Table 4 (MNIST Conv4) has none
+    c_conv_small_maps: bool = False
     steps_per_scale: tuple[int, ...] = (30, 30, 60, 360)
     fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
     warmup_fraction: float = 0.4  # first share of all steps: L_I only, D not updated
@@ -409,6 +412,36 @@ class FitConfig:
     # it measured faster (wide stacks measured slower there: docs/results.md)
     stack_layers: str = "auto"
     adam: str = "fused"  # "fused" (one kernel for all parameters), "foreach" or "loop"
+
+
+def fit_for_image_size(cfg: FitConfig, image_size: int) -> FitConfig:
+    """``cfg`` with as many generator scales as ``image_size`` needs
+    (:func:`~interpretgan.gan.generator_scales`: 32 px → 4, 64 → 5, 128 → 6), so the last
+    scale renders the classifier's input size, for any classifier (a user's model too).
+
+    Fewer scales: the coarsest ones are kept, and the last scale keeps its own step count
+    (its steps train at the full resolution). More scales: each added one is half as wide as
+    the finest given (at least 8 channels) and gets the steps of the scale before the last;
+    the last keeps its steps. ``cfg`` unchanged where the count already fits."""
+    from .gan import generator_scales
+
+    n, have = generator_scales(image_size), len(cfg.g_channels)
+    if n == have:
+        return cfg
+    steps = cfg.steps_per_scale
+    if n < have:
+        g, d = cfg.g_channels[:n], cfg.d_channels[:n]
+        steps = (*steps[: n - 1], steps[-1])
+    else:
+        extra = n - have
+        g, d = list(cfg.g_channels), list(cfg.d_channels)
+        for _ in range(extra):
+            g.append(max(min(8, g[-1]), g[-1] // 2))
+            d.append(max(min(8, d[-1]), d[-1] // 2))
+        middle = steps[-2] if have > 1 else steps[-1]
+        steps = (*steps[:-1], *([middle] * extra), steps[-1])
+    return dataclasses.replace(cfg, g_channels=tuple(g), d_channels=tuple(d),
+                               steps_per_scale=tuple(steps))
 
 
 FIT_PRESETS: Registry[FitConfig] = Registry("fit preset")
