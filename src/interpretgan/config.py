@@ -528,10 +528,14 @@ RUN_PRESETS.register("celeba-paper", RunConfig(
     attack="pgd-20", dstar_images=10000, explain_images=8))
 
 
+# The run preset ``interpretgan run --dataset X`` starts from without ``--preset``.
+DEFAULT_RUN_PRESETS = {"mnist": "quick", "celeba": "celeba"}
+
+
 def run_preset_for(dataset: str | None) -> str:
-    """The run preset ``interpretgan run --dataset X`` starts from without ``--preset``: the
-    first registered one made for ``X`` (``celeba`` for CelebA), else ``quick``."""
-    return next((n for n in RUN_PRESETS if RUN_PRESETS.get(n).dataset == dataset), "quick")
+    """The default run preset for ``dataset`` (``celeba`` for CelebA); ``quick`` for a data
+    set without presets of its own (a user's model on CIFAR-10 or a folder)."""
+    return DEFAULT_RUN_PRESETS.get(dataset, "quick")
 
 
 # --------------------------------------------------------------------------- range rules

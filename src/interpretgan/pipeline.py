@@ -48,7 +48,7 @@ MODEL_KEYS = ("natural", "adversarially_trained")
 # Bumped when a stage's code changes its results: part of the stage's key, so run folders
 # written by older code redo that stage instead of reusing outputs it would now compute
 # differently (or could not read).
-STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 4, "explain": 1}
+STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 4, "explain": 2}
 
 
 def _key(obj) -> str:
