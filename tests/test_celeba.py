@@ -151,7 +151,17 @@ def tiny_celeba_cli(data, root) -> list[str]:
     return args
 
 
-def test_run_preset_celeba_end_to_end(tmp_path, cache):
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: this test's many small ops ran several times slower with two
+    threads on two cores shared with other work (threads waiting on each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_run_preset_celeba_end_to_end(tmp_path, cache, one_thread):
     from interpretgan.cli import main
 
     data = write_celeba(tmp_path / "celeba")
