@@ -258,3 +258,65 @@ def test_128px_rgb_generators_resume_mid_scale_after_a_kill(tmp_path, one_thread
     for n in layers:
         for (k, a), b in zip(full[n].state_dict().items(), resumed[n].state_dict().values()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{n} {k}")
+
+
+OWN_RESNET = '''
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(x + self.conv(x))
+
+
+class Net(nn.Module):
+    """A small ResNet-style RGB classifier (global average pooling: any input size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.res = Block(8)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.res(self.stem(x))).flatten(1))
+
+
+def build():
+    return Net()
+'''
+
+
+def test_own_rgb_model_at_64px_gets_five_scales(tmp_path, cache, one_thread):
+    """A user's RGB ResNet-style model at 64 px through ``run --preset celeba``: the
+    generators get five scales (4 → 64 px) and the explanations are RGB at 64 px."""
+    from interpretgan.cli import main
+    from interpretgan.pipeline import load_model_file
+
+    data = write_celeba(tmp_path / "celeba", n_train=12, n_valid=0, n_test=12)
+    src = tmp_path / "my_resnet.py"
+    src.write_text(OWN_RESNET)
+    torch.save(load_model_file(f"{src}:build").state_dict(), tmp_path / "my.pt")
+    root = tmp_path / "run"
+    sets = {"fit.code_dim": 8, "fit.g_channels": [8] * 6, "fit.d_channels": [8] * 6,
+            "fit.steps_per_scale": [1, 1, 1, 1, 1, 2], "fit.batch_size": 4, "fit.eval_images": 3,
+            "dstar_images": 6, "explain_images": 2}
+    args = ["-q", "run", "--dataset", "celeba", "--data-dir", str(data), "--run-dir", str(root),
+            "--device", "cpu", "--model-file", f"{src}:build", "--checkpoint", str(tmp_path / "my.pt"),
+            "--image-size", "64", "--layers", "stem.1,res,fc"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={json.dumps(v)}"]
+    assert main(args) == 0
+    fit = read_json(root / "user" / "fit" / "config.json")["fit"]
+    assert fit["g_channels"] == [8] * 5 and fit["steps_per_scale"] == [1, 1, 1, 1, 2]
+    res = read_json(root / "results.json")
+    assert res["layers"] == ["stem.1", "res", "fc"] and set(res["user"]["per_layer"]) == set(res["layers"])
+    ex = load_checkpoint(root / "user" / "explain" / "explanations.pt")
+    assert ex["adversarial"]["explanations"]["res"].shape == (2, 3, 64, 64)
+    assert (root / "report" / "explanations_user.png").exists()
