@@ -18,6 +18,7 @@ high-water mark, which is not GPU memory) and the preset's projected time: train
 
     python benchmarks/celeba_cost.py --device cuda                 # the measurement that counts
     python benchmarks/celeba_cost.py --device cpu --scales 5 --steps 4 --train-steps 2
+    python benchmarks/celeba_cost.py --flops-only --preset celeba-paper   # FLOPs, no device
 """
 from __future__ import annotations
 
@@ -192,6 +193,57 @@ def measure_jpeg(n: int = 64) -> dict:
         return {"images_per_s_per_process": n / seconds, "jpeg_kib": kib}
 
 
+def count_flops(run_preset: str) -> dict:
+    """FLOPs (``torch.utils.flop_counter``) of each step the preset runs, counted on the meta
+    device: no memory, no time, no device needed. Fit steps without the lazy R1 (every 4th
+    step; the counter cannot follow its double backward), Adam's elementwise work not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    run = RUN_PRESETS.get(run_preset)
+    tcfg = TRAIN_PRESETS.get(run.natural)
+    cfg = dataclasses.replace(fit_for_image_size(FIT_PRESETS.get(run.fit), SIZE), adam="foreach", amp="off")
+    with torch.device("meta"):
+        f = models.create("vgg16", num_classes=2, input_size=SIZE)
+        x = torch.rand(1, 3, SIZE, SIZE)
+    with FlopCounterMode(display=False) as fc:
+        f.eval()(x)
+    forward = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        f.train()(x).sum().backward()
+    train = fc.get_total_flops()
+    f.eval().requires_grad_(False)
+    with torch.device("meta"):
+        names = default_layers(f)
+        xb = torch.rand(cfg.batch_size, 3, SIZE, SIZE)
+        feats = capture(f, xb, names)
+        target = torch.zeros(cfg.batch_size, dtype=torch.long)
+        bank = GanBank([(n, tuple(feats[n].shape[1:])) for n in names], 3, cfg)
+    opts = make_optimizers(bank, cfg)
+    loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
+    fit = []
+    for scale in range(len(cfg.g_channels)):
+        row = {"scale": scale, "px": 4 * 2 ** scale, "steps": cfg.steps_per_scale[scale]}
+        for warmup in (False, True):
+            phase = dataclasses.replace(schedule(cfg, 0), scale=scale, alpha=1.0, warmup=warmup, step=1)
+            with FlopCounterMode(display=False) as fc:
+                gan_step([bank], f, loss_fn, [opts], feats, xb, target, phase, cfg.lam, SIZE)
+            row["warmup_flops" if warmup else "gan_flops"] = float(fc.get_total_flops())
+        fit.append(row)
+    total = sum(cfg.steps_per_scale)
+    warm_until, fit_total, start = cfg.warmup_fraction * total, 0.0, 0
+    for row in fit:
+        warm = max(0, min(row["steps"], warm_until - start))
+        fit_total += warm * row["warmup_flops"] + (row["steps"] - warm) * row["gan_flops"]
+        start += row["steps"]
+    dstar = run.dstar_images or CELEBA_TEST
+    return {"run_preset": run_preset, "classifier_forward_flops_per_image": float(forward),
+            "classifier_train_flops_per_image": float(train),
+            "train_flops": float(train) * tcfg.epochs * CELEBA_TRAIN,
+            "dstar_flops_approx": 42.0 * forward * dstar,  # 20 × (forward + input gradient) + 2
+            "fit_steps": total, "fit_batch": cfg.batch_size, "fit_layers": len(names),
+            "fit_per_scale": fit, "fit_flops": fit_total}
+
+
 def project(run_preset: str, train: dict, pgd: dict, fit_rows: list[dict]) -> dict:
     """The preset's time from the measured rates (seconds); scales not measured are left out."""
     run = RUN_PRESETS.get(run_preset)
@@ -227,7 +279,15 @@ def main(argv=None) -> None:
     ap.add_argument("--pgd-batch", type=int, default=500, help="D*'s batch size (build_dstar: 500)")
     ap.add_argument("--width", type=float, default=1.0, help="VGG16 width (1.0: the real one)")
     ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--flops-only", action="store_true",
+                    help="only count the FLOPs of every step (meta device: instant, any machine)")
     a = ap.parse_args(argv)
+    if a.flops_only:
+        out = json.dumps(count_flops(a.preset), indent=2)
+        print(out)
+        if a.out:
+            Path(a.out).write_text(out + "\n")
+        return
     device = resolve_device(a.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
