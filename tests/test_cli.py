@@ -65,7 +65,8 @@ def test_set_assignments_reach_the_fit_and_run_configs(capsys):
                  "--set", "attack=fgsm"]) == 0
     out = capsys.readouterr().out
     cfg = json.loads(out[: out.rindex("}") + 1])
-    assert cfg["fit_overrides"] == {"batch_size": 16} and cfg["train_overrides"] == {"epochs": 2}
+    assert cfg["fit_overrides"] == {"generator_seeds": [0, 1], "batch_size": 16}  # the preset's + ours
+    assert cfg["train_overrides"] == {"epochs": 2}
     assert cfg["attack"] == "fgsm"
     assert main(["fit", "--checkpoint", "x.pt", "--dry-run", "--set", "no_such_field=1"]) == 2
 
@@ -116,3 +117,12 @@ def test_judge_of_another_input_size_fails_in_one_line():
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="same input size and classes"):
         _judge_fits(classes, model, x, "judge j.pt")
+
+
+def test_generator_seeds_option_reaches_the_fit_config(capsys):
+    import json
+
+    assert main(["run", "--generator-seeds", "3", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["fit_overrides"]["generator_seeds"] == [0, 1, 2]
+    assert main(["run", "--generator-seeds", "0", "--dry-run"]) == 2  # one line, no work

@@ -257,3 +257,76 @@ def test_diagnose_model_intervals_and_controls_on_a_hand_made_classifier():
     assert b["keeps_adversarial_label"] == 7 / 8
     assert not b["large_vul"]  # one image of eight: the interval reaches 0
     assert diagnose_model(net, gans, dstar, 2)["per_layer"][0]["acc_judge"] is None
+
+
+def test_generator_seeds_average_per_image_and_report_each_seed():
+    """Two generator seeds per layer ("b" and "b#seed1"): every share is the mean over the
+    seeds, the intervals are taken over images with fractional hits, and acc_seeds holds each
+    seed's own Acc_i."""
+    from interpretgan.diagnose import diagnose_model, paired_difference_interval, wilson_interval
+
+    class Net(nn.Module):  # 2 classes: class 1 iff the mean pixel exceeds 0.5
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Identity()
+            self.b = nn.Identity()
+
+        def forward(self, x):
+            m = self.b(self.a(x)).mean((1, 2, 3))
+            return torch.stack([0.5 - m, m - 0.5], 1)
+
+    net = Net().eval()
+    levels = torch.tensor([0.1, 0.2, 0.3, 0.45, 0.55, 0.7, 0.8, 0.9])
+    x = levels.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()
+    y = (levels > 0.5).long()
+    dstar = {"x": x, "x_adv": x.clone(), "y": y, "pred_clean": y, "pred_adv": y, "attack": "none"}
+    # layer a: both seeds exact; layer b: seed 0 moves 0.45 over the line (7/8), seed 1
+    # also moves 0.3 (6/8)
+    gans = {"a": _Shift(0.0), "a#seed1": _Shift(0.0), "b": _Shift(0.1), "b#seed1": _Shift(0.25)}
+    d = diagnose_model(net, gans, dstar, 2)
+    assert d["layers"] == ["a", "b"] and d["generator_seeds"] == 2
+    a, b = d["per_layer"]
+    assert a["acc_seeds"] == [1.0, 1.0] and b["acc_seeds"] == [7 / 8, 6 / 8]
+    assert b["acc"] == pytest.approx(13 / 16) and b["acc_seed_range"] == [6 / 8, 7 / 8]
+    assert b["vul_seeds"] == pytest.approx([1 / 8, 2 / 8])
+    assert b["vul"] == pytest.approx(3 / 16)
+    # per-image hit shares of b: 1, 1, 0.5, 0, 1, 1, 1, 1 → Wilson on 6.5 of 8
+    assert b["acc_ci"] == pytest.approx(list(wilson_interval(6.5, 8)))
+    share = torch.tensor([1, 1, 0.5, 0, 1, 1, 1, 1], dtype=torch.float64)
+    assert b["vul_ci"] == pytest.approx(list(paired_difference_interval(torch.ones(8, dtype=torch.float64), share)))
+    # the hand-worked paired interval of the shares: d = 0, 0, 0.5, 1, 0, …: mean 3/16,
+    # E[d²] = 1.25/8
+    mean, var = 3 / 16, 1.25 / 8 - (3 / 16) ** 2
+    half = 1.96 * (var / 8) ** 0.5
+    assert b["vul_ci"] == pytest.approx([mean - half, mean + half])
+    # one seed: no per-seed fields
+    one = diagnose_model(net, {"a": _Shift(0.0), "b": _Shift(0.1)}, dstar, 2)
+    assert one["generator_seeds"] == 1 and "acc_seeds" not in one["per_layer"][1]
+
+
+def test_fidelity_carry_over_on_hand_made_labels():
+    """Acc_i = P(keep)·P(y|keep) + P(depart)·P(y|depart): with the natural departure rate
+    in place of P(depart), the Acc_i of a generator as faithful on x* as on x."""
+    from interpretgan.diagnose import fidelity_carry_over, wilson_interval
+
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    pred_adv = (y + 1) % 10  # every x* fooled
+    labels = pred_adv.clone()  # 10 explanations: 6 keep f(x*), 3 go back to y, 1 elsewhere
+    labels[:3] = y[:3]
+    labels[3] = 0
+    out = fidelity_carry_over(labels[None], y, pred_adv, agreement_natural=0.9)
+    assert out["true_label_when_departing"] == pytest.approx(3 / 4)
+    assert out["true_label_when_departing_ci"] == pytest.approx(list(wilson_interval(3, 4)))
+    # P(y|keep) = 0 here, so 0.9·0 + 0.1·0.75
+    assert out["acc_at_natural_fidelity"] == pytest.approx(0.075)
+    # two seeds: counts averaged over them; a kept label that is the true one counts in P(y|keep)
+    pred2 = pred_adv.clone()
+    pred2[9] = 9  # the attack failed on the last image
+    two = torch.stack([labels, pred2])  # seed 1 keeps every adversarial label
+    out2 = fidelity_carry_over(two, y, pred2, agreement_natural=0.5)
+    # seed 0 now departs on image 9 too (its label 0 is neither 9 nor f(x*) = 9): 3 of 5
+    # departing go to y; seed 1 keeps all 10, of which image 9 is true: 1 of 15 kept
+    p_dep = (3 / 2) / (5 / 2)
+    p_keep = (1 / 2) / (15 / 2)
+    assert out2["true_label_when_departing"] == pytest.approx(p_dep)
+    assert out2["acc_at_natural_fidelity"] == pytest.approx(0.5 * p_keep + 0.5 * p_dep)

@@ -400,3 +400,30 @@ def test_progress_bar_shows_mean_losses_and_agreement_per_layer():
     out = _postfix(means, {"feature_extractor.relu1": 0.5, "classifier.fc3": 0.875})
     # L_I: mean over layers (1.0 + 2.0) / 2; G and D only from relu1
     assert out == {"L_I": "1.500", "G": "0.500", "D": "1.500", "relu1": "0.50", "fc3": "0.88"}
+
+
+def test_a_fit_of_k_generator_seeds_equals_k_separate_fits(toy, tmp_path):
+    """Generator seeds (0, 1, 2) fitted together in one loop give, member for member, the
+    generators of three fits of one seed each; the diagnosis names them layer#seed<g>."""
+    from interpretgan.fitting import first_seeds, member_key, members_by_layer, split_member
+
+    f, ds, ex = toy
+    cfg = dataclasses.replace(TINY, steps_per_scale=(2, 2, 2, 6), generator_seeds=(0, 1, 2))
+    joint = fit_generators(f, ds, ex, cfg, tmp_path / "joint", LAYERS, progress=False)
+    keys = [member_key(n, g) for n in LAYERS for g in (0, 1, 2)]
+    assert list(joint) == keys and keys[1] == "feature_extractor.pool2#seed1"
+    assert split_member(keys[1]) == ("feature_extractor.pool2", 1) and split_member(LAYERS[0]) == (LAYERS[0], 0)
+    assert list(members_by_layer(keys)) == LAYERS and list(first_seeds(joint)) == LAYERS
+    for g in (0, 1, 2):
+        alone = fit_generators(f, ds, ex, dataclasses.replace(cfg, generator_seeds=(g,)),
+                               tmp_path / f"seed{g}", LAYERS, progress=False)
+        assert list(alone) == [member_key(n, g) for n in LAYERS]
+        for k, bank in alone.items():
+            for (name, a), b in zip(joint[k].state_dict().items(), bank.state_dict().values()):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"{k} {name}")
+    # seeds really differ, and every member is saved and loaded under its own name
+    w = [next(iter(joint[member_key(LAYERS[1], g)].G.parameters())) for g in (0, 1)]
+    assert not torch.allclose(w[0], w[1])
+    back = load_generators(tmp_path / "joint")
+    assert list(back) == keys
+    assert (tmp_path / "joint" / "classifier.fc3_seed2" / "last.pt").exists()

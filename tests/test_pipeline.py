@@ -158,11 +158,28 @@ def test_main_job_on_a_user_model_file(mnist_small, session_cache, tmp_path, mon
     src.write_text(USER_MODEL)
     net = load_model_file(f"{src}:build")
     torch.save(net.state_dict(), tmp_path / "my.pt")
-    cfg = RunConfig(**{**tiny().__dict__, "layers": ("body.2.1", "head")})
+    # control (a) for a user's model: an independent classifier's checkpoint (a zoo SmallCNN
+    # for the 28-px input the model is probed at) judges the explanations
+    from interpretgan import models
+    torch.manual_seed(1)
+    judge = tmp_path / "judge.pt"
+    torch.save({"model": "smallcnn", "model_kwargs": {"input_size": 28},
+                "state_dict": models.create("smallcnn", input_size=28).state_dict()}, judge)
+    cfg = RunConfig(**{**tiny().__dict__, "layers": ("body.2.1", "head"), "judge": str(judge),
+                       "fit_overrides": {**TINY_FIT, "generator_seeds": (0, 1)}})
     res = run_main(cfg, tmp_path / "run", model_file=f"{src}:build", checkpoint=str(tmp_path / "my.pt"),
                    progress=False)
     assert set(res) >= {"user", "layers"} and "natural" not in res
     assert res["layers"] == ["body.2.1", "head"]
+    # two generator seeds per layer: each seed's Acc_i, their mean as Acc_i, one grid per layer
+    for n in res["layers"]:
+        row = res["user"]["per_layer"][n]
+        assert len(row["acc_seeds"]) == 2 and row["acc"] == pytest.approx(sum(row["acc_seeds"]) / 2)
+        assert row["acc_ci"][0] <= row["acc"] <= row["acc_ci"][1]
+        assert row["acc_judge_ci"][0] <= row["acc_judge"] <= row["acc_judge_ci"][1]
+    assert res["user"]["per_layer"]["head"]["acc_judge"] is not None
+    assert "per generator seed" in (tmp_path / "run" / "report" / "index.html").read_text()
+    assert read_json(tmp_path / "run" / "user" / "explain" / "explain.json")["layers"] == ["body.2.1", "head"]
     assert set(res["user"]["maxpool_index_change"]) == {"pool"}
     with pytest.raises(ValueError, match="FILE.py:FUNCTION"):
         load_model_file(str(src))

@@ -196,12 +196,24 @@ def cmd_report(a) -> int:
     return 0
 
 
+def _generator_seeds_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generator-seeds", type=int, metavar="K",
+                   help="fit K generators per layer (seeds 0 … K-1, together in one loop); the "
+                        "diagnosis averages them and reports each seed's Acc_i (acc_seeds)")
+
+
+def _seed_range(k: int | None) -> tuple[int, ...] | None:
+    """``--generator-seeds K`` → (0, …, K − 1); K < 1 is left to the config check."""
+    return None if k is None else tuple(range(k))
+
+
 def cmd_fit(a) -> int:
     from .config import FIT_PRESETS, merge, override, parse_assignments, validate
     from .fitting import fit_run
     from .runs import to_json
 
-    cfg = validate(merge(override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset),
+    cfg = validate(merge(override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset,
+                                  generator_seeds=_seed_range(a.generator_seeds)),
                          parse_assignments(a.set)))
     layers = _layers(a.layers)
     run_dir = Path(a.run_dir or Path(a.checkpoint).resolve().parent.parent)
@@ -239,6 +251,8 @@ def cmd_run(a) -> int:
                    normalize=_floats(a.normalize, "--normalize"),
                    verify=False if a.no_verify else None, judge=a.judge)
     sets = parse_assignments(a.set)
+    if a.generator_seeds is not None:
+        sets = {"fit.generator_seeds": _seed_range(a.generator_seeds), **sets}
     groups = {"fit.": "fit_overrides", "train.": "train_overrides"}
     top = {k: v for k, v in sets.items() if not k.startswith(tuple(groups))}
     for prefix, field in groups.items():
@@ -339,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--layers", default="default", help="default, or a comma list of module paths")
     f.add_argument("--preset", default="quick", choices=FIT_PRESETS.names())
     f.add_argument("--seed", type=int)
+    _generator_seeds_option(f)
     f.add_argument("--train-subset", type=int)
     f.add_argument("--data-dir")
     f.add_argument("--image-size", type=int, help="the classifier's input side (default: its checkpoint's)")
@@ -410,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "size) that judges your model's explanations (acc_judge)")
     r.add_argument("--dstar-images", type=int, help="test images in the adversarial set D*")
     r.add_argument("--seed", type=int)
+    _generator_seeds_option(r)
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="change a RunConfig field; fit.KEY / train.KEY change the fit / training "
                         "presets, e.g. --set fit.batch_size=32 --set train.epochs=2 (repeatable)")

@@ -28,6 +28,7 @@ from .attacks import get_attack
 from .data import batches, num_batches, subset_indices, take
 from .devices import eval_mode, module_device
 from .gan import to_classifier
+from .fitting import member_features, members_by_layer
 from .layers import capture, layer_labels, list_layers, resolve
 from .runs import NonFiniteError, save_checkpoint
 
@@ -76,17 +77,26 @@ def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | 
 
 def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int,
                    judge: nn.Module | None = None, z: float = 1.96) -> dict:
-    """Everything Section 5 reports for one model, as plain JSON. ``gans``: ``{layer: module
-    with .explain}`` on ``model``'s device; ``dstar``: :func:`build_dstar`'s dict (CPU).
+    """Everything Section 5 reports for one model, as plain JSON. ``gans``: ``{member: module
+    with .explain}`` on ``model``'s device, one member per layer and generator seed
+    (:func:`~interpretgan.fitting.member_key`); ``dstar``: :func:`build_dstar`'s dict (CPU).
 
     Per layer: ``acc`` (Acc_i), ``vul`` (Eq. 5), ``large_vul`` (:func:`large_vulnerability_ci`),
     ``acc_natural``, ``vul_natural``, ``agreement_natural``, each share with a ``*_ci``
     interval ``[low, high]`` (``z``: 1.96 for 95 %); ``keeps_adversarial_label``: share of x*
     with f(x̂*) = f(x*); ``acc_judge``: share of x* whose explanation ``judge`` (an independent
     classifier on the same device, same input size) labels with the true label, or None
-    without a judge."""
+    without a judge.
+
+    With K > 1 generator seeds per layer, every share is the mean over the seeds: each image
+    counts as the share of its K explanations that hit, and the intervals are taken over the
+    images with these fractional hits (:func:`wilson_interval` and
+    :func:`paired_difference_interval` accept them). ``acc_seeds``/``vul_seeds`` then hold
+    Acc_i and Vul_i of each seed's generators alone, and ``acc_seed_range`` their [min, max].
+    """
     x, xa, y = dstar["x"], dstar["x_adv"], dstar["y"]
-    names = list(gans)
+    groups = members_by_layer(list(gans))
+    names = list(groups)
     n_img = len(y)
     if judge is not None:
         f_adv, j_adv = explanation_labels(model, gans, xa, judge=judge)
@@ -94,42 +104,88 @@ def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int,
         f_adv, j_adv = explanation_labels(model, gans, xa), None
     f_nat = explanation_labels(model, gans, x)
     fx = predict(model, x)
-    hits = {n: f_adv[n] == y for n in names}
-    hits_nat = {n: f_nat[n] == y for n in names}
-    accs = [hits[n].float().mean().item() for n in names]
-    accs_nat = [hits_nat[n].float().mean().item() for n in names]
+
+    def hit_share(labels: dict, ref: torch.Tensor, layer: str) -> torch.Tensor:
+        """Per image, the share of the layer's seeds whose explanation gets label ``ref``: (N,)."""
+        return torch.stack([(labels[k] == ref).double() for k in groups[layer]]).mean(0)
+
+    hits = {n: hit_share(f_adv, y, n) for n in names}
+    hits_nat = {n: hit_share(f_nat, y, n) for n in names}
+    accs = [hits[n].mean().item() if n_img else 0.0 for n in names]
+    accs_nat = [hits_nat[n].mean().item() if n_img else 0.0 for n in names]
     vul, vul_nat = vulnerability(accs), vulnerability(accs_nat)
     vul_ci = vul_intervals([hits[n] for n in names], z)
     marked = large_vulnerability_ci(vul, vul_ci)
     table = misclassification_table(y, dstar["pred_adv"], num_classes)
+    seeds = max(len(v) for v in groups.values())
+    per_seed = [[(f_adv[ks[i]] == y).double().mean().item() if n_img else 0.0
+                 for ks in groups.values()] for i in range(seeds)] if seeds > 1 else []
 
     def share(h: torch.Tensor) -> tuple[float, list[float]]:
-        k = int(h.sum())
+        k = float(h.sum())
         return (k / n_img if n_img else 0.0), list(wilson_interval(k, n_img, z))
 
     per_layer = []
     for i, n in enumerate(names):
         acc, acc_ci = share(hits[n])
         acc_nat, acc_nat_ci = share(hits_nat[n])
-        agree, agree_ci = share(f_nat[n] == fx)
-        keeps, keeps_ci = share(f_adv[n] == dstar["pred_adv"])
-        judged, judged_ci = share(j_adv[n] == y) if j_adv is not None else (None, None)
-        per_layer.append({
+        agree, agree_ci = share(hit_share(f_nat, fx, n))
+        keeps, keeps_ci = share(hit_share(f_adv, dstar["pred_adv"], n))
+        judged, judged_ci = share(hit_share(j_adv, y, n)) if j_adv is not None else (None, None)
+        carry = fidelity_carry_over(torch.stack([f_adv[k] for k in groups[n]]), y, dstar["pred_adv"], agree, z)
+        row = {
             "layer": n, "acc": acc, "acc_ci": acc_ci, "vul": vul[i], "vul_ci": list(vul_ci[i]),
             "large_vul": marked[i], "acc_natural": acc_nat, "acc_natural_ci": acc_nat_ci,
             "vul_natural": vul_nat[i], "agreement_natural": agree, "agreement_natural_ci": agree_ci,
             "keeps_adversarial_label": keeps, "keeps_adversarial_label_ci": keeps_ci,
-            "acc_judge": judged, "acc_judge_ci": judged_ci})
+            "acc_judge": judged, "acc_judge_ci": judged_ci, **carry}
+        if per_seed:
+            row["acc_seeds"] = [a[i] for a in per_seed]
+            row["vul_seeds"] = [vulnerability(a)[i] for a in per_seed]
+            row["acc_seed_range"] = [min(row["acc_seeds"]), max(row["acc_seeds"])]
+        per_layer.append(row)
     return {
         "layers": names, "layer_labels": layer_labels(model, names),
         "clean_accuracy": (dstar["pred_clean"] == y).float().mean().item(),
         "adversarial_accuracy": (dstar["pred_adv"] == y).float().mean().item(),
         "n": n_img, "attack": dstar["attack"], "judged": judge is not None, "z": z,
+        "generator_seeds": seeds,
         "per_layer": per_layer,
         "maxpool_index_change": maxpool_index_change(model, x, xa),
         "misclassification": table.tolist(),
         "top_targets": top_targets(table),
     }
+
+
+def fidelity_carry_over(labels: torch.Tensor, y: torch.Tensor, pred_adv: torch.Tensor,
+                        agreement_natural: float, z: float = 1.96) -> dict:
+    """How much of Acc_i a generator's infidelity to f explains.
+
+    labels: (K, N) f's labels of the explanations of D*'s x* by the layer's K generator
+    seeds; y, pred_adv: (N,) true labels and f(x*). Acc_i splits over whether the
+    explanation keeps f's adversarial label f(x*) or departs from it:
+
+        Acc_i = P(keep)·P(y | keep) + P(depart)·P(y | depart)
+
+    where P(y | keep) is f's own accuracy on those x* (≈ 0 under a strong attack), so Acc_i
+    is about P(depart)·P(y | depart). A generator that agreed with f on every input would
+    give Acc_i = f's adversarial accuracy; a generator trained on natural images departs
+    from f on them too, at rate 1 − agreement. Putting that natural departure rate in place
+    of P(depart) gives ``acc_at_natural_fidelity``: the Acc_i this layer would show if its
+    generator were no less faithful on x* than on natural images. ``true_label_when_departing``
+    is P(y | depart) (chance among the other classes would be about 1/(classes − 1)), with
+    its Wilson interval over the departing explanations (counted per image, averaged over seeds)."""
+    hit = labels == y
+    depart = labels != pred_adv
+    k = labels.shape[0]
+    n_dep, n_keep = depart.sum().item() / k, (~depart).sum().item() / k
+    y_dep = (hit & depart).sum().item() / k
+    y_keep = (hit & ~depart).sum().item() / k
+    p_dep = y_dep / n_dep if n_dep else 0.0
+    p_keep = y_keep / n_keep if n_keep else 0.0
+    return {"true_label_when_departing": p_dep,
+            "true_label_when_departing_ci": list(wilson_interval(y_dep, n_dep, z)),
+            "acc_at_natural_fidelity": agreement_natural * p_keep + (1 - agreement_natural) * p_dep}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -140,7 +196,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
         (low, high) = (centre − half, centre + half)
 
     Unlike p̂ ± z·√(p̂(1 − p̂)/n) it stays in [0, 1] and is not empty at k = 0 or k = n. The
-    result is clipped to [0, 1] and always contains p̂; n = 0 gives (0, 1)."""
+    result is clipped to [0, 1] and always contains p̂; n = 0 gives (0, 1). ``successes``
+    may be fractional (images that count as a share of a hit, as with several generator seeds)."""
     if n <= 0:
         return 0.0, 1.0
     if not 0 <= successes <= n:
@@ -153,10 +210,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def paired_difference_interval(a: torch.Tensor, b: torch.Tensor, z: float = 1.96) -> tuple[float, float]:
-    """Normal interval for mean(a) − mean(b) when a, b (N,) bool are hits on the SAME images:
-    d_j = a_j − b_j ∈ {−1, 0, 1}, d̄ ± z·√(var(d)/N) with var(d) = (n10 + n01)/N − d̄²
-    (n10: images a hits and b misses, n01 the reverse), clipped to [−1, 1]. With no
-    discordant image the interval is the point d̄ itself."""
+    """Normal interval for mean(a) − mean(b) when a, b (N,) are hits on the SAME images
+    (bool, or per-image hit shares in [0, 1]): d_j = a_j − b_j, d̄ ± z·√(var(d)/N) with
+    var(d) = mean(d²) − d̄² (for bool hits (n10 + n01)/N − d̄², n10: images a hits and b
+    misses, n01 the reverse), clipped to [−1, 1]. With no discordant image the interval is
+    the point d̄ itself."""
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired hit vectors must be (N,) of one length, got {tuple(a.shape)} and {tuple(b.shape)}")
     n = a.numel()
@@ -170,13 +228,13 @@ def paired_difference_interval(a: torch.Tensor, b: torch.Tensor, z: float = 1.96
 
 
 def vul_intervals(hits: Sequence[torch.Tensor], z: float = 1.96) -> list[tuple[float, float]]:
-    """Intervals for Eq. 5's Vul_i from per-layer hit vectors (N,) bool (layer order):
+    """Intervals for Eq. 5's Vul_i from per-layer hit vectors (N,) (bool or hit shares; layer order):
     Vul_1 = 1 − Acc_1 gets Acc_1's Wilson interval mirrored, (1 − high, 1 − low); Vul_i =
     Acc_{i−1} − Acc_i the paired :func:`paired_difference_interval`."""
     if not hits:
         return []
     h0 = hits[0]
-    lo, hi = wilson_interval(int(h0.sum()), h0.numel(), z)
+    lo, hi = wilson_interval(float(h0.sum()), h0.numel(), z)
     out = [(1.0 - hi, 1.0 - lo)]
     out += [paired_difference_interval(hits[i - 1], hits[i], z) for i in range(1, len(hits))]
     return out
@@ -224,8 +282,8 @@ def predict(classifier: nn.Module, x: torch.Tensor, batch_size: int = 500) -> to
 @torch.no_grad()
 def explanation_labels(classifier: nn.Module, gans: dict, x: torch.Tensor, judge: nn.Module | None = None,
                        batch_size: int = 250):
-    """Per layer, the label f gives each explanation x̂_i = G_i(C_i(f_pre_i(x))) of ``x``
-    (N, C, H, W): ``{layer: (N,) int64}`` on the CPU. With a ``judge`` (a classifier on the
+    """Per member (layer, or layer and generator seed), the label f gives each explanation
+    x̂_i = G_i(C_i(f_pre_i(x))) of ``x`` (N, C, H, W): ``{member: (N,) int64}`` on the CPU. With a ``judge`` (a classifier on the
     same device taking the same input size), also the judge's labels of the same
     explanations: a pair ``(by_f, by_judge)``."""
     dev = module_device(classifier)
@@ -235,7 +293,7 @@ def explanation_labels(classifier: nn.Module, gans: dict, x: torch.Tensor, judge
     with eval_mode(classifier):
         for s in range(0, len(x), batch_size):
             xb = x[s: s + batch_size].to(dev)
-            feats = capture(classifier, xb, list(gans))
+            feats = member_features(classifier, xb, list(gans))
             for n, lg in gans.items():
                 with eval_mode(lg):
                     xh = to_classifier(lg.explain(feats[n]), size)

@@ -192,7 +192,7 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
     ``image_size``: the classifier's input side (default: the one its checkpoint records)."""
     from .attacks import get_attack
     from .data import checkpoint_data_config, images_at, load_split
-    from .fitting import load_generators
+    from .fitting import first_seeds, load_generators
     from .layers import layer_labels
     from .pipeline import load_any
     from .runs import RunLock, sweep_temp, write_json
@@ -204,7 +204,8 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
     data = checkpoint_data_config(ckpt, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     x, y = images_at(test, torch.arange(min(n_images, len(test))))
-    gans = {n: g.to(dev) for n, g in load_generators(run_dir / "fit", image_channels=x.shape[1]).items()}
+    fitted = load_generators(run_dir / "fit", image_channels=x.shape[1])
+    gans = {n: g.to(dev) for n, g in first_seeds(fitted).items()}  # one generator per layer
     x_adv = get_attack(attack, data.dataset)(classifier, x.to(dev), y.to(dev),
                                              generator=torch.Generator().manual_seed(seed)).cpu()
     nat, adv = explain_images(classifier, gans, x), explain_images(classifier, gans, x_adv)

@@ -41,7 +41,47 @@ log = logging.getLogger(__name__)
 
 
 def layer_dirname(name: str) -> str:
-    return name.replace("/", "_").replace("@", "_at_")
+    """The folder of a fit member (a layer name, or a layer and generator seed)."""
+    return name.replace("/", "_").replace("@", "_at_").replace(SEED_MARK, "_seed")
+
+
+# ---------------------------------------------------------------------------- members
+# A fit's members are (layer, generator seed) pairs, named by :func:`member_key`: the layer's
+# own name for seed 0, "layer#seed<g>" for seed g. Everything keyed by member (checkpoint
+# folders, summary rows, the generators :func:`load_generators` returns) uses these names.
+SEED_MARK = "#seed"
+
+
+def member_key(layer: str, seed: int) -> str:
+    """The member name of generator seed ``seed`` of ``layer``."""
+    return layer if seed == 0 else f"{layer}{SEED_MARK}{seed}"
+
+
+def split_member(key: str) -> tuple[str, int]:
+    """``"classifier.fc1#seed2"`` → ``("classifier.fc1", 2)``; a plain layer name → seed 0."""
+    layer, mark, g = key.partition(SEED_MARK)
+    return layer, (int(g) if mark else 0)
+
+
+def members_by_layer(keys: Sequence[str]) -> dict[str, list[str]]:
+    """Member names grouped by layer, both in first-seen order: ``{layer: [key per seed]}``."""
+    out: dict[str, list[str]] = {}
+    for k in keys:
+        out.setdefault(split_member(k)[0], []).append(k)
+    return out
+
+
+def first_seeds(gans: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+    """One generator per layer, the first seed fitted, keyed by the layer's name (what the
+    explanation grids show)."""
+    return {layer: gans[keys[0]] for layer, keys in members_by_layer(list(gans)).items()}
+
+
+def member_features(classifier: nn.Module, x: torch.Tensor, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The classifier's layer outputs for ``x`` (B, C, H, W), one capture per layer, keyed
+    by member: ``{key: (B, *shape of its layer)}`` (seeds of one layer share the tensor)."""
+    feats = capture(classifier, x, list(members_by_layer(keys)))
+    return {k: feats[split_member(k)[0]] for k in keys}
 
 
 def member_seed(seed: int, key: str) -> int:
@@ -308,7 +348,7 @@ def agreement(classifier: nn.Module, gans: dict[str, GanBank], x: torch.Tensor,
     with eval_mode(classifier):
         for s in range(0, len(x), batch_size):
             xb = x[s: s + batch_size].to(dev)
-            feats = capture(classifier, xb, list(gans))
+            feats = member_features(classifier, xb, list(gans))
             ref = classifier(xb).argmax(1) if labels is None else labels[s: s + batch_size].to(dev)
             for n, lg in gans.items():
                 with eval_mode(lg):
@@ -337,6 +377,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     for p in classifier.parameters():
         p.requires_grad_(False)
     names = list(layers or cfg.layers or default_layers(classifier))
+    keys = [member_key(n, g) for n in names for g in cfg.generator_seeds]
     x0 = eval_x[:2].to(device)
     shapes = layer_shapes(classifier, x0, names)
     image_channels, image_size = x0.shape[1], x0.shape[-1]
@@ -352,8 +393,9 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     amp = use_amp(cfg.amp, device)
     total = sum(cfg.steps_per_scale)
 
-    # The members (one per layer), as one stacked bank or one bank each; resumed where saved.
-    members = [(n, shapes[n]) for n in names]
+    # The members (one per layer and generator seed), as one stacked bank or one bank each;
+    # resumed where saved.
+    members = [(k, shapes[split_member(k)[0]]) for k in keys]
     start, saved, disk = _resume_point(out, members, cfg)
     parts = [GanBank.build([m], image_channels, cfg) for m in members]
     for i, st in enumerate(saved):
@@ -366,9 +408,10 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         it = iter(saved)
         for b, o in zip(banks, opts):
             _load_adam(b, o, [next(it) for _ in b.layers])
-    write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names,
+    write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names, "members": keys,
                                      "shapes": {n: list(s) for n, s in shapes.items()}})
-    log.info("fitting %d layers on %s (%s, %s)", len(names), device, "bf16 autocast" if amp else "fp32",
+    log.info("fitting %d layers × %d generator seeds on %s (%s, %s)", len(names),
+             len(cfg.generator_seeds), device, "bf16 autocast" if amp else "fp32",
              "one stacked bank" if len(banks) == 1 else f"{len(banks)} banks")
     if start >= total:
         return _views(banks)
@@ -387,7 +430,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         x = x.to(device, non_blocking=True)
         phase = schedule(cfg, step)
         with torch.no_grad():
-            feats = capture(classifier, x, names)
+            feats = member_features(classifier, x, keys)
             target = classifier(x).argmax(1)
         for b in banks:
             b.train()
@@ -554,15 +597,16 @@ def _resume_point(out: Path, members: Sequence[tuple[str, Sequence[int]]],
 
 def load_generators(fit_dir: str | Path, image_channels: int = 1,
                     device: str | torch.device = "cpu") -> dict[str, GanBank]:
-    """The fitted generators of a run folder's ``fit/`` (final state): ``{layer: one-member
-    GanBank}`` in eval mode on ``device``."""
+    """The fitted generators of a run folder's ``fit/`` (final state): ``{member: one-member
+    GanBank}`` in eval mode on ``device``, one member per layer and generator seed
+    (:func:`member_key`; with one seed, the layer names)."""
     from .config import from_dict
 
     fit_dir = Path(fit_dir)
     meta = read_json(fit_dir / "config.json")
     cfg = from_dict(FitConfig, meta["fit"])
     gans = {}
-    for n in meta["layers"]:
+    for n in meta.get("members", meta["layers"]):
         ck = load_checkpoint(fit_dir / layer_dirname(n) / "last.pt")
         lg = GanBank.empty([(n, ck["shape"])], image_channels, cfg, device)
         lg.load_state_dict(ck["state"])
@@ -590,7 +634,7 @@ def summarize_fit(classifier: nn.Module, gans: dict[str, GanBank], eval_x: torch
         for n, lg in gans.items():
             fake = []
             for s in range(0, len(eval_x), batch_size):
-                feats = capture(classifier, eval_x[s: s + batch_size].to(dev), [n])
+                feats = member_features(classifier, eval_x[s: s + batch_size].to(dev), [n])
                 with eval_mode(lg):
                     fake.append(embed(feat_net, to_classifier(lg.explain(feats[n]), size)))
             k = kid(real_feats, torch.cat(fake))

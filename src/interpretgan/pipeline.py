@@ -48,7 +48,7 @@ MODEL_KEYS = ("natural", "adversarially_trained")
 # Bumped when a stage's code changes its results: part of the stage's key, so run folders
 # written by older code redo that stage instead of reusing outputs it would now compute
 # differently (or could not read).
-STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 4, "explain": 2}
+STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 5, "explain": 2}
 
 
 def _key(obj) -> str:
@@ -576,7 +576,7 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
         out[key] = {
             "generators": read_json(summary) if summary.exists() else None,
             "clean_accuracy": d["clean_accuracy"], "adversarial_accuracy": d["adversarial_accuracy"],
-            "n": d["n"], "attack": d["attack"],
+            "n": d["n"], "attack": d["attack"], "generator_seeds": d.get("generator_seeds", 1),
             "per_layer": {p["layer"]: {k: v for k, v in p.items() if k != "layer"} for p in d["per_layer"]},
             "maxpool_index_change": d["maxpool_index_change"],
             "misclassification": d["misclassification"], "top_targets": d["top_targets"],

@@ -161,6 +161,9 @@ def acc_vul_chart(results: dict, path: Path) -> Path:
         vul = [100 * per[n]["vul"] for n in results["layers"]]
         xs = range(len(labels))
         ax.bar([x - 0.2 for x in xs], acc, 0.4, label="Acc_i (ours)", color="#1f77b4")
+        seeds = [(x - 0.2, 100 * a) for x, n in zip(xs, results["layers"]) for a in per[n].get("acc_seeds", [])]
+        if seeds:  # each generator seed's Acc_i beside the mean over seeds
+            ax.scatter(*zip(*seeds), s=9, color="#0b3c5d", label="Acc_i per generator seed", zorder=3)
         ax.bar([x + 0.2 for x in xs], vul, 0.4, label="Vul_i (ours)",
                color=["#d62728" if per[n]["large_vul"] else "#ff9896" for n in results["layers"]])
         paper = (results.get("paper") or {}).get(key)
@@ -321,8 +324,14 @@ def _table(results: dict) -> str:
                 cells.append(f"<td{cls}>{_pct(per[n][metric], per[n].get(metric + '_ci'))}{p}</td>")
             name = f"{key.replace('_', ' ')} {'Acc' if metric == 'acc' else 'Vul'}<sub>i</sub>"
             rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
+        if any("acc_seeds" in per[n] for n in names):
+            cells = "".join("<td>" + " / ".join(f"{100 * a:.1f}" for a in per[n].get("acc_seeds", []))
+                            + "</td>" for n in names)
+            rows.append(f"<tr><th>{key.replace('_', ' ')} Acc<sub>i</sub> per generator seed</th>{cells}</tr>")
         for field, title in (("acc_judge", "judge's Acc<sub>i</sub>"),
-                             ("keeps_adversarial_label", "keeps adversarial label")):
+                             ("keeps_adversarial_label", "keeps adversarial label"),
+                             ("acc_at_natural_fidelity", "Acc<sub>i</sub> at natural-image fidelity"),
+                             ("true_label_when_departing", "true label when departing")):
             if any(field in per[n] for n in names):
                 cells = "".join(f"<td>{_pct(per[n].get(field), per[n].get(field + '_ci'))}</td>" for n in names)
                 rows.append(f"<tr><th>{key.replace('_', ' ')} {title}</th>{cells}</tr>")
@@ -341,7 +350,15 @@ READING = ("<p>How to read the rows together: Acc<sub>i</sub> counts the explana
            "survives up to that layer's explanation, so the drop Vul<sub>i</sub> happened before it. "
            "Brackets are 95 % intervals (Wilson; Vul<sub>i</sub>: paired over the same images); "
            "a layer is marked red only when its Vul<sub>i</sub> interval lies wholly above the "
-           "large-vulnerability threshold (0.4 × the mean Vul<sub>i</sub>).</p>")
+           "large-vulnerability threshold (0.4 × the mean Vul<sub>i</sub>). Acc<sub>i</sub> is about "
+           "the share of explanations that depart from f's adversarial label times the share of those "
+           "that land on the true label (the true-label-when-departing row; chance is about one in "
+           "the number of other classes); the natural-fidelity row is the Acc<sub>i</sub> a generator "
+           "would give that departs from f on x* only as often as it does on natural images: what "
+           "Acc<sub>i</sub> shows above it comes from explanations of x* departing from f more often "
+           "than those of natural images do. With several generator "
+           "seeds per layer, every row is the mean over the seeds and the per-seed row shows how much "
+           "Acc<sub>i</sub> moves with the generator alone.</p>")
 
 
 # What a run on a data set with a paper setting of its own interprets, keyed by data set.
