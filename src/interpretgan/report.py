@@ -237,8 +237,9 @@ def rgb_explanation_grid(doc: dict, path: Path, dpi: int = 100) -> Path:
     :func:`~interpretgan.explain.save_explanations`): per image a natural row and an
     adversarial row; columns the input, then one explanation per interpreted layer (conv
     blocks, FC layers), each drawn at its own resolution (one image pixel per figure pixel:
-    128 px faces stay 128 px) with f's label and confidence above it, red where the label
-    is not the true one. Grey-scale images are drawn too (one channel)."""
+    128 px faces stay 128 px; images under 96 px enlarged by a whole factor, 32 px MNIST
+    digits to 96 px) with f's label and confidence above it, red where the label is not the
+    true one. Grey-scale images are drawn too (one channel)."""
     import numpy as np
 
     classes = doc.get("classes") or []
@@ -247,7 +248,8 @@ def rgb_explanation_grid(doc: dict, path: Path, dpi: int = 100) -> Path:
     layers, labels = doc["layers"], doc["layer_labels"]
     n, cols = len(true), len(layers) + 1
     side = int(doc["natural"]["input"].shape[-1])
-    pw = side / dpi  # panel side in inches: one image pixel per figure pixel
+    zoom = max(1, -(-96 // side))  # a whole number of figure pixels per image pixel
+    pw = side * zoom / dpi  # panel side in inches
     gap, head, left, group = 0.08, 0.36, 0.32, 0.16
     width = left + cols * (pw + gap)
     height = 0.35 + n * (2 * (pw + head) + group)
