@@ -244,11 +244,12 @@ def cmd_explain(a) -> int:
 
 def cmd_run(a) -> int:
     """The main job: two classifiers, D*, generators, diagnosis and report (see pipeline)."""
-    from .config import RUN_PRESETS, merge, override, parse_assignments, resolve_run
+    from .config import RUN_PRESETS, RunConfig, merge, override, parse_assignments, resolve_run, run_preset_for
     from .pipeline import run_main
     from .runs import to_json
 
-    cfg = override(RUN_PRESETS.get(a.preset), data_dir=a.data_dir, dataset=a.dataset,
+    preset = a.preset or run_preset_for(a.dataset or RunConfig.dataset)
+    cfg = override(RUN_PRESETS.get(preset), data_dir=a.data_dir, dataset=a.dataset,
                    layers=tuple(_layers(a.layers) or ()) or None,
                    dstar_images=a.dstar_images, seed=a.seed, image_size=a.image_size,
                    normalize=_floats(a.normalize, "--normalize"),
@@ -263,7 +264,8 @@ def cmd_run(a) -> int:
         if sub:
             top[field] = {**getattr(cfg, field), **sub}
     cfg = merge(cfg, top)
-    resolve_run(cfg)  # every setting (training and fit ones too) before any work
+    # every setting (training and fit ones too) before any work
+    resolve_run(cfg, own_model=bool(a.model_file or a.checkpoint))
     if a.dry_run:
         print(to_json(dataclasses.asdict(cfg)))
         return 0
@@ -294,6 +296,8 @@ def _devices_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import FIT_PRESETS, RUN_PRESETS
+
     p = argparse.ArgumentParser(prog="interpretgan", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -361,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit InterpretGAN explanation generators for a classifier")
     f.add_argument("--checkpoint", required=True)
     f.add_argument("--layers", default="default", help="default, or a comma list of module paths")
-    f.add_argument("--preset", default="quick", choices=["quick", "paper"])
+    f.add_argument("--preset", default="quick", choices=FIT_PRESETS.names())
     f.add_argument("--seed", type=int)
     _generator_seeds_option(f)
     f.add_argument("--train-subset", type=int)
@@ -413,7 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=cmd_report)
 
     r = sub.add_parser("run", help="the main job: train, attack, fit, diagnose, report")
-    r.add_argument("--preset", default="quick", choices=["quick", "paper"])
+    r.add_argument("--preset", choices=RUN_PRESETS.names(),
+                   help="quick, paper (MNIST), celeba (about an hour on one GPU), celeba-paper "
+                        "(the paper's CelebFaces schedule); default: the one made for --dataset, "
+                        "else quick")
     r.add_argument("--run-dir", default="runs/main")
     r.add_argument("--dataset")
     r.add_argument("--data-dir")

@@ -371,9 +371,21 @@ TRAIN_PRESETS.register("cifar10-atta-trades", TrainConfig(
     data=_cifar, model=ModelConfig("vgg16"), method="atta-trades", epochs=38, lr=0.1,
     weight_decay=5e-4, lr_milestones=(30, 36), eps=8 / 255, step_size=0.007, atta_reset_every=10,
     eval_attack="cifar-pgd-20"))
+# The paper's CelebFaces gender classifier: VGG16 at 128 px, 7 epochs at lr 0.001 (Appendix C).
+_celeba = DataConfig(dataset="celeba", image_size=128)
+_celeba_vgg = ModelConfig("vgg16", kwargs={"num_classes": 2, "input_size": 128})
 TRAIN_PRESETS.register("celeba-natural", TrainConfig(
-    data=DataConfig(dataset="celeba", image_size=128), model=ModelConfig("vgg16", kwargs={
-        "num_classes": 2, "input_size": 128}), epochs=7, lr=0.001, lr_milestones=(), batch_size=64))
+    data=_celeba, model=_celeba_vgg, epochs=7, lr=0.001, lr_milestones=(), batch_size=64))
+# The one-GPU CelebA run's classifier: 3 of those epochs, in bf16 where the GPU has bf16 units.
+TRAIN_PRESETS.register("celeba-natural-quick", TrainConfig(
+    data=_celeba, model=_celeba_vgg, epochs=3, lr=0.001, lr_milestones=(), batch_size=64,
+    amp="auto"))
+# A robust partner for the CelebA VGG16 (the paper interprets only the natural one): ATTA-1
+# TRADES at the paper's CelebA budget ε = 2/255, for ``--set adversarial=celeba-atta-trades``.
+TRAIN_PRESETS.register("celeba-atta-trades", TrainConfig(
+    data=_celeba, model=_celeba_vgg, method="atta-trades", epochs=7, lr=0.001, lr_milestones=(),
+    batch_size=64, eps=2 / 255, step_size=0.5 / 255, eval_attack="pgd-20", eval_attack_every=0,
+    amp="auto"))
 
 
 def train_preset_for(dataset: str, method: str) -> TrainConfig:
@@ -390,6 +402,9 @@ class FitConfig:
     g_channels: tuple[int, ...] = (32, 32, 16, 8)  # width per scale (4, 8, 16, 32 px)
     d_channels: tuple[int, ...] = (32, 32, 16, 8)
     c_width_mult: float = 0.5  # compression conv widths × this (Tables 4/5 at 1.0)
+    # a map too small to pool (side ≤ 5) gets one 3×3 conv before the FC: Table 5 (Conv Block5);
+    # Table 4 (MNIST Conv4) has none
+    c_conv_small_maps: bool = False
     steps_per_scale: tuple[int, ...] = (30, 30, 60, 360)
     fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
     warmup_fraction: float = 0.4  # first share of all steps: L_I only, D not updated
@@ -416,6 +431,36 @@ class FitConfig:
     adam: str = "fused"  # "fused" (one kernel for all parameters), "foreach" or "loop"
 
 
+def fit_for_image_size(cfg: FitConfig, image_size: int) -> FitConfig:
+    """``cfg`` with as many generator scales as ``image_size`` needs
+    (:func:`~interpretgan.gan.generator_scales`: 32 px → 4, 64 → 5, 128 → 6), so the last
+    scale renders the classifier's input size, for any classifier (a user's model too).
+
+    Fewer scales: the coarsest ones are kept, and the last scale keeps its own step count
+    (its steps train at the full resolution). More scales: each added one is half as wide as
+    the finest given (at least 8 channels) and gets the steps of the scale before the last;
+    the last keeps its steps. ``cfg`` unchanged where the count already fits."""
+    from .gan import generator_scales
+
+    n, have = generator_scales(image_size), len(cfg.g_channels)
+    if n == have:
+        return cfg
+    steps = cfg.steps_per_scale
+    if n < have:
+        g, d = cfg.g_channels[:n], cfg.d_channels[:n]
+        steps = (*steps[: n - 1], steps[-1])
+    else:
+        extra = n - have
+        g, d = list(cfg.g_channels), list(cfg.d_channels)
+        for _ in range(extra):
+            g.append(max(min(8, g[-1]), g[-1] // 2))
+            d.append(max(min(8, d[-1]), d[-1] // 2))
+        middle = steps[-2] if have > 1 else steps[-1]
+        steps = (*steps[:-1], *([middle] * extra), steps[-1])
+    return dataclasses.replace(cfg, g_channels=tuple(g), d_channels=tuple(d),
+                               steps_per_scale=tuple(steps))
+
+
 FIT_PRESETS: Registry[FitConfig] = Registry("fit preset")
 # Sized by measurement on 2 CPU cores (docs/results.md): 480 steps of batch 32 per layer, most
 # of them at 32 px, the first 40 % on L_I alone, explanations from the moving average of C/G.
@@ -426,16 +471,33 @@ FIT_PRESETS.register("paper", FitConfig(
     code_dim=512, g_channels=(256, 256, 128, 64), d_channels=(256, 256, 128, 64), c_width_mult=1.0,
     steps_per_scale=(6 * 938, 6 * 938, 6 * 938, 12 * 938), warmup_fraction=0.0, train_subset=None,
     batch_size=64, ema_beta=0.999, eval_images=10000, ckpt_every=500))
+# The paper's CelebFaces generators (Appendix C): six scales, 4 → 128 px, two 3×3 convs per
+# scale, 48,000 iterations for the first scale and 96,000 for each other, lr 0.001, ProGAN's
+# widths (pytorch_GAN_zoo: 512 up to 32 px, then 256, 128) and batch size (16); Table 5's
+# compression networks (full widths, Block5's lone conv). Meant for several GPUs.
+FIT_PRESETS.register("celeba-paper", FitConfig(
+    code_dim=512, g_channels=(512, 512, 512, 512, 256, 128),
+    d_channels=(512, 512, 512, 512, 256, 128), c_width_mult=1.0, c_conv_small_maps=True,
+    steps_per_scale=(48000, 96000, 96000, 96000, 96000, 96000), warmup_fraction=0.0,
+    batch_size=16, ema_beta=0.999, train_subset=None, eval_images=2000, ckpt_every=1000))
+# Sized for about an hour on one H100 (docs/results.md, "CelebA setting: expected cost"): the
+# same six scales and Table 5's compression networks, narrower G/D, 9,000 steps of batch 16.
+FIT_PRESETS.register("celeba", FitConfig(
+    code_dim=256, g_channels=(256, 256, 128, 64, 32, 16), d_channels=(256, 256, 128, 64, 32, 16),
+    c_width_mult=1.0, c_conv_small_maps=True, steps_per_scale=(1000, 1000, 1000, 1500, 1500, 3000),
+    warmup_fraction=0.1, batch_size=16, ema_beta=0.995, train_subset=None, eval_images=1000,
+    ckpt_every=250))
 
 
 @dataclass
 class RunConfig:
-    """The main job (``interpretgan run``): two classifiers, D*, generators, diagnosis, report."""
+    """The main job (``interpretgan run``): two classifiers (or, with ``adversarial`` None, the
+    natural one alone, as the paper's CelebFaces setting), D*, generators, diagnosis, report."""
 
     dataset: str = "mnist"
     data_dir: str | None = None
     natural: str = "mnist-natural"  # training presets (the natural model: the paper's 10 epochs)
-    adversarial: str = "mnist-atta-trades-quick"
+    adversarial: str | None = "mnist-atta-trades-quick"  # None: the natural classifier alone
     train_overrides: dict[str, Any] = field(default_factory=dict)  # applied to both
     fit: str = "quick"  # fit preset
     fit_overrides: dict[str, Any] = field(default_factory=dict)
@@ -463,6 +525,25 @@ RUN_PRESETS: Registry[RunConfig] = Registry("run preset")
 RUN_PRESETS.register("quick", RunConfig(fit_overrides={"generator_seeds": (0, 1)}))
 RUN_PRESETS.register("paper", RunConfig(natural="mnist-natural", adversarial="mnist-atta-trades-paper", fit="paper",
                                         dstar_images=None))
+# The paper's CelebFaces setting: the natural VGG16 gender classifier at 128 px alone, attacked
+# with PGD-20 (ε = 2/255), six-scale generators for its five conv blocks and three FC layers.
+# "celeba": about an hour on one H100; "celeba-paper": the paper's schedule (several GPUs).
+RUN_PRESETS.register("celeba", RunConfig(
+    dataset="celeba", natural="celeba-natural-quick", adversarial=None, fit="celeba",
+    attack="pgd-20", dstar_images=1000, explain_images=4))
+RUN_PRESETS.register("celeba-paper", RunConfig(
+    dataset="celeba", natural="celeba-natural", adversarial=None, fit="celeba-paper",
+    attack="pgd-20", dstar_images=10000, explain_images=8))
+
+
+# The run preset ``interpretgan run --dataset X`` starts from without ``--preset``.
+DEFAULT_RUN_PRESETS = {"mnist": "quick", "celeba": "celeba"}
+
+
+def run_preset_for(dataset: str | None) -> str:
+    """The default run preset for ``dataset`` (``celeba`` for CelebA); ``quick`` for a data
+    set without presets of its own (a user's model on CIFAR-10 or a folder)."""
+    return DEFAULT_RUN_PRESETS.get(dataset, "quick")
 
 
 # --------------------------------------------------------------------------- range rules
@@ -547,7 +628,8 @@ def _run_rules(cfg: RunConfig, p: str) -> None:
 
     known(p + "dataset", cfg.dataset, DATASETS)
     known(p + "natural", cfg.natural, TRAIN_PRESETS)
-    known(p + "adversarial", cfg.adversarial, TRAIN_PRESETS)
+    if cfg.adversarial is not None:
+        known(p + "adversarial", cfg.adversarial, TRAIN_PRESETS)
     known(p + "fit", cfg.fit, FIT_PRESETS)
     known_attack(p + "attack", cfg.attack, cfg.dataset)
     at_least(cfg, p, 1, "dstar_images", optional=True)
@@ -566,26 +648,42 @@ def _run_rules(cfg: RunConfig, p: str) -> None:
 
 @dataclass
 class ResolvedRun:
-    """The configs the main job runs with: two training configs and the fit config."""
+    """The configs the main job runs with: the training configs and the fit config
+    (``adversarial`` None: the natural classifier alone)."""
 
     natural: TrainConfig
-    adversarial: TrainConfig
+    adversarial: TrainConfig | None
     fit: FitConfig
 
 
-def resolve_run(cfg: RunConfig) -> ResolvedRun:
+def resolve_run(cfg: RunConfig, own_model: bool = False) -> ResolvedRun:
     """Validate ``cfg`` and build the configs ``interpretgan run`` uses: each training preset
     with the run's seed, dataset, data folder and ``train_overrides``; the fit preset with the
-    run's seed and ``fit_overrides``. Raises :class:`ConfigError` (one line) before any work."""
+    run's seed and ``fit_overrides``, its generator scales following the natural classifier's
+    input size (:func:`fit_for_image_size`). Raises :class:`ConfigError` (one line) before any
+    work, also where the run would train classifiers (not ``own_model``) from presets made
+    for another data set while the run's data set has presets of its own (``--dataset celeba``
+    with the MNIST presets)."""
     validate(cfg)
     trains = []
     for preset in (cfg.natural, cfg.adversarial):
-        t = merge(TRAIN_PRESETS.get(preset), {"seed": cfg.seed, "data.dataset": cfg.dataset,
-                                              "data.data_dir": cfg.data_dir})
+        if preset is None:
+            trains.append(None)
+            continue
+        base = TRAIN_PRESETS.get(preset)
+        if not own_model and base.data.dataset != cfg.dataset:
+            made_for = [n for n in RUN_PRESETS if RUN_PRESETS.get(n).dataset == cfg.dataset]
+            if made_for:
+                raise ConfigError(
+                    f"training preset {preset} is for {base.data.dataset}, not {cfg.dataset}: "
+                    f"for {cfg.dataset} use --preset {' or --preset '.join(made_for)}")
+        t = merge(base, {"seed": cfg.seed, "data.dataset": cfg.dataset, "data.data_dir": cfg.data_dir})
         if not cfg.verify:
             t = merge(t, {"data.verify": False})
         if cfg.image_size is not None:
             t = merge(t, {"data.image_size": cfg.image_size})
         trains.append(validate(merge(t, cfg.train_overrides, "train."), "train."))
     fit = merge(merge(FIT_PRESETS.get(cfg.fit), {"seed": cfg.seed}), cfg.fit_overrides, "fit.")
+    if not own_model:
+        fit = fit_for_image_size(fit, trains[0].data.image_size)
     return ResolvedRun(trains[0], trains[1], validate(fit, "fit."))

@@ -14,6 +14,7 @@ half-written stays behind.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import hashlib
@@ -591,6 +592,19 @@ class CelebA(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def subset(self, n: int | None, seed: int = 0) -> "CelebA":
+        """The first ``n`` images of a fixed random permutation, as :meth:`ImageDataset.subset`
+        picks them (all if ``n`` is None or at least the data set's size); files stay on disk."""
+        if n is not None and n < 1:
+            raise ValueError(f"a subset needs at least 1 image, got {n!r}")
+        if n is None or n >= len(self):
+            return self
+        idx = subset_indices(len(self), n, seed)
+        out = copy.copy(self)
+        out.files = [self.files[int(i)] for i in idx]
+        out.labels = self.labels[idx]
+        return out
+
     @property
     def num_classes(self) -> int:
         return 2
@@ -770,7 +784,7 @@ def load_split(data_cfg, split: str) -> Dataset:
         ds = ImageDataset(_resize_uint8(ds.images, data_cfg.image_size, "resize"), ds.labels,
                           ds.name, ds.classes)
     n = data_cfg.train_subset if split == "train" else data_cfg.test_subset
-    if n is not None and isinstance(ds, ImageDataset):
+    if n is not None and hasattr(ds, "subset"):  # in memory, or files on disk (CelebA)
         ds = ds.subset(n, seed=0)
     elif n is not None:
         ds = torch.utils.data.Subset(ds, list(range(min(n, len(ds)))))

@@ -32,19 +32,23 @@ BASELINES = ("DeepLIFT", "Saliency", "Input×Gradient", "Integrated Gradients", 
 
 @torch.no_grad()
 def explain_images(classifier: nn.Module, gans: dict, x: torch.Tensor) -> dict:
-    """x: (N, C, H, W) → ``{"pred": (N,), "explanations": {layer: (N, C, H, W)},
-    "labels": {layer: (N,)}}`` with f's label for every explanation. Runs on the
+    """x: (N, C, H, W) → ``{"pred": (N,), "pred_conf": (N,), "explanations": {layer:
+    (N, C, H, W)}, "labels": {layer: (N,)}, "confidence": {layer: (N,)}}``: f's label for the
+    input and for every explanation, with f's softmax probability of that label. Runs on the
     classifier's device (``gans`` there too); the results are CPU tensors."""
     size = x.shape[-1]
     x = x.to(module_device(classifier))
     with eval_mode(classifier):
         feats = capture(classifier, x, list(gans))
-        out = {"pred": classifier(x).argmax(1).cpu(), "explanations": {}, "labels": {}}
+        conf, pred = classifier(x).float().softmax(1).max(1)
+        out = {"pred": pred.cpu(), "pred_conf": conf.cpu(), "explanations": {}, "labels": {},
+               "confidence": {}}
         for n, lg in gans.items():
             with eval_mode(lg):
                 xh = to_classifier(lg.explain(feats[n]), size)
             out["explanations"][n] = xh.cpu()
-            out["labels"][n] = classifier(xh).argmax(1).cpu()
+            conf, label = classifier(xh).float().softmax(1).max(1)
+            out["labels"][n], out["confidence"][n] = label.cpu(), conf.cpu()
     return out
 
 
@@ -62,8 +66,9 @@ def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
                      y: torch.Tensor, layer_labels: Sequence[str], path: str | Path,
                      class_names: Sequence[str] | None = None) -> Path:
     """Figure 3's layout: for each image, a natural row and an adversarial row; columns are
-    the input and one explanation per layer, each titled with the label f gives it
-    (red when it differs from the true label)."""
+    the input and one explanation per layer, each titled with the label f gives it and, where
+    ``nat``/``adv`` hold them (:func:`explain_images`), f's confidence in it (red when the
+    label differs from the true label)."""
     layers = list(nat["explanations"])
     n, cols = len(x), len(layers) + 1
     name = (lambda c: class_names[c]) if class_names else str
@@ -73,15 +78,43 @@ def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
             row = axes[2 * i + r]
             _img(row[0], img[i])
             p = int(res["pred"][i])
-            row[0].set_title(f"f: {name(p)}", fontsize=7, color="black" if p == int(y[i]) else "red")
+            row[0].set_title(f"f: {name(p)}{_conf(res.get('pred_conf'), i)}", fontsize=7,
+                             color="black" if p == int(y[i]) else "red")
             row[0].set_ylabel("natural" if r == 0 else "adv.", fontsize=7)
             for j, layer in enumerate(layers, 1):
                 _img(row[j], res["explanations"][layer][i])
                 c = int(res["labels"][layer][i])
-                title = f"{layer_labels[j - 1]}\n{name(c)}" if 2 * i + r == 0 else name(c)
+                text = name(c) + _conf(res.get("confidence", {}).get(layer), i)
+                title = f"{layer_labels[j - 1]}\n{text}" if 2 * i + r == 0 else text
                 row[j].set_title(title, fontsize=7, color="black" if c == int(y[i]) else "red")
     _title(fig, "InterpretGAN explanations per layer (label f gives each; red = not the true label)")
     return save_figure(fig, path)
+
+
+def _conf(conf, i: int) -> str:
+    """`` 97%``: f's confidence in its label for item ``i`` (empty without confidences)."""
+    return "" if conf is None else f" {100 * float(conf[i]):.0f}%"
+
+
+def save_explanations(path: str | Path, nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
+                      y: torch.Tensor, layer_labels: Sequence[str],
+                      class_names: Sequence[str] | None) -> Path:
+    """The explanations behind the grids, for reports to redraw them (the paper's Figures 4
+    and 5 at the images' own resolution): images as uint8 (N, C, H, W) (inputs) and
+    {layer: (N, C, H, W)}, f's labels and confidences, the true labels (N,)."""
+    from .runs import save_checkpoint
+
+    def u8(t: torch.Tensor) -> torch.Tensor:
+        return (t.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    doc = {"layers": list(nat["explanations"]), "layer_labels": list(layer_labels),
+           "classes": list(class_names) if class_names else None, "true": y.clone()}
+    for kind, res, img in (("natural", nat, x), ("adversarial", adv, x_adv)):
+        doc[kind] = {"input": u8(img), "pred": res["pred"], "pred_conf": res["pred_conf"],
+                     "explanations": {n: u8(v) for n, v in res["explanations"].items()},
+                     "labels": res["labels"], "confidence": res["confidence"]}
+    save_checkpoint(path, doc)
+    return Path(path)
 
 
 def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
@@ -94,6 +127,9 @@ def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
     out = {}
     dev = module_device(classifier)
     target = target.to(dev)
+    # occlusion windows of 4 px at 32 px, an eighth of the side above (16 px at 128 px: 225
+    # windows per image where 4 px windows would need 3,969 forward passes)
+    win = max(4, x.shape[-1] // 8)
     with eval_mode(classifier):
         x = x.detach().to(dev).clone().requires_grad_(True)
         makers = {
@@ -103,8 +139,8 @@ def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
             "Integrated Gradients": lambda: IntegratedGradients(classifier).attribute(
                 x, target=target, n_steps=32, internal_batch_size=64),
             "Occlusion": lambda: Occlusion(classifier).attribute(
-                x, target=target, sliding_window_shapes=(x.shape[1], 4, 4), strides=(x.shape[1], 2, 2),
-                perturbations_per_eval=64),
+                x, target=target, sliding_window_shapes=(x.shape[1], win, win),
+                strides=(x.shape[1], win // 2, win // 2), perturbations_per_eval=64),
         }
         for m in methods:
             out[m] = makers[m]().detach().cpu()
@@ -183,10 +219,14 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
         sweep_temp(out)
         grid = explanation_grid(nat, adv, x, x_adv, y, labels, out / "explanations.png", classes)
         base = attribution_grid(x, x_adv, an, aa, out / "baselines.png")
+        tensors = save_explanations(out / "explanations.pt", nat, adv, x, x_adv, y, labels, classes)
         doc = {"attack": attack, "true": y.tolist(), "natural_pred": nat["pred"].tolist(),
                "adversarial_pred": adv["pred"].tolist(), "layers": list(gans), "layer_labels": labels,
                "natural_labels": {n: v.tolist() for n, v in nat["labels"].items()},
                "adversarial_labels": {n: v.tolist() for n, v in adv["labels"].items()},
-               "figures": {"explanations": str(grid), "baselines": str(base)}}
+               "natural_confidence": {n: v.tolist() for n, v in nat["confidence"].items()},
+               "adversarial_confidence": {n: v.tolist() for n, v in adv["confidence"].items()},
+               "figures": {"explanations": str(grid), "baselines": str(base)},
+               "tensors": str(tensors)}
         write_json(out / "explain.json", doc)
     return doc

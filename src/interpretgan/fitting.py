@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from .progress import progress_bar
-from .config import FitConfig, RunConfig, same_config
+from .config import FitConfig, RunConfig, fit_for_image_size, same_config
 from .data import batches, images_at, load_split, num_batches
 from .devices import eval_mode, frozen_params, module_device, resolve_device
 from .distributed import World, member_cost, shard_members
@@ -110,7 +110,9 @@ class GanBank(nn.Module):
         self.shapes = [tuple(shape) for _, shape in members]
         self.image_channels, self.cfg = image_channels, cfg
         m = len(members)
-        self.Cs = nn.ModuleList([Compressor(s, cfg.code_dim, cfg.c_width_mult) for s in self.shapes])
+        self.Cs = nn.ModuleList([Compressor(s, cfg.code_dim, cfg.c_width_mult,
+                                            conv_small_maps=cfg.c_conv_small_maps)
+                                 for s in self.shapes])
         self.G = Generator(cfg.code_dim, cfg.g_channels, image_channels, members=m)
         self.D = Discriminator(cfg.d_channels, image_channels, members=m)
         self.ema_beta = cfg.ema_beta
@@ -388,6 +390,11 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     x0 = eval_x[:2].to(device)
     shapes = layer_shapes(classifier, x0, names)
     image_channels, image_size = x0.shape[1], x0.shape[-1]
+    sized = fit_for_image_size(cfg, image_size)  # the generators' scales follow the input size
+    if sized != cfg:
+        log.info("%d px inputs: %d generator scales (g_channels %s, steps %s)", image_size,
+                 len(sized.g_channels), list(sized.g_channels), list(sized.steps_per_scale))
+        cfg = sized
     if 4 * 2 ** (len(cfg.g_channels) - 1) != image_size:
         log.info("generator renders %d px; explanations are resized to the classifier's %d px",
                  4 * 2 ** (len(cfg.g_channels) - 1), image_size)

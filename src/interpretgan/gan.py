@@ -128,32 +128,67 @@ def compression_plan(shape: Sequence[int], max_width: int = 512) -> list[int]:
     return widths
 
 
-class Compressor(nn.Module):
-    """C: a layer output (B, *shape) → a code (B, code_dim), by :func:`compression_plan`.
+def compression_stages(shape: Sequence[int], max_width: int = 512,
+                       conv_small_maps: bool = False) -> list[tuple[int, bool]]:
+    """The compression stages for a layer output of ``shape``, as ``(conv width, pooled)``:
+    :func:`compression_plan`'s conv + 2×2 average pooling stages; with ``conv_small_maps``, a
+    map already too small to pool (side ≤ 5) gets one 3×3 conv of min(2·C, ``max_width``)
+    without pooling instead of none.
 
-    ``width_mult`` scales the conv widths (the quick preset uses narrower stages).
+    Table 5 (CelebFaces VGG16 at 128 px) does this for Conv Block5 (512, 4, 4) → one 3×3
+    conv, 512, then the FC; Table 4 (MNIST) does not: Conv4 (64, 5, 5) goes straight to the FC.
+    """
+    widths = compression_plan(shape, max_width)
+    if not widths and conv_small_maps and len(shape) == 3:
+        return [(min(max_width, 2 * shape[0]), False)]
+    return [(w, True) for w in widths]
+
+
+class Compressor(nn.Module):
+    """C: a layer output (B, *shape) → a code (B, code_dim), by :func:`compression_stages`
+    (Tables 4 and 5): 3×3 conv → LeakyReLU(0.2) [→ 2×2 average pooling] per stage, then FC.
+
+    ``width_mult`` scales the conv widths (the quick preset uses narrower stages);
+    ``conv_small_maps``: Table 5's lone conv on a map too small to pool (Conv Block5).
     """
 
     def __init__(self, shape: Sequence[int], code_dim: int, width_mult: float = 1.0,
-                 max_width: int = 512):
+                 max_width: int = 512, conv_small_maps: bool = False):
         super().__init__()
         self.in_shape = tuple(shape)
-        plan = [max(8, int(w * width_mult)) for w in compression_plan(shape, max_width)]
+        stages = [(max(8, int(w * width_mult)), pool)
+                  for w, pool in compression_stages(shape, max_width, conv_small_maps)]
         layers: list[nn.Module] = []
         if len(shape) == 3:
             c, h, w = shape
-            for width in plan:
-                layers += [nn.Conv2d(c, width, 3, padding=1), nn.LeakyReLU(0.2), nn.AvgPool2d(2)]
-                c, h, w = width, h // 2, w // 2
+            for width, pool in stages:
+                layers += [nn.Conv2d(c, width, 3, padding=1), nn.LeakyReLU(0.2)]
+                if pool:
+                    layers.append(nn.AvgPool2d(2))
+                    h, w = h // 2, w // 2
+                c = width
             flat = c * h * w
         else:
             flat = int(math.prod(shape))
         layers += [nn.Flatten(), nn.Linear(flat, code_dim)]
         self.net = nn.Sequential(*layers)
-        self.plan = plan
+        self.stages = stages
+        self.plan = [w for w, _ in stages]
 
     def forward(self, l):
         return self.net(l)
+
+
+def generator_scales(image_size: int) -> int:
+    """The number of progressive scales (4, 8, 16, … px) whose last one covers ``image_size``:
+    32 → 4 (the paper's MNIST generators), 64 → 5, 128 → 6 (its CelebFaces generators);
+    a side between two scales gets the larger one (28 → 4: 32 px, resized to 28)."""
+    if image_size < 1:
+        raise ValueError(f"image_size must be at least 1, got {image_size}")
+    n = 1
+    while 4 * 2 ** (n - 1) < image_size:
+        n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- progressive G / D

@@ -158,6 +158,7 @@ class VGG16(nn.Module):
     """VGG16 with batch norm: five conv blocks (each ends with a 2×2 pool), three FCs.
 
     ``input_size`` 32 (CIFAR-10) or 128 (CelebA); x: (B, 3, s, s) → (B, num_classes).
+    ``width`` scales every conv's width (1.0: VGG16's 64 … 512).
     Explained layers: the outputs of ``features.block1..5`` and the FC activations.
     """
 
@@ -168,15 +169,19 @@ class VGG16(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
                  pool: str = "max", hidden: int = 512, drop: float = 0.5,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 width: float = 1.0):
         super().__init__()
         if input_size % 32:
             raise ValueError("VGG16 needs an input size divisible by 32")
+        if width <= 0:
+            raise ValueError(f"VGG16 width must be greater than 0, got {width}")
         self.normalize = Normalize(mean, std) if mean is not None else nn.Identity()
         blocks, c = OrderedDict(), in_channels
         for b, widths in enumerate(VGG16_CFG, 1):
             layers = OrderedDict()
             for i, w in enumerate(widths, 1):
+                w = max(1, round(w * width))  # width < 1: a narrower VGG16 (tests, quick looks)
                 layers[f"conv{i}"] = nn.Conv2d(c, w, 3, padding=1)
                 layers[f"bn{i}"] = nn.BatchNorm2d(w)
                 layers[f"relu{i}"] = nn.ReLU()
@@ -186,7 +191,7 @@ class VGG16(nn.Module):
         self.features = nn.Sequential(blocks)
         side = input_size // 32
         self.classifier = nn.Sequential(OrderedDict([
-            ("fc1", nn.Linear(512 * side * side, hidden)), ("relu1", nn.ReLU()),
+            ("fc1", nn.Linear(c * side * side, hidden)), ("relu1", nn.ReLU()),
             ("drop1", nn.Dropout(drop)),
             ("fc2", nn.Linear(hidden, hidden)), ("relu2", nn.ReLU()),
             ("drop2", nn.Dropout(drop)),
@@ -199,8 +204,8 @@ class VGG16(nn.Module):
 
 @register_model("vgg16")
 def vgg16(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, pool: str = "max",
-          hidden: int = 512, drop: float = 0.5, mean=None, std=None) -> VGG16:
-    return VGG16(num_classes, in_channels, input_size, pool, hidden, drop, mean, std)
+          hidden: int = 512, drop: float = 0.5, mean=None, std=None, width: float = 1.0) -> VGG16:
+    return VGG16(num_classes, in_channels, input_size, pool, hidden, drop, mean, std, width)
 
 
 # --------------------------------------------------------------------------- WideResNet

@@ -55,7 +55,7 @@ MODEL_KEYS = ("natural", "adversarially_trained")
 # Bumped when a stage's code changes its results: part of the stage's key, so run folders
 # written by older code redo that stage instead of reusing outputs it would now compute
 # differently (or could not read).
-STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 5, "explain": 1}
+STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 5, "explain": 2}
 
 
 def _key(obj) -> str:
@@ -228,7 +228,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
     its training and fitting stages and return None."""
     # Check everything before the run folder is touched.
     world = world if world is not None and world.distributed else World(device=resolve_device(device))
-    resolved = resolve_run(cfg)
+    resolved = resolve_run(cfg, own_model=bool(model_file or checkpoint))
     layers = list(cfg.layers) or None
     user, user_data = None, None
     if model_file or checkpoint:
@@ -243,13 +243,13 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         if cfg.judge is not None:
             _check_judge(cfg.judge, user, user_data)
     else:
-        if cfg.judge is not None:
-            raise ValueError("--judge is for your own model (--model-file): the two trained "
-                             "classifiers are judged by each other")
+        if cfg.judge is not None and resolved.adversarial is not None:
+            raise ValueError("--judge is for your own model (--model-file) or a natural classifier "
+                             "trained alone: the two trained classifiers are judged by each other")
         if cfg.normalize is not None:
             raise ValueError("--normalize wraps your own model: give it with --model-file and "
                              "--checkpoint (the trained classifiers take [0, 1] images)")
-        for tcfg in (resolved.natural, resolved.adversarial):
+        for tcfg in _trained_configs(resolved).values():
             _check_layers(_untrained(tcfg), layers, f"the {tcfg.model.name} classifier")
     root = Path(root)
     if not world.main:  # the stages are rank 0's; this rank joins those it hands over
@@ -281,13 +281,13 @@ def _run_stages(cfg: RunConfig, root: Path, resolved, layers, user, user_data, m
             models = {"user": _user_model(st, root, cfg, model_file, checkpoint, user, user_data)}
         else:
             models = {key: _train_one(st, root, tcfg, key, world, progress)
-                      for key, tcfg in (("natural", resolved.natural),
-                                        ("adversarially_trained", resolved.adversarial))}
+                      for key, tcfg in _trained_configs(resolved).items()}
 
         # Per classifier: D*, generators, diagnosis, explanations.
-        # Control (a): each trained classifier is judged by the other; a user's model by --judge.
-        if user is not None:
-            judges = {"user": Path(cfg.judge) if cfg.judge is not None else None}
+        # Control (a): each trained classifier is judged by the other; a user's model (or a
+        # natural classifier trained alone) by --judge.
+        if user is not None or len(models) == 1:
+            judges = {key: Path(cfg.judge) if cfg.judge is not None else None for key in models}
         else:
             judges = {"natural": models["adversarially_trained"] / "checkpoints" / "final.pt",
                       "adversarially_trained": models["natural"] / "checkpoints" / "final.pt"}
@@ -317,6 +317,15 @@ class _WallClock:
         total = self.before + time.perf_counter() - self.t0
         write_json(self.path, {"seconds": total})
         return total
+
+
+def _trained_configs(resolved) -> dict[str, TrainConfig]:
+    """``{model key: training config}`` of the classifiers the run trains: the natural one, and
+    the adversarially trained one unless the run has none (the CelebFaces presets)."""
+    out = {"natural": resolved.natural}
+    if resolved.adversarial is not None:
+        out["adversarially_trained"] = resolved.adversarial
+    return out
 
 
 def _untrained(tcfg: TrainConfig) -> nn.Module:
@@ -567,7 +576,7 @@ def rebuild_report(root: str | Path) -> dict:
     root = Path(root)
     saved = read_json(root / "config.json")
     cfg = from_dict(RunConfig, saved["run"])
-    keys = ["user"] if saved.get("model_file") else list(MODEL_KEYS)
+    keys = ["user"] if saved.get("model_file") else list(MODEL_KEYS[: 1 if cfg.adversarial is None else 2])
     missing = [k for k in keys if not (root / k / "diagnosis.json").exists()]
     if missing:
         raise FileNotFoundError(f"{root} has no diagnosis for {', '.join(missing)}: run the job first")

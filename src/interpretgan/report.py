@@ -232,6 +232,65 @@ def architecture_figure(results: dict, key: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def rgb_explanation_grid(doc: dict, path: Path, dpi: int = 100) -> Path:
+    """The paper's Figures 4 and 5 from saved explanations (``explain/explanations.pt``,
+    :func:`~interpretgan.explain.save_explanations`): per image a natural row and an
+    adversarial row; columns the input, then one explanation per interpreted layer (conv
+    blocks, FC layers), each drawn at its own resolution (one image pixel per figure pixel:
+    128 px faces stay 128 px; images under 96 px enlarged by a whole factor, 32 px MNIST
+    digits to 96 px) with f's label and confidence above it, red where the label is not the
+    true one. Grey-scale images are drawn too (one channel)."""
+    import numpy as np
+
+    classes = doc.get("classes") or []
+    name = lambda c: str(classes[c]) if c < len(classes) else str(c)  # noqa: E731
+    true = [int(t) for t in doc["true"]]
+    layers, labels = doc["layers"], doc["layer_labels"]
+    n, cols = len(true), len(layers) + 1
+    side = int(doc["natural"]["input"].shape[-1])
+    zoom = max(1, -(-96 // side))  # a whole number of figure pixels per image pixel
+    pw = side * zoom / dpi  # panel side in inches
+    gap, head, left, group = 0.08, 0.36, 0.32, 0.16
+    width = left + cols * (pw + gap)
+    height = 0.35 + n * (2 * (pw + head) + group)
+    fig = plt.figure(figsize=(width, height))
+    for i in range(n):
+        for r, kind in enumerate(("natural", "adversarial")):
+            res = doc[kind]
+            top = 0.35 + i * (2 * (pw + head) + group) + r * (pw + head) + head
+            y0 = 1 - (top + pw) / height
+            panels = [(res["input"][i], int(res["pred"][i]), float(res["pred_conf"][i]), "input")]
+            panels += [(res["explanations"][l][i], int(res["labels"][l][i]),
+                        float(res["confidence"][l][i]), lab) for l, lab in zip(layers, labels)]
+            for j, (img, lab, conf, col) in enumerate(panels):
+                ax = fig.add_axes(((left + j * (pw + gap)) / width, y0, pw / width, pw / height))
+                a = img.numpy()
+                if a.shape[0] == 1:
+                    ax.imshow(a[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+                else:
+                    ax.imshow(np.ascontiguousarray(a.transpose(1, 2, 0)), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                head_text = f"{col}\n" if i == 0 and r == 0 else ""
+                ax.set_title(f"{head_text}{name(lab)} {100 * conf:.0f}%", fontsize=7, pad=2,
+                             color="black" if lab == true[i] else "#d62728")
+                if j == 0:
+                    ax.set_ylabel("natural" if r == 0 else "adversarial", fontsize=7)
+    fig.suptitle("InterpretGAN explanations per layer: f's label and confidence above each "
+                 "(red: not the true label)", fontsize=8, y=1 - 0.12 / height)
+    return save_figure(fig, path, dpi=dpi)
+
+
+def _rgb_explanations(root: Path, key: str, rep: Path) -> Path | None:
+    """Figures 4–5 of model ``key`` redrawn from its saved explanations, if the run has them."""
+    from .runs import load_checkpoint
+
+    src = root / key / "explain" / "explanations.pt"
+    if not src.exists():
+        return None
+    return rgb_explanation_grid(load_checkpoint(src), rep / f"explanations_{key}.png")
+
+
 def _b64(path: Path) -> str:
     import base64
 
@@ -304,6 +363,36 @@ READING = ("<p>How to read the rows together: Acc<sub>i</sub> counts the explana
            "Acc<sub>i</sub> moves with the generator alone.</p>")
 
 
+# What a run on a data set with a paper setting of its own interprets, keyed by data set.
+SETTING_NOTES = {
+    "celeba": ("<p>The paper's CelebFaces setting: <b>gender</b> (CelebA's <i>Male</i> attribute: "
+               "{classes}) of a VGG16, explained at the output of each of its five conv blocks and "
+               "of its fully connected layers; D*: {attack}. Acc<sub>i</sub> below is the share of "
+               "D* whose layer-i explanation f gives the true gender.</p>"),
+}
+
+
+def _setting_note(results: dict) -> str:
+    """The paragraph that names a paper setting (CelebFaces gender), or nothing."""
+    import html
+
+    note = SETTING_NOTES.get((results.get("config") or {}).get("dataset"))
+    if note is None:
+        return ""
+    attacks = sorted({results[k]["attack"] for k in ("natural", "adversarially_trained", "user")
+                      if k in results})
+    return note.format(classes=html.escape(" / ".join(map(str, results.get("classes") or []))),
+                       attack=html.escape(", ".join(attacks)))
+
+
+EXPLANATIONS_NOTE = (
+    "<h3>Explanations per layer (the paper's Figures 4 and 5)</h3><p>Per test image a natural "
+    "row and an adversarial row ({attack}); columns: the input, then the explanation "
+    "G<sub>i</sub>(C<sub>i</sub>(f<sub>pre,i</sub>(x))) of each interpreted layer, at the "
+    "input's resolution. Above each: the label f gives it and f's confidence (softmax "
+    "probability) in that label; red where it is not the true label.</p>")
+
+
 def _generator_table(results: dict, models: list[str]) -> str:
     """Per layer: agreement and KID of the explanations on held-out natural images."""
     import html
@@ -349,7 +438,8 @@ def write_main_report(results: dict, root: str | Path) -> Path:
         r = results[key]
         parts.append(f"<li>{key.replace('_', ' ')}: clean {100 * r['clean_accuracy']:.2f}%, under "
                      f"{html.escape(r['attack'])} {100 * r['adversarial_accuracy']:.2f}% (n = {r['n']})</li>")
-    parts.append("</ul><h2>Acc<sub>i</sub> and Vul<sub>i</sub> per layer (Eq. 5)</h2>")
+    parts.append("</ul>" + _setting_note(results))
+    parts.append("<h2>Acc<sub>i</sub> and Vul<sub>i</sub> per layer (Eq. 5)</h2>")
     parts.append("<p>Acc<sub>i</sub>: share of D* whose layer-i explanation f labels correctly; "
                  "red: large Vul<sub>i</sub>"
                  + ("; grey: the paper's Table 1" if results.get("paper") else "") + ".</p>")
@@ -371,7 +461,11 @@ def write_main_report(results: dict, root: str | Path) -> Path:
         parts.append(f"<p>Most frequent adversarial label per class: {tops}"
                      + (" (paper: 0 → 6 39.3%, 7 → 3 39.5%)" if paper else "") + ".</p>")
         parts.append(f"<p><img alt='misclassification' src='{_b64(figs[f'mis_{key}'])}'></p>")
-        for fig in ("explanations", "baselines"):
+        grid = _rgb_explanations(root, key, rep)
+        if grid is not None:
+            parts.append(EXPLANATIONS_NOTE.format(attack=html.escape(r["attack"])))
+            parts.append(f"<p><img alt='explanations' src='{_b64(grid)}'></p>")
+        for fig in ("baselines",) if grid is not None else ("explanations", "baselines"):
             p = root / r["figures"][fig]
             if p.exists():
                 parts.append(f"<h3>{fig}</h3><p><img alt='{fig}' src='{_b64(p)}'></p>")

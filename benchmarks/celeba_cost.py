@@ -1,0 +1,323 @@
+"""What the CelebA run presets cost: steps, images per second, peak memory, and FLOPs.
+
+Times, on random tensors of the real shapes (the cost of a step does not depend on the
+weights or the pixels), with the preset's batch sizes and bf16 setting:
+
+* classifier training: one SGD step of VGG16 at 128 px (``celeba-natural*``);
+* D*: PGD-20 (ε = 2/255) on VGG16 at 128 px, at the diagnosis batch size;
+* generator fitting: one joint step for the eight interpreted layers (five conv blocks, three
+  FC layers; Table 5's compression networks) at each of the six scales, in the GAN phase
+  (D update with lazy R1 every 4th step + C/G update) and in the warm-up phase (L_I only);
+* JPEG loading: the CelebA loader's decode + crop + resize of 178×218 JPEGs, per process.
+
+and prints a JSON document with the measured rates, the FLOPs of each step
+(``torch.utils.flop_counter``, device-independent), peak memory (on a GPU
+``torch.cuda.max_memory_allocated`` per measurement; on a CPU only the process's resident
+high-water mark, which is not GPU memory) and the preset's projected time: training epochs ×
+162,770 images, D*, and Σ over scales of steps × the measured step time.
+
+    python benchmarks/celeba_cost.py --device cuda                 # the measurement that counts
+    python benchmarks/celeba_cost.py --device cpu --scales 5 --steps 4 --train-steps 2
+    python benchmarks/celeba_cost.py --flops-only --preset celeba-paper   # FLOPs, no device
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from interpretgan import models
+from interpretgan.attacks import get_attack
+from interpretgan.config import FIT_PRESETS, RUN_PRESETS, TRAIN_PRESETS, fit_for_image_size
+from interpretgan.devices import resolve_device
+from interpretgan.fitting import GanBank, gan_step, make_optimizers, schedule, stacked
+from interpretgan.gan import GAN_LOSSES
+from interpretgan.layers import capture, default_layers
+from interpretgan.precision import use_amp
+from interpretgan.training import natural_step
+
+CELEBA_TRAIN, CELEBA_TEST = 162_770, 19_962  # the aligned release's partitions 0 and 2
+SIZE = 128
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"gpu_peak_allocated_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30}
+    return {"cpu_process_rss_high_water_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
+def _time(fn, steps: int, warm: int, device: torch.device) -> float:
+    """Median seconds per call over ``steps`` calls after ``warm`` untimed ones."""
+    for _ in range(warm):
+        fn()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return float(fc.get_total_flops())
+
+
+def classifier(device: torch.device, width: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return models.create("vgg16", num_classes=2, input_size=SIZE, width=width).to(device)
+
+
+def measure_training(device, preset: str, steps: int, width: float) -> dict:
+    tcfg = TRAIN_PRESETS.get(preset)
+    f = classifier(device, width)
+    opt = torch.optim.SGD(f.parameters(), lr=tcfg.lr, momentum=tcfg.momentum)
+    x = torch.rand(tcfg.batch_size, 3, SIZE, SIZE, device=device)
+    y = torch.randint(0, 2, (tcfg.batch_size,), device=device)
+    amp = use_amp(tcfg.amp, device)
+    step = lambda: natural_step(f, opt, x, y, amp=amp)  # noqa: E731
+    _peak_reset(device)
+    s = _time(step, steps, 1, device)
+    return {"preset": preset, "batch": tcfg.batch_size, "bf16": amp, "s_per_step": s,
+            "images_per_s": tcfg.batch_size / s, "flops_per_step": _flops(step), **_peak(device)}
+
+
+def measure_pgd(device, batch: int, steps: int, width: float) -> dict:
+    f = classifier(device, width).eval()
+    for p in f.parameters():
+        p.requires_grad_(False)
+    atk = get_attack("pgd-20", "celeba")
+    x = torch.rand(batch, 3, SIZE, SIZE, device=device)
+    y = torch.randint(0, 2, (batch,), device=device)
+    run = lambda: atk(f, x, y, early_stop=False, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    _peak_reset(device)
+    s = _time(run, steps, 1, device)
+    with torch.no_grad():  # autograd.grad cannot run under the FLOP counter: 20 × (forward +
+        fwd = _flops(lambda: f(x))  # input gradient ≈ 2 forwards) + the two predictions
+    return {"batch": batch, "s_per_batch": s, "images_per_s": batch / s,
+            "flops_per_batch_approx": 42 * fwd, **_peak(device)}
+
+
+def measure_fit(device, fit_preset: str, scales: list[int], steps: int, width: float) -> list[dict]:
+    cfg = fit_for_image_size(FIT_PRESETS.get(fit_preset), SIZE)
+    f = classifier(device, width).eval()
+    for p in f.parameters():
+        p.requires_grad_(False)
+    names = default_layers(f)
+    x = torch.rand(cfg.batch_size, 3, SIZE, SIZE, device=device)
+    with torch.no_grad():
+        feats = capture(f, x, names)
+        target = f(x).argmax(1)
+    members = [(n, tuple(feats[n].shape[1:])) for n in names]
+    banks = ([GanBank.build(members, 3, cfg).to(device)] if stacked(cfg, device)
+             else [GanBank.build([m], 3, cfg).to(device) for m in members])
+    opts = [make_optimizers(b, cfg) for b in banks]
+    loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
+    amp = use_amp(cfg.amp, device)
+    rows = []
+    for scale in scales:
+        for warmup in (False, True):
+            start = sum(cfg.steps_per_scale[:scale]) + cfg.steps_per_scale[scale] // 2
+            phase = dataclasses.replace(schedule(cfg, start), scale=scale, alpha=1.0, warmup=warmup)
+            i = {"n": 0}
+
+            def step(k: int | None = None):
+                k = phase.step + i["n"] if k is None else k  # lazy R1 on every 4th step
+                i["n"] += 1
+                gan_step(banks, f, loss_fn, opts, feats, x, target, dataclasses.replace(phase, step=k),
+                         cfg.lam, SIZE, amp=amp)
+
+            _peak_reset(device)
+            s = _time(step, steps, 1, device)
+            rows.append({"scale": scale, "px": 4 * 2 ** scale, "phase": "warm-up" if warmup else "GAN",
+                         "batch": cfg.batch_size, "layers": len(names), "bf16": amp,
+                         "s_per_step": s, "images_per_s": cfg.batch_size / s,
+                         # the FLOP counter cannot follow R1's double backward: a step without it
+                         "flops_per_step_without_r1": _flops(lambda: step(4 * phase.step + 1)),
+                         **_peak(device)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def measure_jpeg(n: int = 64) -> dict:
+    """The CelebA loader's images per second in one process, on synthetic 178×218 JPEGs."""
+    import numpy as np
+    from PIL import Image
+
+    from interpretgan.data import CelebA
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "img_align_celeba").mkdir()
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:218, 0:178]
+        for i in range(n):  # smooth, photo-like content (pure noise would not compress: 5x larger)
+            img = np.stack([(xx * (1 + c) + yy * (3 - c) + 40 * i) % 256 for c in range(3)], -1)
+            img = img + rng.normal(0, 6, img.shape)
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(
+                root / "img_align_celeba" / f"{i + 1:06d}.jpg", quality=95)
+        kib = sum(p.stat().st_size for p in (root / "img_align_celeba").iterdir()) / n / 1024
+        (root / "list_attr_celeba.txt").write_text(
+            f"{n}\nMale\n" + "".join(f"{i + 1:06d}.jpg 1\n" for i in range(n)))
+        (root / "list_eval_partition.txt").write_text("".join(f"{i + 1:06d}.jpg 0\n" for i in range(n)))
+        ds = CelebA(root, "train", size=SIZE)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in a DataLoader worker
+        t = time.perf_counter()
+        for i in range(n):
+            ds[i]
+        seconds = time.perf_counter() - t
+        torch.set_num_threads(threads)
+        return {"images_per_s_per_process": n / seconds, "jpeg_kib": kib}
+
+
+def count_flops(run_preset: str) -> dict:
+    """FLOPs (``torch.utils.flop_counter``) of each step the preset runs, counted on the meta
+    device: no memory, no time, no device needed. Fit steps without the lazy R1 (every 4th
+    step; the counter cannot follow its double backward), Adam's elementwise work not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    run = RUN_PRESETS.get(run_preset)
+    tcfg = TRAIN_PRESETS.get(run.natural)
+    cfg = dataclasses.replace(fit_for_image_size(FIT_PRESETS.get(run.fit), SIZE), adam="foreach", amp="off")
+    with torch.device("meta"):
+        f = models.create("vgg16", num_classes=2, input_size=SIZE)
+        x = torch.rand(1, 3, SIZE, SIZE)
+    with FlopCounterMode(display=False) as fc:
+        f.eval()(x)
+    forward = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        f.train()(x).sum().backward()
+    train = fc.get_total_flops()
+    saved = {"bytes": 0}  # what a forward keeps for the backward (an upper bound: a tensor
+    #                      that several operations save counts once per operation)
+
+    def pack(t):
+        saved["bytes"] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        f(x)
+    f.eval().requires_grad_(False)
+    with torch.device("meta"):
+        names = default_layers(f)
+        xb = torch.rand(cfg.batch_size, 3, SIZE, SIZE)
+        feats = capture(f, xb, names)
+        target = torch.zeros(cfg.batch_size, dtype=torch.long)
+        # one bank per layer: the same arithmetic as the stacked bank, whose grouped
+        # convolutions' backward the FLOP counter overcounts (2.2x at 128 px)
+        banks = [GanBank([(n, tuple(feats[n].shape[1:]))], 3, cfg) for n in names]
+    opts = [make_optimizers(b, cfg) for b in banks]
+    loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
+    fit = []
+    for scale in range(len(cfg.g_channels)):
+        row = {"scale": scale, "px": 4 * 2 ** scale, "steps": cfg.steps_per_scale[scale]}
+        for warmup in (False, True):
+            phase = dataclasses.replace(schedule(cfg, 0), scale=scale, alpha=1.0, warmup=warmup, step=1)
+            with FlopCounterMode(display=False) as fc:
+                gan_step(banks, f, loss_fn, opts, feats, xb, target, phase, cfg.lam, SIZE)
+            row["warmup_flops" if warmup else "gan_flops"] = float(fc.get_total_flops())
+        fit.append(row)
+    total = sum(cfg.steps_per_scale)
+    warm_until, fit_total, start = cfg.warmup_fraction * total, 0.0, 0
+    for row in fit:
+        warm = max(0, min(row["steps"], warm_until - start))
+        fit_total += warm * row["warmup_flops"] + (row["steps"] - warm) * row["gan_flops"]
+        start += row["steps"]
+    dstar = run.dstar_images or CELEBA_TEST
+    return {"run_preset": run_preset, "classifier_forward_flops_per_image": float(forward),
+            "classifier_saved_for_backward_mib_per_image_fp32": saved["bytes"] / 2 ** 20,
+            "classifier_train_flops_per_image": float(train),
+            "train_flops": float(train) * tcfg.epochs * CELEBA_TRAIN,
+            "dstar_flops_approx": 42.0 * forward * dstar,  # 20 × (forward + input gradient) + 2
+            "fit_steps": total, "fit_batch": cfg.batch_size, "fit_layers": len(names),
+            "fit_per_scale": fit, "fit_flops": fit_total}
+
+
+def project(run_preset: str, train: dict, pgd: dict, fit_rows: list[dict]) -> dict:
+    """The preset's time from the measured rates (seconds); scales not measured are left out."""
+    run = RUN_PRESETS.get(run_preset)
+    tcfg = TRAIN_PRESETS.get(run.natural)
+    cfg = fit_for_image_size(FIT_PRESETS.get(run.fit), SIZE)
+    total = sum(cfg.steps_per_scale)
+    warm_until = cfg.warmup_fraction * total
+    fit_s, covered = 0.0, []
+    for s, n in enumerate(cfg.steps_per_scale):
+        by = {r["phase"]: r["s_per_step"] for r in fit_rows if r["scale"] == s}
+        if not by:
+            continue
+        start = sum(cfg.steps_per_scale[:s])
+        warm = max(0, min(n, warm_until - start))
+        fit_s += warm * by["warm-up"] + (n - warm) * by["GAN"]
+        covered.append(s)
+    dstar = run.dstar_images or CELEBA_TEST
+    return {"run_preset": run_preset, "train_epochs": tcfg.epochs, "train_steps": tcfg.epochs * (CELEBA_TRAIN // tcfg.batch_size),
+            "train_s": tcfg.epochs * CELEBA_TRAIN / train["images_per_s"],
+            "dstar_images": dstar, "dstar_s": dstar / pgd["images_per_s"],
+            "fit_steps": total, "fit_batch": cfg.batch_size, "fit_scales_timed": covered,
+            "fit_s": fit_s, "not_counted": "test-set evaluation per epoch, running agreement and "
+                                           "checkpoints during the fit, KID, diagnosis, explanations"}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--preset", default="celeba", choices=["celeba", "celeba-paper"])
+    ap.add_argument("--scales", default="0,1,2,3,4,5", help="scales to time (0: 4 px … 5: 128 px)")
+    ap.add_argument("--steps", type=int, default=8, help="timed fit steps per scale and phase")
+    ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--pgd-batch", type=int, default=500, help="D*'s batch size (build_dstar: 500)")
+    ap.add_argument("--width", type=float, default=1.0, help="VGG16 width (1.0: the real one)")
+    ap.add_argument("--out", help="also write the JSON here")
+    ap.add_argument("--flops-only", action="store_true",
+                    help="only count the FLOPs of every step (meta device: instant, any machine)")
+    a = ap.parse_args(argv)
+    if a.flops_only:
+        out = json.dumps(count_flops(a.preset), indent=2)
+        print(out)
+        if a.out:
+            Path(a.out).write_text(out + "\n")
+        return
+    device = resolve_device(a.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    run = RUN_PRESETS.get(a.preset)
+    doc = {"device": name, "torch": torch.__version__, "preset": a.preset, "vgg16_width": a.width}
+    doc["jpeg"] = measure_jpeg()
+    print(json.dumps(doc), flush=True)
+    doc["train"] = measure_training(device, run.natural, a.train_steps, a.width)
+    print(json.dumps(doc["train"]), flush=True)
+    doc["pgd20"] = measure_pgd(device, a.pgd_batch, max(1, a.train_steps // 5), a.width)
+    print(json.dumps(doc["pgd20"]), flush=True)
+    doc["fit"] = measure_fit(device, run.fit, [int(s) for s in a.scales.split(",")], a.steps, a.width)
+    doc["projection_s"] = project(a.preset, doc["train"], doc["pgd20"], doc["fit"])
+    out = json.dumps(doc, indent=2)
+    print(out)
+    if a.out:
+        Path(a.out).write_text(out + "\n")
+
+
+if __name__ == "__main__":
+    main()
