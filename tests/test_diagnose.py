@@ -216,25 +216,28 @@ class _Shift(nn.Module):
         return feats + self.delta
 
 
+class _MeanNet(nn.Module):
+    """2 classes: class 1 iff the mean pixel exceeds 0.5; layers ``a`` and ``b`` pass x on."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Identity()
+        self.b = nn.Identity()
+
+    def forward(self, x):
+        m = self.b(self.a(x)).mean((1, 2, 3))
+        return torch.stack([0.5 - m, m - 0.5], 1)
+
+
 def test_diagnose_model_intervals_and_controls_on_a_hand_made_classifier():
     from interpretgan.diagnose import diagnose_model, layer_accuracy, layer_hits
-
-    class Net(nn.Module):  # 2 classes: class 1 iff the mean pixel exceeds 0.5
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Identity()
-            self.b = nn.Identity()
-
-        def forward(self, x):
-            m = self.b(self.a(x)).mean((1, 2, 3))
-            return torch.stack([0.5 - m, m - 0.5], 1)
 
     class Flip(nn.Module):  # the judge: class 1 iff the mean pixel is below 0.5
         def forward(self, x):
             m = x.mean((1, 2, 3))
             return torch.stack([m - 0.5, 0.5 - m], 1)
 
-    net = Net().eval()
+    net = _MeanNet().eval()
     levels = torch.tensor([0.1, 0.2, 0.3, 0.45, 0.55, 0.7, 0.8, 0.9])
     x = levels.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()
     y = (levels > 0.5).long()
@@ -265,17 +268,7 @@ def test_generator_seeds_average_per_image_and_report_each_seed():
     seed's own Acc_i."""
     from interpretgan.diagnose import diagnose_model, paired_difference_interval, wilson_interval
 
-    class Net(nn.Module):  # 2 classes: class 1 iff the mean pixel exceeds 0.5
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Identity()
-            self.b = nn.Identity()
-
-        def forward(self, x):
-            m = self.b(self.a(x)).mean((1, 2, 3))
-            return torch.stack([0.5 - m, m - 0.5], 1)
-
-    net = Net().eval()
+    net = _MeanNet().eval()
     levels = torch.tensor([0.1, 0.2, 0.3, 0.45, 0.55, 0.7, 0.8, 0.9])
     x = levels.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()
     y = (levels > 0.5).long()

@@ -49,19 +49,26 @@ def fake_results():
             "natural": model, "adversarially_trained": model}
 
 
-def test_report_page_loads_and_every_image_renders(tmp_path):
+def render(page, profile) -> tuple[int, str, str]:
+    """Load the report ``page`` in headless Chromium (a fresh ``profile`` folder): the number
+    of images on the page, the list of images that failed to decode and the script errors."""
     exe = _chromium()
-    page = write_main_report(fake_results(), tmp_path)
-    html = page.read_text()
-    assert html.count("<img") >= 5 and 'src="http' not in html and "src='http" not in html
-    probe = tmp_path / "report" / "probe.html"
-    probe.write_text(html.replace("</body>", CHECK + "</body>"))
+    probe = page.parent / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
     out = subprocess.run(
         [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+         f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
          probe.as_uri()], capture_output=True, text=True, timeout=120)
     m = re.search(r"IMAGES=(\d+) BAD=(\[.*?\]) ERRORS=(\[.*?\])", out.stdout)
     assert m, out.stderr[-2000:]
-    assert int(m.group(1)) == html.count("<img")
-    assert m.group(2) == "[]" and m.group(3) == "[]"
+    return int(m.group(1)), m.group(2), m.group(3)
+
+
+def test_report_page_loads_and_every_image_renders(tmp_path):
+    page = write_main_report(fake_results(), tmp_path)
+    html = page.read_text()
+    assert html.count("<img") >= 5 and 'src="http' not in html and "src='http" not in html
+    images, bad, errors = render(page, tmp_path / "profile")
+    assert images == html.count("<img")
+    assert bad == "[]" and errors == "[]"
