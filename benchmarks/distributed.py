@@ -49,7 +49,7 @@ def _threads(n: int) -> None:
 
 def fit_job(out: str, scale: float, device: str, threads: int, result: str) -> None:
     """One fit (on every rank of the world this process is in); rank 0 writes the time."""
-    with distributed.session(device) as world:
+    with distributed.process_group(device) as world:
         _threads(threads)
         cfg = FIT_PRESETS.get("quick")
         cfg = dataclasses.replace(cfg, steps_per_scale=tuple(max(1, round(s * scale)) for s in cfg.steps_per_scale),
@@ -69,7 +69,7 @@ def fit_job(out: str, scale: float, device: str, threads: int, result: str) -> N
 
 
 def train_job(method: str, images: int, run: str, device: str, threads: int, result: str) -> None:
-    with distributed.session(device) as world:
+    with distributed.process_group(device) as world:
         _threads(threads)
         cfg = TrainConfig(data=DataConfig(train_subset=images, test_subset=200), method=method, epochs=1,
                           batch_size=128, lr=0.05, lr_milestones=(), seed=0)

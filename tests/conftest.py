@@ -21,8 +21,8 @@ def _seed():
 
 
 @pytest.fixture(scope="session")
-def session_cache(tmp_path_factory) -> Path:
-    """A cache shared by the whole session (real MNIST is fetched into it at most once)."""
+def shared_cache(tmp_path_factory) -> Path:
+    """A cache shared by the whole test run (real MNIST is fetched into it at most once)."""
     return tmp_path_factory.mktemp("cache")
 
 
@@ -114,13 +114,13 @@ def tiny_celeba(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mnist_small(session_cache):
-    """Real MNIST (fetched once per session through the normal sources) as small subsets."""
+def mnist_small(shared_cache):
+    """Real MNIST (fetched once per test run through the normal sources) as small subsets."""
     from interpretgan.data import load_mnist
 
     os.environ.setdefault("INTERPRETGAN_OFFLINE", "1")
-    train = load_mnist("train", cache_dir=session_cache)
-    test = load_mnist("test", cache_dir=session_cache)
+    train = load_mnist("train", cache_dir=shared_cache)
+    test = load_mnist("test", cache_dir=shared_cache)
     return train, test
 
 

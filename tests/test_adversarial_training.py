@@ -48,24 +48,24 @@ def test_atta_step_continues_the_stored_perturbation(trained_smallcnn, mnist_sma
         assert 0.05 * k - 1e-6 <= n <= 0.05 * k + 0.005
 
 
-def _tiny_cfg(session_cache, method, **kw):
+def _tiny_cfg(shared_cache, method, **kw):
     return override(TrainConfig(
-        data=DataConfig(cache_dir=str(session_cache), train_subset=256, test_subset=64),
+        data=DataConfig(cache_dir=str(shared_cache), train_subset=256, test_subset=64),
         method=method, epochs=2, batch_size=64, lr=0.02, lr_milestones=(1,), step_size=0.1,
         attack_steps=2, eval_attack="pgd-3", eval_attack_subset=32, eval_batch_size=64), **kw)
 
 
 @pytest.mark.parametrize("method", TRAIN_METHODS.names())
-def test_every_method_trains_and_logs(method, mnist_small, session_cache, tmp_path):
-    cfg = _tiny_cfg(session_cache, method)
+def test_every_method_trains_and_logs(method, mnist_small, shared_cache, tmp_path):
+    cfg = _tiny_cfg(shared_cache, method)
     m = train_classifier(cfg, tmp_path / method, progress=False)
     rows = read_jsonl(tmp_path / method / "metrics.jsonl")
     assert len(rows) == 2 and "pgd-3_acc" in rows[-1] and 0 <= m["test_accuracy"] <= 1
     assert rows[-1]["train_loss"] < rows[0]["train_loss"] * 1.5
 
 
-def test_atta_state_survives_resume(mnist_small, session_cache, tmp_path):
-    cfg = _tiny_cfg(session_cache, "atta-trades", epochs=3, lr_milestones=(2,))
+def test_atta_state_survives_resume(mnist_small, shared_cache, tmp_path):
+    cfg = _tiny_cfg(shared_cache, "atta-trades", epochs=3, lr_milestones=(2,))
     train_classifier(cfg, tmp_path / "a", progress=False, stop_after=1)
     ck = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     delta = ck["method_state"]["delta"]

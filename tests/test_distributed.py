@@ -101,13 +101,13 @@ def _rank_fit(clf: str, out: str, cfg: dict) -> None:
     from interpretgan.config import FitConfig
 
     f, ds, ex = _load_toy(clf)
-    with distributed.session("cpu") as world:
+    with distributed.process_group("cpu") as world:
         fit_generators(f, ds, ex, from_dict(FitConfig, cfg), out, LAYERS4, progress=False, world=world)
         world.wait_all("test-done")
 
 
 def _rank_train(cfg: dict, run: str, stop_after: int | None = None) -> None:
-    with distributed.session("cpu") as world:
+    with distributed.process_group("cpu") as world:
         train_classifier(from_dict(TrainConfig, cfg), run, progress=False, stop_after=stop_after,
                          world=world)
 
@@ -209,8 +209,8 @@ def _costs(f):
 
 
 # --------------------------------------------------------------------------- training
-def _train_cfg(session_cache, method: str, epochs: int = 1) -> TrainConfig:
-    return TrainConfig(data=DataConfig(cache_dir=str(session_cache), train_subset=300, test_subset=50),
+def _train_cfg(shared_cache, method: str, epochs: int = 1) -> TrainConfig:
+    return TrainConfig(data=DataConfig(cache_dir=str(shared_cache), train_subset=300, test_subset=50),
                        method=method, epochs=epochs, batch_size=50, lr=0.05, lr_milestones=(),
                        seed=3, attack_steps=2, step_size=0.05)
 
@@ -227,9 +227,9 @@ TRAIN_TOL = {"rtol": 1e-3, "atol": 1e-4}
 
 
 @pytest.mark.parametrize("method", ["atta-trades", "trades", "pgd-at"])  # natural: through the CLI below
-def test_two_rank_epoch_matches_one_rank(method, mnist_small, session_cache, tmp_path, monkeypatch):
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
-    cfg = _train_cfg(session_cache, method)
+def test_two_rank_epoch_matches_one_rank(method, mnist_small, shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
+    cfg = _train_cfg(shared_cache, method)
     one = train_classifier(cfg, tmp_path / "one", progress=False)
     _run(2, f"t._rank_train({dataclasses.asdict(cfg)!r}, {str(tmp_path / 'two')!r})")
     _same_model(tmp_path / "one", tmp_path / "two", TRAIN_TOL)
@@ -239,11 +239,11 @@ def test_two_rank_epoch_matches_one_rank(method, mnist_small, session_cache, tmp
     assert rows[1]["train_loss"] == pytest.approx(rows[0]["train_loss"], rel=1e-5)
 
 
-def test_atta_shards_resume_on_another_number_of_ranks(mnist_small, session_cache, tmp_path, monkeypatch):
+def test_atta_shards_resume_on_another_number_of_ranks(mnist_small, shared_cache, tmp_path, monkeypatch):
     """Epoch 1 on 2 ranks (each saves its half of the perturbation store), epoch 2 on 1 rank:
     the same model as 2 epochs on 1 rank."""
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
-    cfg = _train_cfg(session_cache, "atta-trades", epochs=2)
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
+    cfg = _train_cfg(shared_cache, "atta-trades", epochs=2)
     train_classifier(cfg, tmp_path / "one", progress=False)
     _run(2, f"t._rank_train({dataclasses.asdict(cfg)!r}, {str(tmp_path / 'mixed')!r}, stop_after=1)")
     shards = sorted(p.name for p in (tmp_path / "mixed" / "checkpoints" / "shards").iterdir())
@@ -259,14 +259,14 @@ def test_atta_shards_resume_on_another_number_of_ranks(mnist_small, session_cach
 
 # --------------------------------------------------------------------------- the launcher
 def _die_on_rank1() -> None:
-    with distributed.session("cpu") as world:
+    with distributed.process_group("cpu") as world:
         if world.rank == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         world.wait_all("never")  # rank 0 would wait here forever
 
 
 def _raise_on_rank1() -> None:
-    with distributed.session("cpu") as world:
+    with distributed.process_group("cpu") as world:
         if world.rank == 1:
             raise ValueError("a bad setting on rank 1")
         world.wait_all("never")
@@ -288,10 +288,10 @@ def test_launcher_names_the_dead_rank_and_stops_the_others():
     assert time.monotonic() - t0 < 30
 
 
-def test_train_devices_2_equals_one_process(mnist_small, session_cache, tmp_path, monkeypatch, capsys):
+def test_train_devices_2_equals_one_process(mnist_small, shared_cache, tmp_path, monkeypatch, capsys):
     from interpretgan.cli import main
 
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     args = ["-q", "train", "--epochs", "1", "--batch-size", "50", "--train-subset", "300",
             "--test-subset", "50", "--lr", "0.05", "--seed", "3", "--device", "cpu"]
     assert main([*args, "--run-dir", str(tmp_path / "one")]) == 0

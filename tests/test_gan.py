@@ -273,13 +273,13 @@ def test_lazy_r1_every_k_steps():
     assert total.item() == pytest.approx((stats["d_loss"] + 0.5 * 1.0 * 4 * stats["r1"]).item(), rel=1e-5)
 
 
-def test_fit_run_writes_summary_with_agreement_and_kid(mnist_small, session_cache, tmp_path, monkeypatch):
+def test_fit_run_writes_summary_with_agreement_and_kid(mnist_small, shared_cache, tmp_path, monkeypatch):
     from interpretgan.config import DataConfig, TrainConfig
     from interpretgan.fitting import fit_run
     from interpretgan.runs import read_json
     from interpretgan.training import train_classifier
 
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     tc = TrainConfig(data=DataConfig(train_subset=256, test_subset=100), epochs=1, batch_size=64,
                      lr_milestones=())
     train_classifier(tc, tmp_path / "clf", progress=False)
@@ -289,7 +289,7 @@ def test_fit_run_writes_summary_with_agreement_and_kid(mnist_small, session_cach
     saved = read_json(tmp_path / "clf" / "fit" / "summary.json")
     row = saved["layers"]["classifier.fc3"]
     assert 0 <= row["agreement"] <= 1 and row["kid"] > saved["kid_real_vs_real"]
-    assert summary["n_eval"] == 40 and (session_cache / "feature-nets" / "mnist-32-10k.pt").exists()
+    assert summary["n_eval"] == 40 and (shared_cache / "feature-nets" / "mnist-32-10k.pt").exists()
 
 
 def test_ema_tracks_live_weights_and_serves_explanations_in_eval_mode():

@@ -56,9 +56,9 @@ def build_maps():
 
 
 @pytest.fixture
-def own(tmp_path, mnist_small, session_cache, monkeypatch):
+def own(tmp_path, mnist_small, shared_cache, monkeypatch):
     """(model file, checkpoint of ``build()``, run-args maker) for the 28-px grey model."""
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     src = tmp_path / "net.py"
     src.write_text(GREY28)
     ns: dict = {}
@@ -216,13 +216,13 @@ def write_folder(root, classes=("cat", "dog", "fox"), n=(8, 20), side=20):
     return root
 
 
-def test_a_3_channel_model_on_a_folder_of_images(tmp_path, session_cache, monkeypatch):
+def test_a_3_channel_model_on_a_folder_of_images(tmp_path, shared_cache, monkeypatch):
     from PIL import Image
 
     from interpretgan.data import DataConfig, load_split
     from interpretgan.fitting import load_generators
 
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     data = write_folder(tmp_path / "pets")
     ds = load_split(DataConfig(dataset="folder", data_dir=str(data), image_size=32), "test")
     assert ds.shape == (3, 32, 32) and ds.classes == ["cat", "dog", "fox"] and len(ds) == 60
@@ -244,10 +244,10 @@ def test_a_3_channel_model_on_a_folder_of_images(tmp_path, session_cache, monkey
     assert "cat →" in html or "dog →" in html or "fox →" in html
 
 
-def test_a_3_channel_32px_model_on_cifar_format_files(tiny_cifar, tmp_path, session_cache, monkeypatch, caplog):
+def test_a_3_channel_32px_model_on_cifar_format_files(tiny_cifar, tmp_path, shared_cache, monkeypatch, caplog):
     """CIFAR-10's python batches as they are on disk (tiny ones, so their checksums differ:
     refused unless --no-verify), a 3-channel 32-px model, RGB generators, class names."""
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     src = _rgb_model(tmp_path, RGB32.replace("nn.Linear(4 * 7 * 7, 3)", "nn.Linear(4 * 7 * 7, 10)"))
     root = tmp_path / "run"
     args = [*tiny_cli(root, "cpu"), "--layers", "conv,fc", "--dataset", "cifar10",
@@ -265,10 +265,10 @@ def test_a_3_channel_32px_model_on_cifar_format_files(tiny_cifar, tmp_path, sess
     assert gans["conv"].explain(torch.randn(2, 4, 15, 15)).shape == (2, 3, 32, 32)
 
 
-def test_edited_image_folder_is_not_served_from_the_cache(tmp_path, session_cache, monkeypatch):
+def test_edited_image_folder_is_not_served_from_the_cache(tmp_path, shared_cache, monkeypatch):
     from PIL import Image
 
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     data = write_folder(tmp_path / "pets")
     src = _rgb_model(tmp_path, RGB32)
     root = tmp_path / "run"

@@ -61,10 +61,10 @@ CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-def test_main_job_tiny_end_to_end(device, mnist_small, session_cache, tmp_path, monkeypatch):
+def test_main_job_tiny_end_to_end(device, mnist_small, shared_cache, tmp_path, monkeypatch):
     from interpretgan.cli import main
 
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     root = tmp_path / "main"
     assert main(tiny_cli(root, device)) == 0
     assert read_json(root / "config.json")["run"] == json.loads(json.dumps(dataclasses.asdict(tiny())))
@@ -151,10 +151,10 @@ def build():
 '''
 
 
-def test_main_job_on_a_user_model_file(mnist_small, session_cache, tmp_path, monkeypatch):
+def test_main_job_on_a_user_model_file(mnist_small, shared_cache, tmp_path, monkeypatch):
     from interpretgan.pipeline import load_model_file
 
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     src = tmp_path / "my_model.py"
     src.write_text(USER_MODEL)
     net = load_model_file(f"{src}:build")
@@ -187,14 +187,14 @@ def test_main_job_on_a_user_model_file(mnist_small, session_cache, tmp_path, mon
 
 
 def test_kill_during_fitting_then_rerun_loses_at_most_one_checkpoint_interval(
-        mnist_small, session_cache, tmp_path, monkeypatch, caplog):
+        mnist_small, shared_cache, tmp_path, monkeypatch, caplog):
     """A crash in the middle of the fit stage; the rerun keeps the classifiers and D* and
     continues the generators from their last checkpoint (every 2 steps here)."""
     import logging
 
     from interpretgan import fitting
 
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     cfg = dataclasses.replace(tiny(), fit_overrides={**TINY_FIT, "steps_per_scale": (2, 2, 2, 4),
                                                      "ckpt_every": 2})
     real_step, calls = fitting.gan_step, {"n": 0}

@@ -114,15 +114,15 @@ def test_rng_state_round_trips_exactly_through_a_checkpoint(tmp_path):
     assert got[:3] == want[:3] and torch.equal(got[3], want[3])
 
 
-def _tiny_train(session_cache, **kw) -> TrainConfig:
-    base = TrainConfig(data=DataConfig(cache_dir=str(session_cache), train_subset=64, test_subset=32),
+def _tiny_train(shared_cache, **kw) -> TrainConfig:
+    base = TrainConfig(data=DataConfig(cache_dir=str(shared_cache), train_subset=64, test_subset=32),
                        epochs=2, batch_size=32, lr=0.05, lr_milestones=(), seed=1)
     return merge(base, kw)
 
 
-def test_training_files_load_weights_only(mnist_small, session_cache, tmp_path):
+def test_training_files_load_weights_only(mnist_small, shared_cache, tmp_path):
     # ATTA's resume file: perturbation store, SGD state, RNG states, config
-    cfg = _tiny_train(session_cache, method="atta-trades", step_size=0.1)
+    cfg = _tiny_train(shared_cache, method="atta-trades", step_size=0.1)
     train_classifier(cfg, tmp_path / "a", progress=False, stop_after=1)
     last = tmp_path / "a" / "checkpoints" / "last.pt"
     assert runs.unsafe_globals(last) == []
@@ -158,8 +158,8 @@ def test_fit_dstar_and_feature_net_files_load_weights_only(tmp_path, monkeypatch
 
 
 # --------------------------------------------------------------------------- final.pt / metrics.json
-def test_kill_between_final_and_metrics_is_repaired(mnist_small, session_cache, tmp_path):
-    cfg = _tiny_train(session_cache, epochs=1)
+def test_kill_between_final_and_metrics_is_repaired(mnist_small, shared_cache, tmp_path):
+    cfg = _tiny_train(shared_cache, epochs=1)
     m = train_classifier(cfg, tmp_path / "r", progress=False)
     (tmp_path / "r" / "metrics.json").unlink()  # the kill window: final.pt saved, no metrics.json
     stamp = (tmp_path / "r" / "checkpoints" / "final.pt").stat().st_mtime_ns
@@ -213,11 +213,11 @@ def test_sweep_removes_only_our_temp_files(tmp_path):
     assert all(p.exists() for p in others) and not any(p.exists() for p in ours)
 
 
-def test_training_sweeps_stale_temp_files(mnist_small, session_cache, tmp_path):
+def test_training_sweeps_stale_temp_files(mnist_small, shared_cache, tmp_path):
     stale = tmp_path / "r" / "checkpoints" / ".last.pt.zzzzzzzz.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"\0" * 1000)
-    train_classifier(_tiny_train(session_cache, epochs=1), tmp_path / "r", progress=False)
+    train_classifier(_tiny_train(shared_cache, epochs=1), tmp_path / "r", progress=False)
     assert not stale.exists()
     assert not (tmp_path / "r" / ".lock").exists()  # released
 
@@ -364,7 +364,7 @@ def test_evaluate_rejects_a_zero_step_attack_before_loading(tmp_path, caplog):
 
 
 # --------------------------------------------------------------------------- non-finite
-def test_nan_loss_stops_training_naming_the_model(mnist_small, session_cache, tmp_path, monkeypatch,
+def test_nan_loss_stops_training_naming_the_model(mnist_small, shared_cache, tmp_path, monkeypatch,
                                                   caplog):
     from interpretgan import training
 
@@ -378,10 +378,10 @@ def test_nan_loss_stops_training_naming_the_model(mnist_small, session_cache, tm
 
     monkeypatch.setattr(training, "natural_step", poisoned)
     with pytest.raises(NonFiniteError, match=r"smallcnn \(natural\).*loss is nan at epoch 1, batch 2"):
-        train_classifier(_tiny_train(session_cache), tmp_path / "r", progress=False)
+        train_classifier(_tiny_train(shared_cache), tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "checkpoints" / "final.pt").exists()
     calls.clear()  # the command line: one line, status 2
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     assert main(["-q", "train", "--run-dir", str(tmp_path / "r2"), "--epochs", "1",
                  "--train-subset", "64", "--test-subset", "32", "--batch-size", "32"]) == 2
     assert "loss is nan" in caplog.text and "Traceback" not in caplog.text

@@ -26,9 +26,9 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, mnist_small, session_cache):
+def finished(tmp_path_factory, mnist_small, shared_cache):
     """One finished tiny run folder, copied by each test that changes it."""
-    os.environ["INTERPRETGAN_CACHE"] = str(session_cache)
+    os.environ["INTERPRETGAN_CACHE"] = str(shared_cache)
     root = tmp_path_factory.mktemp("finished") / "run"
     run_main(tiny(), root, progress=False, device="cpu")
     return root
@@ -41,8 +41,8 @@ def _copy(finished: Path, tmp_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the typo drill
-def test_a_typo_in_the_layers_changes_nothing(finished, tmp_path, monkeypatch, session_cache, caplog):
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+def test_a_typo_in_the_layers_changes_nothing(finished, tmp_path, monkeypatch, shared_cache, caplog):
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     root = _copy(finished, tmp_path)
     before = _digests(root)
     args = tiny_cli(root, "cpu")
@@ -157,8 +157,8 @@ NAN_MODEL = USER_MODEL.replace("return self.head(self.pool(self.body(x)).flatten
 
 
 def test_an_edited_model_file_is_not_served_from_the_cache_and_a_nan_model_stops(
-        tmp_path, mnist_small, session_cache, monkeypatch, caplog):
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+        tmp_path, mnist_small, shared_cache, monkeypatch, caplog):
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     model = tmp_path / "m.py"
     model.write_text(USER_MODEL)
     ns: dict = {}

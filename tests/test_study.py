@@ -36,8 +36,8 @@ def test_summary_and_paired_difference_by_hand():
     assert critical_t(2) == pytest.approx(2.920)
 
 
-def test_pooling_study_tiny_end_to_end(mnist_small, session_cache, tmp_path, monkeypatch):
-    monkeypatch.setenv("INTERPRETGAN_CACHE", str(session_cache))
+def test_pooling_study_tiny_end_to_end(mnist_small, shared_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     cfg = StudyConfig(seeds=(0, 1), attacks=("pgd-2", "fgsm"), test_subset=64, autoattack=True,
                       autoattack_subset=4,
                       train_overrides={"epochs": 1, "data.train_subset": 256, "eval_attack": None,

@@ -12,8 +12,8 @@ from interpretgan.runs import load_checkpoint, read_jsonl
 from interpretgan.training import lr_at, natural_step, train_classifier
 
 
-def _cfg(session_cache, **kw):
-    base = TrainConfig(data=DataConfig(cache_dir=str(session_cache), train_subset=2000,
+def _cfg(shared_cache, **kw):
+    base = TrainConfig(data=DataConfig(cache_dir=str(shared_cache), train_subset=2000,
                                        test_subset=500),
                        epochs=3, batch_size=64, lr=0.05, lr_milestones=(2,), seed=1)
     return override(base, **kw)
@@ -39,8 +39,8 @@ def test_natural_step_reduces_loss_on_a_fixed_batch():
     assert last < 0.5 * first
 
 
-def test_training_learns_and_writes_run_folder(mnist_small, session_cache, tmp_path):
-    cfg = _cfg(session_cache)
+def test_training_learns_and_writes_run_folder(mnist_small, shared_cache, tmp_path):
+    cfg = _cfg(shared_cache)
     m = train_classifier(cfg, tmp_path / "run", progress=False)
     assert m["test_accuracy"] > 0.85  # 2,000 MNIST images, 3 epochs
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -57,8 +57,8 @@ def test_training_learns_and_writes_run_folder(mnist_small, session_cache, tmp_p
     assert again["test_accuracy"] == m["test_accuracy"]
 
 
-def test_resume_after_interruption_matches_uninterrupted(mnist_small, session_cache, tmp_path):
-    cfg = _cfg(session_cache, epochs=2, lr_milestones=(1,), **{"data.train_subset": 640})
+def test_resume_after_interruption_matches_uninterrupted(mnist_small, shared_cache, tmp_path):
+    cfg = _cfg(shared_cache, epochs=2, lr_milestones=(1,), **{"data.train_subset": 640})
     full = train_classifier(cfg, tmp_path / "a", progress=False)
     part = train_classifier(cfg, tmp_path / "b", progress=False, stop_after=1)
     assert part == {"interrupted": True, "epoch": 1}
@@ -73,8 +73,8 @@ def test_resume_after_interruption_matches_uninterrupted(mnist_small, session_ca
     assert [r["epoch"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")] == [1, 2]
 
 
-def test_resume_refuses_a_different_config(mnist_small, session_cache, tmp_path):
-    cfg = _cfg(session_cache, epochs=2, **{"data.train_subset": 256})
+def test_resume_refuses_a_different_config(mnist_small, shared_cache, tmp_path):
+    cfg = _cfg(shared_cache, epochs=2, **{"data.train_subset": 256})
     train_classifier(cfg, tmp_path / "r", progress=False, stop_after=1)
     with pytest.raises(ValueError, match="another config"):
         train_classifier(override(cfg, lr=0.5), tmp_path / "r", progress=False)

@@ -508,7 +508,7 @@ def _distributed(a, argv: list[str] | None) -> int:
         log.warning("--devices %d ignored: this process is one of the %s ranks its launcher "
                     "started", a.devices, os.environ["WORLD_SIZE"])
     try:
-        with distributed.session(a.device) as world:
+        with distributed.process_group(a.device) as world:
             return _with_world(a, world)
     except distributed.dist.DistError as e:  # a collective broke: a peer went away
         log.debug("collective", exc_info=True)

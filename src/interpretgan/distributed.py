@@ -9,7 +9,7 @@ rank 0 of a world of 1 and needs none of this). Worlds are started by
 * ``torchrun --nnodes … --nproc-per-node … -m interpretgan …``: the launcher's environment
   (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) is joined as is.
 
-Either way :func:`session` joins the process group (gloo on CPUs, nccl with
+Either way :func:`process_group` joins the process group (gloo on CPUs, nccl with
 ``cuda:LOCAL_RANK`` on GPUs) and starts a watchdog: every rank beats a counter in the
 rendezvous store, and a rank whose peer stops beating for ``INTERPRETGAN_RANK_TIMEOUT``
 seconds (default 30) — killed, or its machine gone — logs one line naming that rank and
@@ -183,7 +183,7 @@ def free_port() -> int:
 
 def spawn(n: int, fn: Callable[..., Any], *args: Any) -> None:
     """Run ``fn(*args)`` in ``n`` new local processes, each one rank of a world of ``n``
-    (environment as torchrun sets it; the function joins with :func:`session`).
+    (environment as torchrun sets it; the function joins with :func:`process_group`).
 
     If one process dies or fails, the others are stopped and :class:`PeerLostError` names
     the first one (rank, exit code or signal); Ctrl-C stops them all."""
@@ -250,7 +250,7 @@ def cpu_threads(local_world_size: int) -> int:
 
 
 @contextlib.contextmanager
-def session(device: str | torch.device | None = "auto") -> Iterator[World]:
+def process_group(device: str | torch.device | None = "auto") -> Iterator[World]:
     """Join the job this process was launched into (:func:`launched`), or be a lone process.
 
     Yields the :class:`World` with this rank's device: ``"auto"``/``"cuda"`` on a GPU machine
