@@ -25,7 +25,7 @@ from interpretgan.fitting import fit_generators, layer_dirname
 from interpretgan.runs import load_checkpoint, read_json, read_jsonl
 from interpretgan.training import train_classifier
 
-from test_gan import TINY, _toy_data
+from test_gan import TINY, _toy_data, train_toy
 
 HERE = Path(__file__).parent
 SRC = HERE.parent / "src"
@@ -76,18 +76,9 @@ def _run(n: int, call: str, timeout: float = 120, env: dict | None = None) -> No
 
 def _toy_classifier(path: Path):
     """The toy data and a classifier that reads them, trained once and saved for the ranks."""
-    from interpretgan.data import batches
-    from interpretgan.training import natural_step
-
-    torch.manual_seed(0)
-    ds = _toy_data()
-    f = models.create("smallcnn")
-    opt = torch.optim.SGD(f.parameters(), lr=0.05, momentum=0.9)
-    for epoch in range(3):
-        for x, y in batches(ds, 32, shuffle=True, epoch=epoch):
-            natural_step(f, opt, x, y)
+    f, ds, ex = train_toy(3)
     torch.save(f.state_dict(), path)
-    return f.eval(), ds, ds.images[:64].float() / 255
+    return f, ds, ex
 
 
 def _load_toy(path: str):

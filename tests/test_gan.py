@@ -167,8 +167,9 @@ def _toy_data(n=256):
     return ImageDataset(x, y)
 
 
-@pytest.fixture(scope="module")
-def toy():
+def train_toy(epochs: int):
+    """A SmallCNN trained ``epochs`` epochs on :func:`_toy_data` (seed 0), in eval mode, with
+    the data and its first 64 images as floats."""
     from interpretgan.data import batches
     from interpretgan.training import natural_step
 
@@ -176,11 +177,15 @@ def toy():
     ds = _toy_data()
     f = models.create("smallcnn")
     opt = torch.optim.SGD(f.parameters(), lr=0.05, momentum=0.9)
-    for epoch in range(6):
+    for epoch in range(epochs):
         for x, y in batches(ds, 32, shuffle=True, epoch=epoch):
             natural_step(f, opt, x, y)
-    f.eval()
-    ex = ds.images[:64].float() / 255
+    return f.eval(), ds, ds.images[:64].float() / 255
+
+
+@pytest.fixture(scope="module")
+def toy():
+    f, ds, ex = train_toy(6)
     assert (f(ex).argmax(1) == ds.labels[:64]).float().mean() > 0.9
     return f, ds, ex
 
