@@ -40,6 +40,16 @@ def _floats(s: str | None, option: str) -> tuple[float, ...] | None:
 
 
 # --------------------------------------------------------------------------- commands
+def _check_out(out: Path, option: str) -> None:
+    """Before any work: ``out`` is in no folder another process holds, and inside no main
+    job's run folder (whose stages own it); else one line naming ``option``."""
+    from .pipeline import refuse_inside_main_run
+    from .runs import check_free
+
+    check_free(out)
+    refuse_inside_main_run(out, option)
+
+
 def cmd_data(a) -> int:
     from .data import load_dataset
 
@@ -125,6 +135,8 @@ def cmd_train(a) -> int:
         print(to_json(dataclasses.asdict(cfg)))
         print(f"run directory: {run_dir}")
         return 0
+    if a.world.main:  # before rank 0 locks the folder
+        _check_out(run_dir, "--run-dir")
     metrics = train_classifier(cfg, run_dir, resume=not a.no_resume, progress=not a.quiet,
                                device=a.world.device, world=a.world)
     if a.world.main:
@@ -133,7 +145,10 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import default_out, evaluate_checkpoint
+    from .runs import check_free
+
+    check_free(Path(a.out) if a.out else default_out(Path(a.checkpoint)))  # not into a busy run
 
     kw = {}
     if a.image_size:
@@ -223,6 +238,8 @@ def cmd_fit(a) -> int:
         print(to_json({"fit": dataclasses.asdict(cfg), "layers": layers or "default",
                        "run_dir": str(run_dir)}))
         return 0
+    if a.world.main:  # before rank 0 locks the folder
+        _check_out(run_dir / "fit", "--run-dir")
     summary = fit_run(a.checkpoint, run_dir, cfg, layers, a.data_dir, progress=not a.quiet,
                       device=a.world.device, image_size=a.image_size, world=a.world)
     if summary is None:  # a rank other than 0: rank 0 reports
@@ -236,6 +253,7 @@ def cmd_fit(a) -> int:
 def cmd_explain(a) -> int:
     from .explain import explain_run
 
+    _check_out(Path(a.out or Path(a.run) / "explain"), "--out")
     doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed, device=a.device,
                       image_size=a.image_size)
     print(f"explanations: {doc['figures']['explanations']}\nbaselines:    {doc['figures']['baselines']}")
@@ -270,7 +288,7 @@ def cmd_run(a) -> int:
         print(to_json(dataclasses.asdict(cfg)))
         return 0
     res = run_main(cfg, a.run_dir, a.model_file, a.checkpoint, progress=not a.quiet,
-                   device=a.world.device, world=a.world)
+                   device=a.world.device, world=a.world, verify_outputs=a.verify_outputs)
     if res is None:  # a rank other than 0: rank 0 reports
         return 0
     for key in ("natural", "adversarially_trained", "user"):
@@ -446,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "presets, e.g. --set fit.batch_size=32 --set train.epochs=2 (repeatable)")
     _device_option(r)
     _devices_option(r)
+    r.add_argument("--verify-outputs", action="store_true",
+                   help="check every cached stage's files by content (SHA-256), not only by size "
+                        "and modification time")
     r.add_argument("--dry-run", action="store_true")
     r.set_defaults(fn=cmd_run)
     return p

@@ -12,7 +12,7 @@ from .attacks import accuracy, get_attack, robust_accuracy
 from .data import checkpoint_data_config, load_split
 from .devices import resolve_device
 from .models import load_classifier
-from .runs import append_jsonl, write_json
+from .runs import RunLock, append_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,18 @@ def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: 
     net = load_classifier(path, model, device=resolve_device(device), **model_kwargs)
     data = checkpoint_data_config(path, dataset, data_dir=data_dir, test_subset=subset)
     test_set = load_split(data, "test")
-    out = Path(out_dir) if out_dir is not None else _default_out(Path(path))
+    out = Path(out_dir) if out_dir is not None else default_out(Path(path))
     rows = evaluate_model(net, test_set, data.dataset, attacks, batch_size, seed, progress)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.jsonl").unlink(missing_ok=True)
-    for r in rows:
-        append_jsonl(out / "evaluation.jsonl", r)
-    write_json(out / "evaluation.json", {"checkpoint": str(path), "dataset": data.dataset,
-                                         "rows": rows})
+    with RunLock(out):  # refused inside a folder another command holds
+        (out / "evaluation.jsonl").unlink(missing_ok=True)
+        for r in rows:
+            append_jsonl(out / "evaluation.jsonl", r)
+        write_json(out / "evaluation.json", {"checkpoint": str(path), "dataset": data.dataset,
+                                             "rows": rows})
     return rows
 
 
-def _default_out(ckpt: Path) -> Path:
+def default_out(ckpt: Path) -> Path:
+    """Where ``evaluate`` writes by default: the checkpoint's run folder."""
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent

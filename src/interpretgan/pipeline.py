@@ -45,8 +45,8 @@ from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run
 from .data import file_digest
 from .devices import resolve_device
 from .distributed import World, follow, release
-from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, read_json, save_checkpoint,
-                   sweep_temp, to_json, write_json)
+from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, manifest, manifest_mismatch,
+                   read_json, save_checkpoint, sweep_temp, to_json, write_json)
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,22 @@ def _key(obj) -> str:
 
 
 class Stages:
-    """Runs named stages once per input key; records timings in ``stages/<name>.json``."""
+    """Runs named stages once per input key; records timings in ``stages/<name>.json``.
 
-    def __init__(self, root: Path, on_stage_end: Callable[[], object] | None = None):
+    A finished stage's record holds the manifest of what it wrote (size, mtime, SHA-256 of
+    every file): a stage is cached only while its outputs are those files. Checked cheaply on
+    every run (a file of the recorded size and mtime is trusted, one whose mtime changed is
+    hashed), by content with ``verify``. A difference (a file missing, added, resized or
+    changed by another command) redoes the stage from scratch, and its downstream stages through
+    their keys. A record without a manifest (run folders from before) is trusted as far as its
+    outputs exist and given one."""
+
+    def __init__(self, root: Path, on_stage_end: Callable[[], object] | None = None,
+                 verify: bool = False):
+        self.root = root
         self.dir = root / "stages"
         self.on_stage_end = on_stage_end  # called after every stage that ran (e.g. a clock)
+        self.verify = verify  # hash every recorded output, not only those whose mtime changed
         self.dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
         self.ran: list[str] = []
@@ -76,14 +87,18 @@ class Stages:
         return self.dir / (name.replace(":", "__") + ".json")
 
     def key(self, name: str) -> str | None:
-        """The input key stage ``name`` last ran (or is running) with; None if it never ran."""
+        """The key of what stage ``name`` last ran (or is running) with — its inputs, and how
+        often it was redone over outputs it did not write; None if it never ran."""
         path = self._path(name)
-        return read_json(path).get("key") if path.exists() else None
+        return _outputs_key(read_json(path)) if path.exists() else None
 
     def run(self, name: str, inputs, outputs: list[Path], fn: Callable[[], object],
-            clean: list[Path] = ()) -> str:
-        """Run ``fn`` unless stage ``name`` finished with the same ``inputs``. Returns the key.
+            clean: list[Path] = (), recorded: list[Path] | None = None) -> str:
+        """Run ``fn`` unless stage ``name`` finished with the same ``inputs`` and its outputs are
+        still the files it recorded. Returns the key that stands for its outputs.
 
+        ``outputs``: files that must exist; ``recorded``: the files and folders whose every
+        file goes into the stage's manifest (default: ``outputs`` and ``clean``).
         When the inputs of a finished stage changed, its ``clean`` paths (the outputs the stage
         rebuilds as a whole: a classifier's folder, the generators) are moved aside and deleted
         only once ``fn`` has finished. If ``fn`` raises, they are put back with the old record,
@@ -92,6 +107,7 @@ class Stages:
         written in place (D*, the diagnosis) are replaced atomically when the stage finishes.
         """
         key = _key([STAGE_VERSIONS.get(name.partition(":")[0], 1), inputs])
+        files = list(recorded) if recorded is not None else [*outputs, *clean]
         rec = read_json(self._path(name)) if self._path(name).exists() else None
         if rec and rec.get("discard"):  # a finished change killed while deleting the old outputs
             _remove(rec.pop("discard"))
@@ -101,28 +117,16 @@ class Stages:
             self._restore(name, rec, clean)
             rec = read_json(self._path(name))
         if rec and rec.get("key") == key and rec.get("done") and all(p.exists() for p in outputs):
-            self.timings[name] = rec.get("seconds", 0.0)
-            log.info("stage %s: cached", name)
-            return key
-        started_change = False
-        if rec and rec.get("key") == key:  # resuming this very stage (perhaps a change)
-            record = rec
-        else:
-            record = {"key": key, "done": False, "seconds": 0.0}
-            if rec:
-                log.info("stage %s: inputs changed, redoing it", name)
-            if rec and rec.get("aside"):  # an earlier change was killed: its partial outputs go
-                _remove(clean)
-                record.update({k: rec[k] for k in ("aside", "aside_key", "aside_seconds")})
-            elif rec and rec.get("done") and any(p.exists() for p in clean):
-                record.update(aside=[str(_aside(p)) for p in clean if p.exists()],
-                              aside_key=rec["key"], aside_seconds=rec.get("seconds", 0.0))
-                started_change = True
-            elif rec:  # a killed run of other inputs: its partial outputs go
-                _remove(clean)
-        record["done"] = False
-        write_json(self._path(name), record)  # the plan first, then the moves it names
-        self._move_aside(record, clean)
+            foreign = self._foreign(name, rec, files)
+            if foreign is None:
+                self.timings[name] = rec.get("seconds", 0.0)
+                log.info("stage %s: cached", name)
+                return _outputs_key(rec)
+            log.warning("stage %s: %s since it ran; redoing it", name, foreign)
+            rec = {"key": key, "done": False, "seconds": 0.0, "generation": rec.get("generation", 0) + 1}
+            write_json(self._path(name), rec)  # the plan first, then the removal
+            _remove([*clean, *files])
+        record, started_change = self._plan(name, rec, key, clean)
         t0 = time.perf_counter()
         log.info("stage %s: running", name)
         try:
@@ -135,7 +139,9 @@ class Stages:
                 raise NonFiniteError(f"stage {name}: {e}") from None
             raise
         seconds = record.get("seconds", 0.0) + time.perf_counter() - t0
-        done = {"key": key, "done": True, "seconds": seconds}
+        done = {"key": key, "done": True, "seconds": seconds,
+                **{k: record[k] for k in ("generation",) if k in record},
+                "outputs": manifest(files, self.root)}
         if record.get("aside"):
             write_json(self._path(name), {**done, "discard": record["aside"]})
             _remove(record["aside"])
@@ -144,7 +150,45 @@ class Stages:
         self.ran.append(name)
         if self.on_stage_end is not None:
             self.on_stage_end()
-        return key
+        return _outputs_key(done)
+
+    def _plan(self, name: str, rec: dict | None, key: str, clean: list[Path]) -> tuple[dict, bool]:
+        """The record of a stage about to run (written, and its moves aside carried out), and
+        whether this command started a change of a finished stage."""
+        started_change = False
+        if rec and rec.get("key") == key:  # resuming this very stage (perhaps a change)
+            record = rec
+        else:
+            record = {"key": key, "done": False, "seconds": 0.0}
+            if rec:
+                log.info("stage %s: inputs changed, redoing it", name)
+            if rec and rec.get("aside"):  # an earlier change was killed: its partial outputs go
+                _remove(clean)
+                record.update({k: rec[k] for k in ("aside", "aside_key", "aside_seconds", "aside_record")
+                               if k in rec})
+            elif rec and rec.get("done") and any(p.exists() for p in clean):
+                record.update(aside=[str(_aside(p)) for p in clean if p.exists()],
+                              aside_key=rec["key"], aside_seconds=rec.get("seconds", 0.0),
+                              aside_record={k: rec[k] for k in ("generation", "outputs") if k in rec})
+                started_change = True
+            elif rec:  # a killed run of other inputs: its partial outputs go
+                _remove(clean)
+        record["done"] = False
+        write_json(self._path(name), record)  # the plan first, then the moves it names
+        self._move_aside(record, clean)
+        return record, started_change
+
+    def _foreign(self, name: str, rec: dict, files: list[Path]) -> str | None:
+        """How the files of finished stage ``name`` differ from those it recorded (one phrase
+        naming the file), or None. A record without a manifest is trusted and given one; a
+        manifest whose mtimes were refreshed (same content) is written back."""
+        if "outputs" not in rec:
+            write_json(self._path(name), {**rec, "outputs": manifest(files, self.root)})
+            return None
+        diff, fresh = manifest_mismatch(rec["outputs"], files, self.root, full=self.verify)
+        if diff is None and fresh != rec["outputs"]:
+            write_json(self._path(name), {**rec, "outputs": fresh})
+        return diff
 
     @staticmethod
     def _move_aside(record: dict, clean: list[Path]) -> None:
@@ -165,7 +209,14 @@ class Stages:
                 os.replace(a, p)
                 fsync_dir(p.parent)
         write_json(self._path(name), {"key": rec["aside_key"], "done": True,
-                                      "seconds": rec.get("aside_seconds", 0.0)})
+                                      "seconds": rec.get("aside_seconds", 0.0),
+                                      **rec.get("aside_record", {})})
+
+
+def _outputs_key(rec: dict) -> str:
+    """The key downstream stages see: the input key, changed each time the stage was redone
+    because its outputs were not the ones it wrote (``generation``)."""
+    return _key([rec["key"], rec["generation"]]) if rec.get("generation") else rec["key"]
 
 
 def _aside(p: Path) -> Path:
@@ -180,6 +231,27 @@ def _remove(paths) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+
+def main_run_of(path: str | Path) -> Path | None:
+    """The main job's run folder that ``path`` is (or is inside), found by its stage records
+    (``RUN/stages/<stage>__<model>.json``); None when there is none."""
+    path = Path(path).resolve()
+    for p in (path, *path.parents):
+        if (p / "stages").is_dir() and any((p / "stages").glob("*__*.json")):
+            return p
+    return None
+
+
+def refuse_inside_main_run(out: str | Path, option: str) -> None:
+    """A command writing into ``out`` (``train``, ``fit``, ``explain``) is refused in one line
+    (``ValueError``) when ``out`` is inside a main job's run folder: its stages own every folder
+    there, and ``interpretgan run`` redoes a stage whose files another command changed."""
+    root = main_run_of(out)
+    if root is not None:
+        raise ValueError(f"{out} is inside the run folder {root} of `interpretgan run`, whose "
+                         f"stages own it: pass {option} DIR outside {root} (e.g. "
+                         f"{root.parent / (root.name + '-' + Path(out).name)})")
+
 
 def load_model_file(spec: str) -> nn.Module:
     """``"path/to/file.py:build"`` → the module returned by ``build()``. Every way this can
@@ -218,14 +290,18 @@ def load_model_file(spec: str) -> nn.Module:
 
 def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
              checkpoint: str | None = None, progress: bool = True,
-             device: str | torch.device | None = "auto", world: World | None = None) -> dict | None:
+             device: str | torch.device | None = "auto", world: World | None = None,
+             verify_outputs: bool = False) -> dict | None:
     """Run every stage of the main job into ``root`` on ``device`` (``"auto"``: a GPU if there
     is one); returns ``results.json``'s content. The device is no stage's input: a run
     started on one device resumes on another.
 
     ``world``: several ranks, each on its ``world.device`` (replacing ``device``). Every rank
     checks the inputs; rank 0 then runs the job and returns the results, the others join
-    its training and fitting stages and return None."""
+    its training and fitting stages and return None.
+
+    ``verify_outputs``: check every cached stage's outputs by content (SHA-256), not only by
+    size and mtime (:class:`Stages`)."""
     # Check everything before the run folder is touched.
     world = world if world is not None and world.distributed else World(device=resolve_device(device))
     resolved = resolve_run(cfg, own_model=bool(model_file or checkpoint))
@@ -257,24 +333,24 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         return None
     try:
         return _run_stages(cfg, root, resolved, layers, user, user_data, model_file, checkpoint,
-                           progress, world)
+                           progress, world, verify_outputs)
     finally:
         release(world)
 
 
 def _run_stages(cfg: RunConfig, root: Path, resolved, layers, user, user_data, model_file,
-                checkpoint, progress: bool, world: World) -> dict:
-    """Rank 0's part of :func:`run_main`, once every input is checked."""
+                checkpoint, progress: bool, world: World, verify_outputs: bool = False) -> dict:
+    """Rank 0's part of :func:`run_main`, once every input is checked. ``config.json`` is
+    written with ``results.json``, once every stage it describes has finished: a failed or
+    interrupted invocation leaves the one of the last finished run."""
     from .report import write_main_report
 
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):
         for p in sweep_temp(root):
             log.info("removed a temp file left by a killed run: %s", p)
-        write_json(root / "config.json", {"run": dataclasses.asdict(cfg), "model_file": model_file,
-                                          "checkpoint": checkpoint})
         clock = _WallClock(root)
-        st = Stages(root, on_stage_end=clock.tick)
+        st = Stages(root, on_stage_end=clock.tick, verify=verify_outputs)
 
         # The classifiers: the user's, or the natural and the adversarially trained one.
         if user is not None:
@@ -298,6 +374,8 @@ def _run_stages(cfg: RunConfig, root: Path, resolved, layers, user, user_data, m
 
         # The report: a pure function of the saved artifacts.
         results = assemble_results(root, diagnoses, st.timings, cfg, clock.tick())
+        write_json(root / "config.json", {"run": dataclasses.asdict(cfg), "model_file": model_file,
+                                          "checkpoint": checkpoint})
         write_json(root / "results.json", results)
         write_main_report(results, root)
         return results
@@ -461,7 +539,8 @@ def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, world: World
         inputs = [inputs, content_digest(load_split(tcfg.data, "train")),
                   content_digest(load_split(tcfg.data, "test"))]
     st.run(f"train:{key}", inputs, [run / "checkpoints" / "final.pt"],
-           lambda: world.everyone(_train_task, tcfg, run, progress), clean=[run])
+           lambda: world.everyone(_train_task, tcfg, run, progress), clean=[run],
+           recorded=[run / n for n in ("checkpoints", "config.json", "metrics.json", "metrics.jsonl")])
     return run
 
 
@@ -562,6 +641,7 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     st.run(f"diagnose:{key}", [dkey, fkey, judge_key], [diag_path], diagnose)
     ex_dir = run / "explain"
     st.run(f"explain:{key}", [fkey, cfg.explain_images, cfg.attack], [ex_dir / "explain.json"],
+           recorded=[ex_dir], fn=
            lambda: explain_run(run, cfg.explain_images, cfg.attack, data_dir=cfg.data_dir,
                                model=load_any(ckpt, device), device=device))
     return read_json(diag_path)

@@ -19,6 +19,7 @@ never runs code from the file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -358,6 +359,65 @@ class RunDir:
         return f"RunDir({str(self.root)!r})"
 
 
+# --------------------------------------------------------------------------- output manifests
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files_under(paths, root: Path) -> dict[str, Path]:
+    """``{name relative to root: path}`` of every file in ``paths`` (files or folders,
+    recursively), without lock and temp files."""
+    out = {}
+    for p in paths:
+        p = Path(p)
+        found = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []
+        for q in found:
+            if q.name != ".lock" and not _TEMP_NAME.match(q.name):
+                out[q.relative_to(root).as_posix() if q.is_relative_to(root) else str(q)] = q
+    return out
+
+
+def manifest(paths, root: str | os.PathLike) -> dict[str, list]:
+    """``{file relative to root: [size, mtime_ns, sha256]}`` of every file under ``paths``:
+    what a stage wrote, recorded with its stage record (:func:`manifest_mismatch` checks it)."""
+    out = {}
+    for name, q in _files_under(paths, Path(root)).items():
+        st = q.stat()
+        out[name] = [st.st_size, st.st_mtime_ns, sha256_file(q)]
+    return out
+
+
+def manifest_mismatch(recorded: dict[str, list], paths, root: str | os.PathLike,
+                      full: bool = False) -> tuple[str | None, dict[str, list]]:
+    """Check the files under ``paths`` against a :func:`manifest`. Returns (the first
+    difference, in words naming the file, or None; the manifest with refreshed mtimes).
+
+    Cheap by default: a file of the recorded size and mtime is trusted; one whose mtime
+    changed (a copy, a touch) is hashed and trusted if its content is the same. ``full``:
+    every file is hashed (``run --verify-outputs``). A missing, extra, resized or changed file
+    is a difference."""
+    root = Path(root)
+    now = _files_under(paths, root)
+    fresh = {}
+    for name in sorted(set(recorded) | set(now)):
+        if name not in now:
+            return f"{name} is missing", recorded
+        if name not in recorded:
+            return f"{name} was not written by it", recorded
+        size, mtime, digest = recorded[name]
+        st = now[name].stat()
+        if st.st_size != size:
+            return f"{name} has changed (size {st.st_size}, recorded {size})", recorded
+        if (full or st.st_mtime_ns != mtime) and sha256_file(now[name]) != digest:
+            return f"{name} has changed (content differs from the one recorded)", recorded
+        fresh[name] = [size, st.st_mtime_ns, digest]
+    return None, fresh
+
+
 # --------------------------------------------------------------------------- run-folder lock
 _HELD: dict[Path, int] = {}  # lock files this process holds → nesting depth
 
@@ -389,7 +449,9 @@ class RunLock:
     time. A second process raises :class:`RunLockedError` naming the holder; a lock left by
     a process that is gone (same host, PID not running) is taken over with a warning. The
     lock is re-entrant within one process (nested ``RunLock`` on the same folder is a no-op)
-    and released on exit, also on an exception or Ctrl-C.
+    and released on exit, also on an exception or Ctrl-C. A lock covers the folders inside
+    its folder: another process's live lock on a folder above ``root`` or on one of its
+    sub-folders (two levels down) refuses the lock too (:func:`check_free`).
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -419,6 +481,11 @@ class RunLock:
                 os.fsync(f.fileno())
             fsync_dir(self.root)
             _HELD[key] = 1
+            try:
+                check_free(self.root)  # a run folder around this one, a command inside it
+            except RunLockedError:
+                self.__exit__()
+                raise
             return self
         raise RunLockedError(f"could not take the lock {self.path}; remove it if no process is "
                              "using the run folder")
@@ -451,11 +518,7 @@ class RunLock:
             log.warning("taking over %s: its process %d is gone", self.path, pid)
             self.path.unlink(missing_ok=True)
             return
-        where = f"on {host}, " if host and host != me["host"] else ""
-        since = f"since {holder['since']}" if holder.get("since") else "start unknown"
-        raise RunLockedError(
-            f"run folder {self.root} is in use by PID {pid} ({where}{since}); wait for it or "
-            f"remove {self.path} if that process is gone")
+        raise RunLockedError(_busy(self.path, holder))
 
     def __exit__(self, *exc) -> None:
         key = self._key()
@@ -470,3 +533,60 @@ class RunLock:
     def held() -> list[Path]:
         """The lock files this process holds."""
         return sorted(_HELD)
+
+
+def _busy(lock: Path, holder: dict) -> str:
+    where = f"on {holder['host']}, " if holder.get("host") not in (None, socket.gethostname()) else ""
+    since = f"since {holder['since']}" if holder.get("since") else "start unknown"
+    return (f"run folder {lock.parent} is in use by PID {holder.get('pid')} ({where}{since}); "
+            f"wait for it or remove {lock} if that process is gone")
+
+
+def _live_holder(lock: Path) -> dict | None:
+    """The holder named in lock file ``lock`` if it is another process that may be alive
+    (same host and boot: its PID runs; another host: unknown, so yes); else None (no file,
+    a lock this process holds, a dead process's, a file in another format)."""
+    if lock.resolve() in _HELD:
+        return None
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+        return None
+    if holder.get("host") == socket.gethostname():
+        boot = _boot_id()
+        if (holder["pid"] == os.getpid() or not _pid_alive(holder["pid"])
+                or (holder.get("boot") and boot and holder["boot"] != boot)):
+            return None
+    return holder
+
+
+def _locks_around(root: Path, depth: int = 2):
+    """The lock files that cover ``root``: its own, its ancestors', and its sub-folders' down
+    to ``depth`` levels (hidden folders skipped)."""
+    root = root.resolve()
+    yield root / ".lock"
+    for p in root.parents:
+        yield p / ".lock"
+    level = [root]
+    for _ in range(depth):
+        below = []
+        for d in level:
+            try:
+                below += [Path(e.path) for e in os.scandir(d)
+                          if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+            except OSError:
+                continue
+        yield from (d / ".lock" for d in below)
+        level = below
+
+
+def check_free(root: str | os.PathLike) -> None:
+    """Raise :class:`RunLockedError` (one line naming the holder) if another live process
+    holds a lock on ``root``, on a folder above it (a run folder ``root`` is inside) or on a
+    sub-folder of it; call it before any work aimed at ``root``."""
+    for lock in _locks_around(Path(root)):
+        holder = _live_holder(lock) if lock.is_file() else None
+        if holder is not None:
+            raise RunLockedError(_busy(lock, holder))
