@@ -2,7 +2,8 @@
 
 Stages (each cached under ``RUN/stages/<name>.json`` with a key of its inputs — configs, the
 content of the files it reads, the version of its code; a stage whose key is unchanged and
-whose outputs exist is skipped, a stage whose inputs changed is redone from scratch with its
+whose outputs are still the files it recorded is skipped, a stage whose inputs changed or
+whose outputs another command changed is redone from scratch, the first with its
 old outputs kept aside until the new ones are complete, a killed stage resumes from its own
 checkpoints)::
 
@@ -17,7 +18,8 @@ A user's own classifier (``--model-file file.py:build --checkpoint my.pt``) repl
 trained models by that one.
 
 Nothing in the run folder changes before every input is checked (configs, layer names, the
-user's model and checkpoint); one process at a time works in a run folder (``RUN/.lock``).
+user's model and checkpoint); one process at a time works in a run folder (``RUN/.lock``, which
+covers every folder inside it), and ``config.json`` is written when the job has finished.
 
 With several ranks (``--devices N`` or torchrun), rank 0 runs the job as one process does —
 stage records, D*, diagnosis, explanations, report — and hands the two distributed parts to
