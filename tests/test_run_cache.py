@@ -17,7 +17,7 @@ import pytest
 from interpretgan.cli import main
 from interpretgan.config import resolve_run
 from interpretgan.pipeline import Stages, run_main
-from interpretgan.runs import NonFiniteError, RunLock, RunLockedError, check_free, read_json, write_json
+from interpretgan.runs import NonFiniteError, RunLock, RunLockedError, read_json, write_json
 
 from test_pipeline import tiny, tiny_cli
 
@@ -126,18 +126,24 @@ def test_a_failed_change_puts_back_the_manifest_with_the_outputs(tmp_path):
     assert calls == [1] and (out / "g.pt").read_text() == "one"
 
 
-def test_a_foreign_fit_into_a_finished_run_is_refused_and_if_forced_redone(run, caplog):
+def test_the_readmes_fit_aimed_at_a_runs_classifier_is_refused(run, caplog):
+    ckpt = run / "natural" / "checkpoints" / "final.pt"
+    before = _digests(run)
+    assert main(["-q", "fit", "--checkpoint", str(ckpt), "--device", "cpu"]) == 2
+    assert f"inside the run folder {run.resolve()}" in caplog.text and "--run-dir" in caplog.text
+    assert _digests(run) == before
+
+
+def test_a_foreign_fit_in_a_finished_run_is_redone(run, tmp_path, caplog):
     from interpretgan.fitting import fit_run
 
     ckpt = run / "natural" / "checkpoints" / "final.pt"
-    before = _digests(run)
-    # the README's example aimed at a run's classifier: refused, nothing written
-    assert main(["-q", "fit", "--checkpoint", str(ckpt), "--device", "cpu"]) == 2
-    assert "--run-dir" in caplog.text and _digests(run) == before
-    # a fit that gets past the command line (the library, another tool) writes into the run
+    # another fit of the same classifier (another seed) put in the run's place behind its back
     cfg = resolve_run(tiny()).fit
-    fit_run(ckpt, run / "natural", dataclasses.replace(cfg, seed=cfg.seed + 1),
+    fit_run(ckpt, tmp_path / "elsewhere", dataclasses.replace(cfg, seed=cfg.seed + 1),
             list(tiny().layers), progress=False, device="cpu", dstar_images=tiny().dstar_images)
+    shutil.rmtree(run / "natural" / "fit")
+    shutil.copytree(tmp_path / "elsewhere" / "fit", run / "natural" / "fit")
     foreign = read_json(run / "natural" / "fit" / "summary.json")
     caplog.clear()
     res = run_main(tiny(), run, progress=False, device="cpu")
@@ -201,6 +207,8 @@ def test_train_into_a_finished_run_is_refused_naming_run_dir(run, caplog):
 
 
 def test_a_lock_covers_the_folders_inside_and_around_it(tmp_path, holder):
+    from interpretgan.runs import check_free
+
     outer, inner = tmp_path / "run", tmp_path / "run" / "natural" / "fit"
     inner.mkdir(parents=True)
     p = holder(outer)
