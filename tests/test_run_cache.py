@@ -207,17 +207,17 @@ def test_train_into_a_finished_run_is_refused_naming_run_dir(run, caplog):
 
 
 def test_a_lock_covers_the_folders_inside_and_around_it(tmp_path, holder):
-    from interpretgan.runs import check_free
-
     outer, inner = tmp_path / "run", tmp_path / "run" / "natural" / "fit"
     inner.mkdir(parents=True)
     p = holder(outer)
     with pytest.raises(RunLockedError, match=f"in use by PID {p.pid}"):
-        check_free(inner)
-    with pytest.raises(RunLockedError, match=f"in use by PID {p.pid}"):
         with RunLock(inner):
             pass
     assert not (inner / ".lock").exists()  # refused: nothing left behind
+    from interpretgan.runs import check_free  # the same check, before any work
+
+    with pytest.raises(RunLockedError, match=f"in use by PID {p.pid}"):
+        check_free(inner)
     other = tmp_path / "other"
     q = holder(other / "natural")
     with pytest.raises(RunLockedError, match=f"in use by PID {q.pid}"):
