@@ -81,7 +81,8 @@ def _element(value, index: int | None, name: str, what: str) -> torch.Tensor:
     its ``index``-th element; else one line (:class:`LayerNameError`) naming the form to use."""
     if index is not None:
         if not isinstance(value, (tuple, list)) or index >= len(value):
-            got = f"a {type(value).__name__}" + (f" of {len(value)}" if isinstance(value, (tuple, list)) else "")
+            size = f" of {len(value)}" if isinstance(value, (tuple, list)) else ""
+            got = f"a {type(value).__name__}{size}"
             raise LayerNameError(f"layer {name!r}: its module {what} {got}, which has no element [{index}]")
         value = value[index]
     if isinstance(value, torch.Tensor):
@@ -129,7 +130,8 @@ def list_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[s
     return out
 
 
-def _call_counts(model: nn.Module, example: torch.Tensor) -> tuple[dict[int, int], dict[int, list[int] | None]]:
+def _call_counts(model: nn.Module,
+                 example: torch.Tensor) -> tuple[dict[int, int], dict[int, list[int] | None]]:
     """Per module (by id): how often one forward of ``example`` calls it, and what its first
     call returns (:func:`_tensor_elements`)."""
     counts: dict[int, int] = {}
@@ -253,10 +255,10 @@ def split(model: nn.Module, name: str,
     ``f_pre(x)`` runs the model up to the layer and stops. ``f_post(l)`` runs the model on
     a placeholder input of the remembered shape and substitutes a copy of ``l`` for the
     layer's output (for ``path[i]``: for that element of the module's tuple; gradients flow
-    to ``l``, which is never modified), so it is exact when the layer is a cut of the graph (every path from the input
-    to the output passes through it); this is checked on first use and a
-    :class:`ValueError` names a layer that a skip connection bypasses. Dropout makes
-    ``f`` random: use eval mode for the exact identity.
+    to ``l``, which is never modified), so it is exact when the layer is a cut of the graph
+    (every path from the input to the output passes through it); this is checked on first
+    use and a :class:`ValueError` names a layer that a skip connection bypasses. Dropout
+    makes ``f`` random: use eval mode for the exact identity.
     """
     point = resolve(model, name)
     state: dict = {"shape": None if example is None else tuple(example.shape[1:]),
