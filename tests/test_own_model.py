@@ -312,7 +312,8 @@ class Scores(Net):
     """A dict whose logits are not under "logits"."""
 
     def forward(self, x):
-        return {"features": self.pool(self.act(self.conv(x))), "scores": super().forward(x)}
+        h = self.pool(self.act(self.conv(x)))
+        return {"features": h, "scores": self.fc(h.flatten(1))}
 
 def build_pair():
     return Pair()
