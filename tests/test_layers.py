@@ -188,3 +188,217 @@ def test_capture_inputs_of_named_calls_and_shared_modules():
     with pytest.raises(RuntimeError):
         capture(net, torch.rand(2, 3, 8, 8), ["head"], inputs=True)  # wrong channels
     assert _hook_count(net) == 0
+
+
+# --------------------------------------------------------------------------- in-place modules
+class ConvReLU(nn.Module):
+    """torchvision style: a conv whose output an in-place ReLU rewrites at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True),
+                                      nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True))
+        self.head = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet block: conv → BN → ReLU(inplace) → conv → BN, ``out += identity``,
+    the same in-place ReLU again."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+class TinyResNet(nn.Module):
+    """Stem conv → BN → ReLU(inplace), one residual block, global pooling, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                                  nn.ReLU(inplace=True))
+        self.block = BasicBlock(4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.block(self.stem(x))).flatten(1))
+
+
+def _random_bn(net: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics (negative outputs for the ReLUs to rewrite), eval mode."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(0.2 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net.eval()
+
+
+def _resnet_truth(net: TinyResNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every module's output (and the ReLUs' inputs) computed alone, step by step, out of place."""
+    s, b = net.stem, net.block
+    t = {"stem.0": s[0](x)}
+    t["stem.1"] = s[1](t["stem.0"])
+    t["stem.2"] = torch.relu(t["stem.1"])
+    t["block.conv1"] = b.conv1(t["stem.2"])
+    t["block.bn1"] = b.bn1(t["block.conv1"])
+    t["block.relu@0"] = torch.relu(t["block.bn1"])
+    t["block.conv2"] = b.conv2(t["block.relu@0"])
+    t["block.bn2"] = b.bn2(t["block.conv2"])
+    t["block.relu@1"] = t["block"] = torch.relu(t["block.bn2"] + t["stem.2"])
+    return t
+
+
+def test_in_place_relu_never_changes_a_captured_conv_output():
+    net = ConvReLU().eval()
+    x = torch.rand(2, 1, 8, 8)
+    conv0 = net.features[0](x)  # the conv's own output, computed alone
+    assert (conv0 < 0).any()  # there is something for the ReLU to rewrite
+    conv2 = net.features[2](torch.relu(conv0))
+    for names in (["features.0"], ["features.0"], ["features.0", "features.2"],
+                  ["features.0", "head"], ["features.2", "features.0", "features.3"]):
+        got = capture(net, x, names)  # alone (verified on a full forward), again, with later layers
+        torch.testing.assert_close(got["features.0"], conv0, msg=str(names))
+        if "features.2" in names:
+            torch.testing.assert_close(got["features.2"], conv2, msg=str(names))
+    # what the in-place ReLU takes is the conv's output, not its own result
+    got = capture(net, x, ["features.1", "features.3"], inputs=True)
+    torch.testing.assert_close(got["features.1"], conv0)
+    torch.testing.assert_close(got["features.3"], conv2)
+
+
+@pytest.mark.parametrize("names", [
+    ["stem.0"], ["stem.1"], ["block.bn2"], ["block.conv1", "block.bn1"],
+    ["stem.0", "stem.1", "stem.2", "block.bn1", "block.bn2", "block", "fc"],
+    ["block.relu@0", "block.relu@1", "stem.1"]])
+def test_every_call_shape_gives_the_true_outputs_of_a_residual_in_place_net(names):
+    net = _random_bn(TinyResNet())
+    x = torch.rand(3, 1, 6, 6)
+    truth = _resnet_truth(net, x)
+    for _ in range(2):  # first use (one full forward checks the names), then stopping early
+        got = capture(net, x, names)
+        for n in names:
+            if n in truth:
+                torch.testing.assert_close(got[n], truth[n], msg=n)
+    got = capture(net, x, ["stem.2", "block.relu@0", "block.relu@1"], inputs=True)
+    torch.testing.assert_close(got["stem.2"], truth["stem.1"])
+    torch.testing.assert_close(got["block.relu@0"], truth["block.bn1"])
+    torch.testing.assert_close(got["block.relu@1"], truth["block.bn2"] + truth["stem.2"])
+
+
+def test_capture_of_an_in_place_net_is_differentiable_with_respect_to_x():
+    net = _random_bn(TinyResNet())
+    x = torch.rand(2, 1, 6, 6, requires_grad=True)
+    got = capture(net, x, ["stem.1", "block.bn2"])
+    (got["stem.1"].sum() + got["block.bn2"].sum()).backward()
+    x2 = x.detach().clone().requires_grad_()
+    truth = _resnet_truth(net, x2)
+    (truth["stem.1"].sum() + truth["block.bn2"].sum()).backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+@pytest.mark.parametrize("name", ["features.0", "features.2"])
+def test_f_post_never_modifies_its_argument_and_passes_gradients(name):
+    net = ConvReLU().eval()
+    x = torch.rand(2, 1, 8, 8, requires_grad=True)
+    f_pre, f_post = split(net, name)
+    l = f_pre(x)
+    kept = l.detach().clone()
+    assert (kept < 0).any()
+    torch.testing.assert_close(f_post(l), net(x))
+    assert torch.equal(l.detach(), kept)  # the in-place ReLU after the layer worked on a copy
+    leaf = kept.clone().requires_grad_()  # a leaf: an in-place op on it would be refused
+    f_post(leaf).sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0 and torch.equal(leaf.detach(), kept)
+    f_post(f_pre(x)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_split_of_a_residual_in_place_net():
+    net = _random_bn(TinyResNet())
+    x = torch.rand(2, 1, 6, 6)
+    for name in ["stem.0", "stem.1", "stem.2", "block"]:
+        f_pre, f_post = split(net, name)
+        l = f_pre(x)
+        kept = l.clone()
+        torch.testing.assert_close(l, _resnet_truth(net, x)[name])
+        torch.testing.assert_close(f_post(l), net(x))
+        assert torch.equal(l, kept), name
+    f_pre, f_post = split(net, "block.bn2")  # the identity path bypasses it
+    with pytest.raises(ValueError, match="not a cut"):
+        f_post(f_pre(x))
+
+
+# --------------------------------------------------------------------------- tuple outputs
+class SelfAttention(nn.Module):
+    """Tokens (B, 5, 4) → embedding → the same ``nn.MultiheadAttention`` twice → linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(4, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8 * 5, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = self.attn(h, h, h)[0]
+        h = self.attn(h, h, h)[0]
+        return self.head(h.flatten(1))
+
+
+def test_tuple_outputs_are_named_by_element_and_composed_with_calls():
+    net = SelfAttention().eval()
+    x = torch.rand(2, 5, 4)
+    names = list_layers(net, x)
+    assert {"attn@0[0]", "attn@0[1]", "attn@1[0]", "attn@1[1]"} <= set(names)
+    assert not any(n in names for n in ("attn", "attn@0", "attn@1"))
+    h = net.embed(x)
+    a0 = net.attn(h, h, h)[0]
+    a1 = net.attn(a0, a0, a0)
+    for _ in range(2):
+        got = capture(net, x, ["attn@0[0]", "attn@1[0]", "attn@1[1]"])
+        torch.testing.assert_close(got["attn@0[0]"], a0)
+        torch.testing.assert_close(got["attn@1[0]"], a1[0])
+        torch.testing.assert_close(got["attn@1[1]"], a1[1])
+    assert layers.layer_shapes(net, x, ["attn@1[0]", "attn@1[1]"]) == {"attn@1[0]": (5, 8),
+                                                                         "attn@1[1]": (5, 5)}
+    for name in ["attn@0[0]", "attn@1[0]"]:
+        f_pre, f_post = split(net, name)
+        l = f_pre(x)
+        kept = l.clone()
+        torch.testing.assert_close(f_post(l), net(x))  # only that element substituted
+        assert torch.equal(l, kept)
+    got = capture(net, x, ["attn@0[2]"], inputs=True)  # its third positional input: the values
+    torch.testing.assert_close(got["attn@0[2]"], h)
+
+
+def test_a_tuple_output_named_without_an_element_is_one_line_naming_the_form():
+    net = SelfAttention().eval()
+    x = torch.rand(2, 5, 4)
+    with pytest.raises(LayerNameError, match=r"'attn@0\[0\]'") as e:
+        capture(net, x, ["attn@0"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(LayerNameError, match="attn@0\\[0\\]' … 'attn@1\\[0\\]"):
+        capture(net, x, ["attn[0]"])  # called twice: name a call
+    with pytest.raises(LayerNameError, match="no element"):
+        capture(net, x, ["attn@0[5]"])
+    with pytest.raises(LayerNameError, match="no element"):
+        capture(net, x, ["embed[0]"])  # a tensor output has no elements
+    with pytest.raises(LayerNameError, match="nameable layers"):
+        capture(net, x, ["attn@0[x]"])
+    assert _hook_count(net) == 0

@@ -150,3 +150,37 @@ def test_fast_layout_same_function_and_layout_neutral_checkpoints(name, tmp_path
     assert loaded is not net and not loaded.training
     torch.testing.assert_close(loaded(x), ref, rtol=1e-4, atol=1e-5)
     assert models.fast_layout(torch.nn.Linear(2, 2), "cpu").weight.is_contiguous()
+
+
+def test_select_output_reads_tuples_dicts_and_attributes_in_place():
+    from types import SimpleNamespace
+
+    from interpretgan.models import output_selection, read_output, select_output
+
+    t = torch.randn(2, 3)
+    assert read_output(t) == (t, None)
+    assert read_output((t, 1))[1] == "[0]" and read_output({"logits": t})[1] == "logits"
+    assert read_output(SimpleNamespace(logits=t))[1] == "logits"
+    assert read_output((1, t), "1")[1] == "[1]" and read_output({"s": t}, "s")[1] == "s"
+    for out, sel, words in [((t,), "[3]", "does not exist"), ({"a": t}, "b", "keys a"),
+                            (t, "0", "leave --output out"), ({"a": t}, None, "--output"),
+                            ({"a": [t]}, "a", "not a tensor")]:
+        with pytest.raises(ValueError, match=words):
+            read_output(out, sel)
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x), x
+
+    net = Pair()
+    keys = list(net.state_dict())
+    x = torch.randn(2, 4)
+    assert select_output(net, "[0]") is net and torch.equal(net(x), net.fc(x))
+    assert list(net.state_dict()) == keys and output_selection(net) == {"selector": "[0]", "auto": False}
+    assert output_selection(Pair()) == {"selector": None, "auto": False}
+    with pytest.raises(ValueError, match="once"):
+        select_output(net, "[0]")

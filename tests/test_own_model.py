@@ -296,3 +296,178 @@ def test_a_folder_mixing_grey_and_rgb_images_loads_as_rgb_in_both_splits(tmp_pat
         from interpretgan.models import with_normalization
 
         with_normalization(with_normalization(torch.nn.Linear(2, 2), [0.5, 0.5]), [0.5, 0.5])
+
+
+# --------------------------------------------------------------------------- model outputs
+OUTPUTS = GREY28 + '''
+
+class Pair(Net):
+    """(logits, aux): torchvision's Inception / GoogLeNet style."""
+
+    def forward(self, x):
+        h = self.pool(self.act(self.conv(x))).flatten(1)
+        return self.fc(h), h
+
+class Scores(Net):
+    """A dict whose logits are not under "logits"."""
+
+    def forward(self, x):
+        h = self.pool(self.act(self.conv(x)))
+        return {"features": h, "scores": self.fc(h.flatten(1))}
+
+def build_pair():
+    return Pair()
+
+def build_scores():
+    return Scores()
+'''
+
+
+@pytest.fixture
+def outputs(own, tmp_path):
+    """``(root, function, *extra) → run args`` of ``own`` over a file that also builds
+    ``Pair`` and ``Scores`` (same parameters: the checkpoint of ``build()`` fits them all)."""
+    src, ckpt, args = own
+    src.write_text(OUTPUTS)
+    return lambda root, fn, *extra: args(root, fn, ckpt, *extra)
+
+
+def test_a_model_returning_logits_and_aux_is_read_at_its_first_element(own, outputs, tmp_path):
+    root = tmp_path / "run"
+    assert main(outputs(root, "build_pair")) == 0
+    res = read_json(root / "results.json")
+    assert res["user"]["output"] == {"selector": "[0]", "auto": True}
+    assert res["config"]["output"] is None
+    assert "[0]</code>, found" in (root / "report" / "index.html").read_text()
+    from interpretgan.pipeline import load_any
+
+    net = load_any(root / "user" / "checkpoints" / "final.pt")  # fit, explain: the same logits
+    ns: dict = {}
+    exec(compile(OUTPUTS, "m", "exec"), ns)
+    ref = ns["build_pair"]()
+    ref.load_state_dict(torch.load(own[1]))
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(net(x), ref.eval()(x)[0])
+    key = read_json(root / "stages" / "train__user.json")["key"]
+    fit_key = read_json(root / "stages" / "fit__user.json")["key"]
+    assert main(outputs(root, "build_pair", "--output", "1")) == 2  # aux: 144 ≠ 10 classes
+    assert main(outputs(root, "build_pair", "--output", "0")) == 0  # given, not found
+    assert read_json(root / "results.json")["user"]["output"] == {"selector": "[0]", "auto": False}
+    assert read_json(root / "stages" / "train__user.json")["key"] != key  # part of the keys:
+    assert read_json(root / "stages" / "fit__user.json")["key"] != fit_key  # the work is redone
+
+
+def test_a_model_returning_a_dict_is_read_at_the_key_given(outputs, tmp_path, caplog):
+    root = tmp_path / "run"
+    _one_error(caplog, main(outputs(root, "build_scores")), "dict with keys features, scores",
+               "--output")  # no "logits" key: the selector must be given
+    assert not root.exists()
+    caplog.clear()
+    assert main(outputs(root, "build_scores", "--output", "scores")) == 0
+    res = read_json(root / "results.json")
+    assert res["user"]["output"] == {"selector": "scores", "auto": False}
+    assert res["config"]["output"] == "scores"
+    assert "scores</code>, as --output gave" in (root / "report" / "index.html").read_text()
+
+
+@pytest.mark.parametrize("fn, selector, needles", [
+    ("build_pair", "[2]", ["--output [2] does not exist", "tuple of 2"]),
+    ("build_scores", "logits", ["--output logits does not exist", "features, scores"]),
+    ("build_scores", "features", ["(2, classes) logits"]),
+    ("build", "0", ["returns a tensor", "leave --output out"]),
+])
+def test_a_selector_the_output_lacks_is_one_line_and_nothing_is_written(outputs, tmp_path, caplog,
+                                                                        fn, selector, needles):
+    root = tmp_path / "run"
+    _one_error(caplog, main(outputs(root, fn, "--output", selector)), *needles)
+    assert not root.exists()
+
+
+def test_output_without_a_model_of_ones_own_is_refused(tmp_path, caplog):
+    from test_pipeline import tiny_cli as cli
+
+    root = tmp_path / "run"
+    _one_error(caplog, main([*cli(root, "cpu"), "--output", "0"]), "--output", "--model-file")
+    assert not root.exists()
+
+
+# --------------------------------------------------------------------------- in-place modules
+INPLACE = '''
+import torch.nn as nn
+
+class Block(nn.Module):
+    """torchvision's BasicBlock: its BN output grows by ``out += identity`` in place."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+        self.layer1 = Block(4)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layer1(self.stem(x))).flatten(1))
+
+def build():
+    return Net()
+'''
+
+
+def _inplace_truth(net, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs of the explained modules, computed one module at a time, out of place."""
+    s, b = net.stem, net.layer1
+    stem1 = s[1](s[0](x))
+    bn2 = b.bn2(b.conv2(torch.relu(b.bn1(b.conv1(torch.relu(stem1))))))
+    return {"stem.1": stem1, "layer1.bn2": bn2}
+
+
+def test_a_torchvision_style_in_place_cnn_through_run(tmp_path, mnist_small, shared_cache, monkeypatch):
+    """conv → BN → ReLU(inplace), a residual block with ``out += identity``: the layer values
+    the fit and the diagnosis read are the modules' own outputs."""
+    from interpretgan.fitting import member_features
+    from interpretgan.pipeline import load_any
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
+    src = tmp_path / "resnet.py"
+    src.write_text(INPLACE)
+    ns: dict = {}
+    exec(compile(INPLACE, str(src), "exec"), ns)
+    net = ns["build"]()
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():  # BN statistics that leave negative values for the ReLUs to rewrite
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.2 * torch.randn(m.num_features, generator=g))
+    torch.save(net.state_dict(), tmp_path / "resnet.pt")
+    root = tmp_path / "run"
+    assert main([*tiny_cli(root, "cpu"), "--layers", "stem.1,layer1.bn2,fc",
+                 "--model-file", f"{src}:build", "--checkpoint", str(tmp_path / "resnet.pt")]) == 0
+    res = read_json(root / "results.json")
+    assert res["layers"] == ["stem.1", "layer1.bn2", "fc"]
+    assert res["user"]["output"] == {"selector": None, "auto": False}
+    for n in res["layers"]:
+        assert 0 <= res["user"]["per_layer"][n]["agreement_natural"] <= 1
+    model = load_any(root / "user" / "checkpoints" / "final.pt")  # what fit and diagnosis load
+    x = torch.rand(4, 1, 28, 28)
+    truth = _inplace_truth(model, x)
+    assert (truth["stem.1"] < 0).any() and (truth["layer1.bn2"] < 0).any()
+    for _ in range(2):  # first use (a full forward), then stopping early
+        feats = member_features(model, x, ["stem.1", "layer1.bn2"])  # the fit's C inputs
+        for n, t in truth.items():
+            torch.testing.assert_close(feats[n], t, msg=n)

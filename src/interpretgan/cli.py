@@ -271,7 +271,7 @@ def cmd_run(a) -> int:
                    layers=tuple(_layers(a.layers) or ()) or None,
                    dstar_images=a.dstar_images, seed=a.seed, image_size=a.image_size,
                    normalize=_floats(a.normalize, "--normalize"),
-                   verify=False if a.no_verify else None, judge=a.judge)
+                   verify=False if a.no_verify else None, judge=a.judge, output=a.output)
     sets = parse_assignments(a.set)
     if a.generator_seeds is not None:
         sets = {"fit.generator_seeds": _seed_range(a.generator_seeds), **sets}
@@ -451,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--normalize", metavar="MEAN,STD",
                    help="your model expects (x - mean) / std: MEAN,STD for every channel or "
                         "M1,M2,M3,S1,S2,S3 per channel; the tool still feeds it [0, 1] images")
+    r.add_argument("--output", metavar="SELECTOR",
+                   help="where your model's forward keeps the logits: INDEX of a tuple (0 or [0]), "
+                        "a KEY of a dict or an ATTRIBUTE (logits); default: the output itself, a "
+                        "tuple's first element or 'logits' (the report says which)")
     r.add_argument("--no-verify", action="store_true",
                    help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
     r.add_argument("--judge", metavar="CHECKPOINT",

@@ -516,6 +516,9 @@ class RunConfig:
     # control (a) for a user's model: an independent classifier's checkpoint (zoo or ours) that
     # judges the explanations (the two trained classifiers judge each other)
     judge: str | None = None
+    # where a user's model's forward keeps its logits: "[i]" (a tuple's element), a dict key
+    # or an attribute ("logits"); None: the output itself, a tuple's first element or "logits"
+    output: str | None = None
 
 
 RUN_PRESETS: Registry[RunConfig] = Registry("run preset")
@@ -644,6 +647,8 @@ def _run_rules(cfg: RunConfig, p: str) -> None:
              "standard deviations greater than 0", cfg.normalize)
     if cfg.judge is not None:
         need(Path(cfg.judge).is_file(), p + "judge", "an existing checkpoint file", cfg.judge)
+    need(cfg.output is None or (isinstance(cfg.output, str) and cfg.output.strip() != ""),
+         p + "output", "an index [i], a key or an attribute name", cfg.output)
 
 
 @dataclass

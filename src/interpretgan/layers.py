@@ -3,11 +3,17 @@
 A *layer point* is the output of one call of one module. It is named by the module's
 path (``"feature_extractor.relu2"``, ``"classifier.fc1"``, ``"layer3.4"``); when a module
 is called several times in one forward, ``"path@k"`` names its k-th call (0-based).
-One module instance registered under several names (TRADES' SmallCNN uses a single
-``ReLU`` everywhere) is resolved by order: its i-th registered name is its i-th call.
+A module returning a tuple (``nn.MultiheadAttention``, a transformer block) is named by
+element: ``"attn[0]"``, ``"attn@1[0]"``. One module instance registered under several names
+(TRADES' SmallCNN uses a single ``ReLU`` everywhere) is resolved by order: its i-th
+registered name is its i-th call.
 
-No model code is edited: everything works through forward hooks, which are always
-removed (``try``/``finally``), and the model's train/eval mode is never changed.
+No model code is edited: everything works through forward hooks (:func:`hooked`), which
+are always removed, and the model's train/eval mode is never changed. A hook never keeps
+a tensor it did not copy: every captured value is cloned the moment its module returns
+(inputs: before the module runs), so a later in-place operation (``nn.ReLU(inplace=True)``,
+``out += identity``) cannot change it, and :func:`split`'s ``f_post`` substitutes a copy
+of its argument, which it never modifies.
 
 >>> list_layers(model)                       # nameable paths
 >>> feats = capture(model, x, ["feature_extractor.relu1", "classifier.fc1"])
@@ -17,9 +23,11 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 import weakref
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -41,6 +49,49 @@ class LayerPoint:
     module: nn.Module
     call: int | None  # which call of ``module`` (None: the module must be called once)
     shared: int  # how many names the module is registered under
+    index: int | None = None  # element of the module's tuple output (``path[i]``), or None
+
+
+@contextlib.contextmanager
+def hooked(modules: Iterable[nn.Module], hook: Callable, pre: bool = False) -> Iterator[None]:
+    """``hook`` registered as a forward hook (``pre``: a forward pre-hook) on every distinct
+    module of ``modules`` for the ``with`` block; always removed, also on error. The one
+    place this package hooks a model."""
+    handles = []
+    try:
+        for m in {id(m): m for m in modules}.values():
+            handles.append(m.register_forward_pre_hook(hook) if pre else m.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _tensor_elements(value) -> list[int] | None:
+    """None for a tensor; the indices of the tensor elements of a tuple/list; [] otherwise."""
+    if isinstance(value, torch.Tensor):
+        return None
+    if isinstance(value, (tuple, list)):
+        return [i for i, v in enumerate(value) if isinstance(v, torch.Tensor)]
+    return []
+
+
+def _element(value, index: int | None, name: str, what: str) -> torch.Tensor:
+    """The tensor a layer point names in a module's output (or inputs): ``value`` itself, or
+    its ``index``-th element; else one line (:class:`LayerNameError`) naming the form to use."""
+    if index is not None:
+        if not isinstance(value, (tuple, list)) or index >= len(value):
+            size = f" of {len(value)}" if isinstance(value, (tuple, list)) else ""
+            got = f"a {type(value).__name__}{size}"
+            raise LayerNameError(f"layer {name!r}: its module {what} {got}, which has no element [{index}]")
+        value = value[index]
+    if isinstance(value, torch.Tensor):
+        return value
+    idx = _tensor_elements(value)
+    if idx:
+        raise LayerNameError(f"layer {name!r}: its module {what} a {type(value).__name__}; name one "
+                             f"element as " + " or ".join(f"'{name}[{i}]'" for i in idx))
+    raise LayerNameError(f"layer {name!r}: its module {what} {type(value).__name__}, not a tensor")
 
 
 def _all_paths(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -51,12 +102,14 @@ def list_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[s
     """Every nameable layer path of ``model``, in registration order.
 
     With an ``example`` input (B, ...), the forward is traced: modules never called are
-    left out and modules called k > 1 times appear as ``path@0`` … ``path@{k-1}``.
+    left out, modules called k > 1 times appear as ``path@0`` … ``path@{k-1}``, a module
+    returning a tuple as one name per tensor element (``path[0]``, ``path@1[0]``), and a
+    module returning no tensor at all (a dict, an object) is left out.
     """
     paths = _all_paths(model)
     if example is None:
         return [n for n, _ in paths]
-    counts = _call_counts(model, example)
+    counts, kinds = _call_counts(model, example)
     names_of: dict[int, list[str]] = {}
     for n, m in paths:
         names_of.setdefault(id(m), []).append(n)
@@ -67,51 +120,53 @@ def list_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[s
         if c == 0:
             continue
         if c == shared:
-            out.append(n)
+            bases = [n]
         elif shared == 1:
-            out.extend(f"{n}@{k}" for k in range(c))
+            bases = [f"{n}@{k}" for k in range(c)]
         else:
-            out.append(n)  # shared and called a different number of times: name is ambiguous
+            bases = [n]  # shared and called a different number of times: name is ambiguous
+        idx = kinds[id(m)]
+        out.extend(bases if idx is None else [f"{b}[{i}]" for b in bases for i in idx])
     return out
 
 
-def _call_counts(model: nn.Module, example: torch.Tensor) -> dict[int, int]:
+def _call_counts(model: nn.Module,
+                 example: torch.Tensor) -> tuple[dict[int, int], dict[int, list[int] | None]]:
+    """Per module (by id): how often one forward of ``example`` calls it, and what its first
+    call returns (:func:`_tensor_elements`)."""
     counts: dict[int, int] = {}
-    handles = []
+    kinds: dict[int, list[int] | None] = {}
 
     def hook(mod, inp, out):
         counts[id(mod)] = counts.get(id(mod), 0) + 1
+        kinds.setdefault(id(mod), _tensor_elements(out))
 
-    seen = set()
-    try:
-        for _, m in _all_paths(model):
-            if id(m) not in seen:
-                seen.add(id(m))
-                handles.append(m.register_forward_hook(hook))
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    return counts
+    with hooked((m for _, m in _all_paths(model)), hook), torch.no_grad():
+        model(example)
+    return counts, kinds
+
+
+_NAME = re.compile(r"(?P<base>[^@\[\]]+)(?:@(?P<call>\d+))?(?:\[(?P<index>\d+)\])?")
 
 
 def resolve(model: nn.Module, name: str) -> LayerPoint:
     """Turn a layer name into a :class:`LayerPoint`, or raise :class:`LayerNameError`."""
     paths = _all_paths(model)
-    base, _, k = name.partition("@")
     by_name = dict(paths)
-    if base not in by_name or (k and not k.isdigit()):
+    parsed = _NAME.fullmatch(name)
+    if parsed is None or parsed["base"] not in by_name:
         raise LayerNameError(
             f"unknown layer {name!r} for {type(model).__name__}; nameable layers: "
-            + ", ".join(n for n, _ in paths))
+            + ", ".join(n for n, _ in paths) + " (a call: 'path@k'; a tuple element: 'path[i]')")
+    base, k = parsed["base"], parsed["call"]
+    index = int(parsed["index"]) if parsed["index"] is not None else None
     module = by_name[base]
     names = [n for n, m in paths if m is module]
     if k:
-        return LayerPoint(name, module, int(k), len(names))
+        return LayerPoint(name, module, int(k), len(names), index)
     if len(names) > 1:
-        return LayerPoint(name, module, names.index(base), len(names))
-    return LayerPoint(name, module, None, 1)
+        return LayerPoint(name, module, names.index(base), len(names), index)
+    return LayerPoint(name, module, None, 1, index)
 
 
 _VERIFIED: "weakref.WeakKeyDictionary[nn.Module, set[str]]" = weakref.WeakKeyDictionary()
@@ -121,64 +176,69 @@ def capture(model: nn.Module, x: torch.Tensor, names: Sequence[str],
             stop_early: bool = True, inputs: bool = False) -> dict[str, torch.Tensor]:
     """Outputs of the named layers for input ``x`` from one forward pass (with ``inputs``:
     the first positional input of each named module's call instead, e.g. what a max-pooling
-    layer pools).
+    layer pools; ``path[i]`` then names its i-th positional input).
 
-    Returns ``{name: tensor (B, ...)}``, differentiable with respect to ``x``. With
-    ``stop_early`` the forward ends as soon as the last wanted tensor is captured (after
-    the first use of a name, whose call count is checked on one full forward).
-    The model's mode is left as it is; every hook is removed before returning.
+    Returns ``{name: tensor (B, ...)}``, differentiable with respect to ``x``: each a copy
+    (``clone``) taken when its module returns (inputs: before it runs), so it is the module's
+    true output (input) whatever the rest of the forward does in place, and whether or not
+    the forward stops early. With ``stop_early`` the forward ends as soon as the last wanted
+    tensor is captured (after the first use of a name, whose call count is checked on one
+    full forward). The model's mode is left as it is; every hook is removed before returning.
     """
     points = [resolve(model, n) for n in names]
     verified = _VERIFIED.setdefault(model, set())
     unchecked = [p for p in points if p.name not in verified and (p.call is None or p.shared > 1)]
     stop_early = stop_early and not unchecked
-    wanted: dict[int, list[tuple[int | None, str]]] = {}
+    wanted: dict[int, list[LayerPoint]] = {}
     for p in points:
-        wanted.setdefault(id(p.module), []).append((p.call, p.name))
+        wanted.setdefault(id(p.module), []).append(p)
     out: dict[str, torch.Tensor] = {}
     calls: dict[int, int] = {}
-    handles = []
+    what = "takes" if inputs else "returns"
 
-    def hook(mod, inp, output):
+    def hook(mod, inp, *output):  # a pre-hook (inputs) gets no output
         i = calls.get(id(mod), 0)
         calls[id(mod)] = i + 1
-        value = (inp[0] if inp else None) if inputs else output
-        for call, nm in wanted[id(mod)]:
-            if (call is None and i == 0) or call == i:
-                if not isinstance(value, torch.Tensor):
-                    raise TypeError(f"layer {nm!r} {'takes' if inputs else 'returns'} "
-                                    f"{type(value).__name__}, not a tensor")
-                out[nm] = value
+        for p in wanted[id(mod)]:
+            if (p.call is None and i == 0) or p.call == i:
+                if inputs:
+                    value = _element(inp, p.index or 0, p.name, what)
+                else:
+                    value = _element(output[0], p.index, p.name, what)
+                out[p.name] = value.clone()  # later in-place ops must not reach it
         if stop_early and len(out) == len(points):
             raise _Stop
 
-    try:
-        for p in {id(p.module): p for p in points}.values():
-            handles.append(p.module.register_forward_hook(hook))
+    with hooked((p.module for p in points), hook, pre=inputs):
         try:
             model(x)
         except _Stop:
             pass
-    finally:
-        for h in handles:
-            h.remove()
-    for p in unchecked:
+    _check_calls(unchecked, calls, verified)
+    missing = [p.name for p in points if p.name not in out]
+    if missing:
+        raise LayerNameError(f"layers {missing} were not reached in the forward pass "
+                             "(named a call that does not happen?)")
+    return out
+
+
+def _check_calls(points: Sequence[LayerPoint], calls: dict[int, int], verified: set[str]) -> None:
+    """After one full forward: each point's name matches its module's calls (else one line,
+    :class:`LayerNameError`); the names that do are added to ``verified``."""
+    for p in points:
         got = calls.get(id(p.module), 0)
+        parsed = _NAME.fullmatch(p.name)
+        tail = f"[{p.index}]" if p.index is not None else ""
         if p.call is None and got > 1:
             raise LayerNameError(
                 f"layer {p.name!r} is called {got} times per forward: name one call as "
-                f"'{p.name}@0' … '{p.name}@{got - 1}'")
+                f"'{parsed['base']}@0{tail}' … '{parsed['base']}@{got - 1}{tail}'")
         if p.shared > 1 and got != p.shared:
             raise LayerNameError(
                 f"layer {p.name!r}: one module registered under {p.shared} names is called "
                 f"{got} times per forward, so its names cannot be matched to calls; name a "
                 "call with '@k' on its first name instead")
         verified.add(p.name)
-    missing = [p.name for p in points if p.name not in out]
-    if missing:
-        raise LayerNameError(f"layers {missing} were not reached in the forward pass "
-                             "(named a call that does not happen?)")
-    return out
 
 
 def layer_shapes(model: nn.Module, example: torch.Tensor, names: Sequence[str]) -> dict[str, tuple]:
@@ -193,11 +253,12 @@ def split(model: nn.Module, name: str,
     """``(f_pre, f_post)`` with ``f_post(f_pre(x)) == model(x)`` for the named layer.
 
     ``f_pre(x)`` runs the model up to the layer and stops. ``f_post(l)`` runs the model on
-    a placeholder input of the remembered shape and substitutes ``l`` for the layer's
-    output, so it is exact when the layer is a cut of the graph (every path from the input
-    to the output passes through it); this is checked on first use and a
-    :class:`ValueError` names a layer that a skip connection bypasses. Dropout makes
-    ``f`` random: use eval mode for the exact identity.
+    a placeholder input of the remembered shape and substitutes a copy of ``l`` for the
+    layer's output (for ``path[i]``: for that element of the module's tuple; gradients flow
+    to ``l``, which is never modified), so it is exact when the layer is a cut of the graph
+    (every path from the input to the output passes through it); this is checked on first
+    use and a :class:`ValueError` names a layer that a skip connection bypasses. Dropout
+    makes ``f`` random: use eval mode for the exact identity.
     """
     point = resolve(model, name)
     state: dict = {"shape": None if example is None else tuple(example.shape[1:]),
@@ -214,21 +275,25 @@ def split(model: nn.Module, name: str,
             i = calls["n"]
             calls["n"] += 1
             if point.call is None or point.call == i:
-                if output.shape != l.shape:
+                now = _element(output, point.index, name, "returns")
+                if now.shape != l.shape:
                     raise ValueError(f"f_post({name}) got shape {tuple(l.shape)}, the layer "
-                                     f"gives {tuple(output.shape)}")
-                return l
+                                     f"gives {tuple(now.shape)}")
+                new = l.clone()  # the rest of the forward may work in place: never on l
+                if point.index is None:
+                    return new
+                items = [new if j == point.index else o for j, o in enumerate(output)]
+                if isinstance(output, list):
+                    return items
+                return type(output)(*items) if hasattr(output, "_fields") else tuple(items)
 
         shape = (l.shape[0], *state["shape"])
         dev = l.device
         dummy = (torch.zeros(shape, dtype=state["dtype"], device=dev) if fill == "zeros"
                  else torch.rand(shape, generator=torch.Generator().manual_seed(0),
                                  dtype=state["dtype"]).to(dev))
-        h = point.module.register_forward_hook(hook)
-        try:
+        with hooked([point.module], hook):
             return model(dummy)
-        finally:
-            h.remove()
 
     def f_post(l: torch.Tensor) -> torch.Tensor:
         if state["shape"] is None:

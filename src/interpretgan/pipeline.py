@@ -327,6 +327,9 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         if cfg.normalize is not None:
             raise ValueError("--normalize wraps your own model: give it with --model-file and "
                              "--checkpoint (the trained classifiers take [0, 1] images)")
+        if cfg.output is not None:
+            raise ValueError("--output reads your own model's output: give it with --model-file "
+                             "and --checkpoint (the trained classifiers return their logits)")
         for tcfg in _trained_configs(resolved).values():
             _check_layers(_untrained(tcfg), layers, f"the {tcfg.model.name} classifier")
     root = Path(root)
@@ -454,8 +457,9 @@ def _user_data(net: nn.Module, cfg: RunConfig, layers: list[str] | None) -> Data
     """The data config the user's model is diagnosed on: the run's data set at
     ``cfg.image_size``, or else at the first size the model accepts of the data set's native
     size and 32. Checks, each failing in one line (``ValueError``): the model takes the
-    data's channels and gives ``(B, classes)`` logits for the data set's classes, the
-    normalisation has 1 or C values per statistic, and every named layer is reached."""
+    data's channels and gives ``(B, classes)`` logits for the data set's classes (read as
+    ``cfg.output`` selects, :func:`_read_logits`), the normalisation has 1 or C values per
+    statistic, and every named layer is reached."""
     from .data import images_at, load_split, native_size
     from .layers import capture
     from .models import input_channels
@@ -488,6 +492,7 @@ def _user_data(net: nn.Module, cfg: RunConfig, layers: list[str] | None) -> Data
                                  f"with {want}-channel images") from None
             tried.append(f"{tuple(x.shape)}: {_first_line(e)}")
             continue
+        out = _read_logits(net, out, cfg.output)
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"your model's output for input {tuple(x.shape)} is {got}, not "
@@ -507,24 +512,43 @@ def _user_data(net: nn.Module, cfg: RunConfig, layers: list[str] | None) -> Data
                      + "; ".join(tried) + "; pass --image-size N (the side it was trained on)")
 
 
+def _read_logits(net: nn.Module, out, selector: str | None) -> torch.Tensor:
+    """The logits in ``out``, what ``net``'s forward returned on one batch, picked by
+    ``selector`` (None: found, :func:`~interpretgan.models.read_output`); from now on ``net``'s
+    forward returns them (:func:`~interpretgan.models.select_output`: the one place every stage
+    reads the user's model through). A selector its output lacks is one line (``ValueError``)."""
+    from .models import read_output, select_output
+
+    logits, used = read_output(out, selector)
+    if used is not None:
+        select_output(net, used, auto=selector is None)
+        log.info("your model's logits: its output's %s%s", used, " (found; --output picks another)"
+                 if selector is None else "")
+    return logits
+
+
 def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpoint: str,
                 net: nn.Module, data: DataConfig) -> Path:
     """Stage ``train:user``: the user's classifier saved as ``root/user/checkpoints/final.pt``
     (its file, weights, input normalisation and data config, image size included). Its key is
-    the content of the model file and of the checkpoint, the data set, the image size and the
-    normalisation. Returns its run folder."""
+    the content of the model file and of the checkpoint, the data set, the image size, the
+    normalisation and how its output is read. Returns its run folder."""
+    from .models import output_selection
+
     dest = root / "user" / "checkpoints" / "final.pt"
     path, _, fn = model_file.partition(":")
     normalize = list(cfg.normalize) if cfg.normalize is not None else None
+    # how its logits are read (a model returning them itself: nothing, as before)
+    output = {"output": output_selection(net)} if output_selection(net)["selector"] else {}
 
     def save():
         save_checkpoint(dest, {
             "model_file": f"{Path(path).resolve()}:{fn}", "state_dict": net.state_dict(),
-            "normalize": normalize, "config": {"data": dataclasses.asdict(data)}})
+            "normalize": normalize, "config": {"data": dataclasses.asdict(data)}, **output})
 
     st.run("train:user", {"function": fn, "source": file_digest(path), "checkpoint": file_digest(checkpoint),
                           "dataset": cfg.dataset, "image_size": data.image_size,
-                          "normalize": normalize, "verify": data.verify},
+                          "normalize": normalize, "verify": data.verify, **output},
            [dest], save)
     return root / "user"
 
@@ -606,6 +630,7 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     from .diagnose import build_dstar, diagnose_model
     from .explain import explain_run
     from .fitting import load_generators
+    from .models import output_selection
 
     device = world.device
     ckpt = run / "checkpoints" / "final.pt"
@@ -637,7 +662,8 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
             _judge_fits(judge_net, model, dstar["x"][:2].to(device), f"judge {judge}")
         doc = diagnose_model(model, gans, dstar, test.num_classes, judge=judge_net)
         classes = list(getattr(test, "classes", None) or range(test.num_classes))
-        write_json(diag_path, {**doc, "classes": [str(c) for c in classes]})
+        write_json(diag_path, {**doc, "classes": [str(c) for c in classes],
+                               "output": output_selection(model)})
 
     judge_key = file_digest(judge) if judge is not None else None
     st.run(f"diagnose:{key}", [dkey, fkey, judge_key], [diag_path], diagnose)
@@ -676,12 +702,14 @@ def rebuild_report(root: str | Path) -> dict:
 
 def load_any(ckpt: Path, device: str | torch.device = "cpu") -> nn.Module:
     """A zoo classifier or a user's (``model_file`` checkpoint), on ``device``, in eval mode."""
-    from .models import load_classifier, load_state_dict_strict, with_normalization
+    from .models import load_classifier, load_state_dict_strict, select_output, with_normalization
 
     ck = load_checkpoint(ckpt)
     if isinstance(ck, dict) and "model_file" in ck:
         net = load_model_file(ck["model_file"])
         load_state_dict_strict(net, ck["state_dict"], str(ckpt))
+        if ck.get("output"):  # its logits are read as when it was checked
+            select_output(net, ck["output"]["selector"], ck["output"]["auto"])
         if ck.get("normalize"):
             with_normalization(net, ck["normalize"])
         return net.to(device).eval()
@@ -702,6 +730,7 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
             "generators": read_json(summary) if summary.exists() else None,
             "clean_accuracy": d["clean_accuracy"], "adversarial_accuracy": d["adversarial_accuracy"],
             "n": d["n"], "attack": d["attack"], "generator_seeds": d.get("generator_seeds", 1),
+            "output": d.get("output"),  # how its logits were read from its forward's output
             "per_layer": {p["layer"]: {k: v for k, v in p.items() if k != "layer"} for p in d["per_layer"]},
             "maxpool_index_change": d["maxpool_index_change"],
             "misclassification": d["misclassification"], "top_targets": d["top_targets"],

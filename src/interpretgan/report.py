@@ -414,6 +414,17 @@ def _generator_table(results: dict, models: list[str]) -> str:
             f"{1000 * floor:.1f}).</p><table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
 
 
+def _output_note(output: dict | None) -> str:
+    """How a model's logits were read from its forward's output (nothing when the forward
+    returns them itself)."""
+    import html
+
+    if not output or output.get("selector") is None:
+        return ""
+    how = "found, as none was given (--output picks another)" if output.get("auto") else "as --output gave"
+    return f"; logits read from its output's <code>{html.escape(output['selector'])}</code>, {how}"
+
+
 def write_main_report(results: dict, root: str | Path) -> Path:
     """``report/index.html`` (self-contained: images inline) and its PNGs, from ``results``
     and the figures the run saved. Never retrains."""
@@ -437,7 +448,8 @@ def write_main_report(results: dict, root: str | Path) -> Path:
     for key in models:
         r = results[key]
         parts.append(f"<li>{key.replace('_', ' ')}: clean {100 * r['clean_accuracy']:.2f}%, under "
-                     f"{html.escape(r['attack'])} {100 * r['adversarial_accuracy']:.2f}% (n = {r['n']})</li>")
+                     f"{html.escape(r['attack'])} {100 * r['adversarial_accuracy']:.2f}% (n = {r['n']})"
+                     f"{_output_note(r.get('output'))}</li>")
     parts.append("</ul>" + _setting_note(results))
     parts.append("<h2>Acc<sub>i</sub> and Vul<sub>i</sub> per layer (Eq. 5)</h2>")
     parts.append("<p>Acc<sub>i</sub>: share of D* whose layer-i explanation f labels correctly; "
