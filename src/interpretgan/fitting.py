@@ -35,7 +35,7 @@ from .devices import eval_mode, frozen_params, module_device, resolve_device
 from .distributed import World, member_cost, shard_members
 from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
                   to_classifier, to_resolution)
-from .layers import capture, default_layers, layer_shapes
+from .layers import canonical_names, capture, default_layers, layer_shapes
 from .loading import load_any
 from .precision import autocast, use_amp
 from .runs import (NonFiniteError, RunLock, append_jsonl, load_checkpoint, read_json, save_checkpoint,
@@ -783,6 +783,9 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     classifier = load_any(checkpoint, device=dev, model_file=model_file)
     data = checkpoint_data_config(checkpoint, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
+    if layers:  # traced on one forward, one spelling each (``relu1@0`` is ``relu1``)
+        layers = canonical_names(classifier, images_at(test, torch.arange(min(2, len(test))))[0].to(dev),
+                                 layers)
     summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
                                 dstar_indices=dstar_indices(test, dstar_images), progress=progress,
                                 world=world)
