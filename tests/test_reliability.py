@@ -397,6 +397,13 @@ def test_integer_bounds_and_the_device_are_checked_before_any_work(args, msg, dr
     assert not root.exists() and len(capsys.readouterr().out) < 1000
 
 
+def test_explain_and_evaluate_bound_their_counts(tmp_path, caplog):
+    assert main(["explain", "--run", str(tmp_path / "r"), "--images", "100000"]) == 2
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "c.pt"), "--batch-size", "10000000"]) == 2
+    assert "--images must be in 1 … 1,000" in caplog.text and "batch_size must be at most 65,536" in caplog.text
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_largest_seed_is_accepted(tmp_path, capsys):
     assert main(["train", "--seed", str(2**32 - 1), "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 0
     assert '"seed": 4294967295' in capsys.readouterr().out

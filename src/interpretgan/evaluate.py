@@ -9,6 +9,7 @@ from typing import Sequence
 import torch.nn as nn
 
 from .attacks import accuracy, get_attack, robust_accuracy
+from .config import MAX_BATCH, MAX_INT
 from .data import checkpoint_data_config, load_split
 from .devices import resolve_device
 from .loading import load_any
@@ -50,9 +51,11 @@ def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: 
     Writes ``evaluation.json`` (and ``evaluation.jsonl``, a row per attack) into
     ``out_dir`` (default: the checkpoint's run folder).
     """
-    for name, value in (("subset", subset), ("batch_size", batch_size)):
+    for name, value, most in (("subset", subset, MAX_INT), ("batch_size", batch_size, MAX_BATCH)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
+        if value is not None and value > most:
+            raise ValueError(f"{name} must be at most {most:,}, got {value}")
     for a in attacks:  # a bad name (or pgd-0) fails before loading anything
         get_attack(a, dataset or "mnist")
     net = load_any(path, resolve_device(device), model_file=model_file, model=model, **model_kwargs)

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
+from .config import MAX_EXPLAIN_IMAGES  # noqa: E402
 from .devices import eval_mode, module_device, resolve_device  # noqa: E402
 from .gan import to_classifier  # noqa: E402
 from .layers import capture  # noqa: E402
@@ -199,6 +200,8 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
     from .runs import RunLock, sweep_temp, write_json
 
     dev = resolve_device(device)  # fail before any work on a bad name
+    if not 1 <= n_images <= MAX_EXPLAIN_IMAGES:
+        raise ValueError(f"--images must be in 1 … {MAX_EXPLAIN_IMAGES:,}, got {n_images}")
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "final.pt"
     classifier = (model.to(dev) if model is not None
