@@ -99,7 +99,8 @@ def test_a_model_that_needs_normalize(own, tmp_path, caplog):
     assert load_checkpoint(final)["normalize"] == [0.5, 0.25]
     from interpretgan.pipeline import load_any
 
-    net = load_any(final)  # rebuilt with the same normalisation in front
+    assert load_checkpoint(final)["model_file_sha256"]  # the file is recorded, never run from it
+    net = load_any(final, model_file=f"{src}:build_normalized")  # with the same normalisation
     x = torch.rand(2, 1, 28, 28)
     ns: dict = {}
     exec(compile(GREY28, "m", "exec"), ns)

@@ -2,6 +2,7 @@
 settings checked before any work, non-finite results stopped, one-line errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -361,6 +362,108 @@ def test_evaluate_rejects_a_zero_step_attack_before_loading(tmp_path, caplog):
     assert "takes no steps" in caplog.text
     assert main(["evaluate", "--checkpoint", str(p), "--subset", "0"]) == 2
     assert "subset must be at least 1" in caplog.text
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["run", "--generator-seeds", "10000000"], "--generator-seeds takes at most 100 seeds"),
+    (["run", "--set", "fit.generator_seeds=[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,"
+      "22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,"
+      "54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,80,81,82,83,84,85,"
+      "86,87,88,89,90,91,92,93,94,95,96,97,98,99,100]"], "generator_seeds must be at most 100 seeds, got 101"),
+    (["run", "--seed", str(2**32)], "seed must be at most 4294967295"),
+    (["run", "--set", "fit.generator_seeds=[4294967296]"], "fit.generator_seeds must be at most 4294967295"),
+    (["run", "--set", "train.epochs=1000000000"], "train.epochs must be at most 100,000"),
+    (["run", "--set", "train.eval_batch_size=100000000"], "train.eval_batch_size must be at most 65,536"),
+    (["run", "--set", "fit.batch_size=10000000"], "fit.batch_size must be at most 65,536"),
+    (["run", "--set", "fit.steps_per_scale=[1,1,1,99999999999]"], "fit.steps_per_scale must be at most"),
+    (["run", "--set", "explain_images=100000"], "explain_images must be at most 1,000"),
+    (["run", "--device", "cuda:99"], "'cuda:99' asked for"),
+    (["train", "--batch-size", "100000000"], "batch_size must be at most 65,536"),
+    (["train", "--seed", str(2**40)], "seed must be at most 4294967295"),
+    (["train", "--device", "cuda:99"], "'cuda:99' asked for"),
+    (["fit", "--checkpoint", "x.pt", "--generator-seeds", "101"], "at most 100 seeds"),
+    (["fit", "--checkpoint", "x.pt", "--device", "cuda:99"], "'cuda:99' asked for"),
+    (["study", "pooling", "--device", "cuda:99"], "'cuda:99' asked for"),
+    (["study", "pooling", "--set", "seeds=[4294967296]"], "seeds must be at most 4294967295"),
+])
+@pytest.mark.parametrize("dry", [True, False])
+def test_integer_bounds_and_the_device_are_checked_before_any_work(args, msg, dry, tmp_path, caplog,
+                                                                    capsys, cache):
+    """Every integer setting has an upper bound (seeds 32-bit), and a device that does not
+    exist is refused, --dry-run included: one line, nothing written, no flood of output."""
+    root = tmp_path / "out"
+    assert main([*args, "--run-dir", str(root), *(["--dry-run"] if dry else [])]) == 2
+    assert msg in caplog.text and "Traceback" not in caplog.text
+    assert not root.exists() and len(capsys.readouterr().out) < 1000
+
+
+def test_explain_and_evaluate_bound_their_counts(tmp_path, caplog):
+    assert main(["explain", "--run", str(tmp_path / "r"), "--images", "100000"]) == 2
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "c.pt"), "--batch-size", "10000000"]) == 2
+    assert "--images must be in 1 … 1,000" in caplog.text and "batch_size must be at most 65,536" in caplog.text
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_largest_seed_is_accepted(tmp_path, capsys):
+    assert main(["train", "--seed", str(2**32 - 1), "--run-dir", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert '"seed": 4294967295' in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- layer names
+class _Twice(torch.nn.Module):
+    """One ReLU called twice per forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.act = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.fc(self.act(x)))
+
+
+def test_layer_names_are_traced_and_spelled_one_way():
+    from interpretgan.layers import LayerNameError, canonical_names
+
+    net, x = models.create("smallcnn").eval(), torch.rand(2, 1, 32, 32)
+    assert canonical_names(net, x, ["classifier.fc3", "feature_extractor.relu1@0"]) == [
+        "classifier.fc3", "feature_extractor.relu1"]
+    with pytest.raises(LayerNameError, match="'feature_extractor.relu1' and 'feature_extractor.relu1@0' "
+                                             "name the same layer"):
+        canonical_names(net, x, ["feature_extractor.relu1", "feature_extractor.relu1@0"])
+    with pytest.raises(LayerNameError, match="not reached"):
+        canonical_names(net, x, ["feature_extractor.relu1@9"])
+    twice = _Twice()
+    assert canonical_names(twice, torch.rand(2, 4), ["act@1", "act@0"]) == ["act@1", "act@0"]
+    with pytest.raises(LayerNameError, match="called 2 times"):
+        canonical_names(twice, torch.rand(2, 4), ["act"])
+
+
+@pytest.mark.parametrize("layers,msg", [
+    ("feature_extractor.relu1@9", "not reached"),
+    ("feature_extractor.relu1,feature_extractor.relu1@0", "name the same layer"),
+])
+def test_a_layer_never_reached_fails_before_training(layers, msg, mnist_small, shared_cache, tmp_path,
+                                                      caplog, monkeypatch):
+    from test_pipeline import tiny_cli
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
+    root = tmp_path / "run"
+    assert main([*tiny_cli(root, "cpu"), "--layers", layers]) == 2
+    assert msg in caplog.text and "Traceback" not in caplog.text
+    assert not root.exists()  # no classifier trained
+
+
+def test_the_run_uses_one_spelling_per_layer(mnist_small, shared_cache, tmp_path, monkeypatch):
+    from interpretgan import pipeline
+    from test_pipeline import tiny
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
+    seen = []
+    monkeypatch.setattr(pipeline, "_run_stages", lambda cfg, *a: seen.append(cfg.layers) or {})
+    cfg = dataclasses.replace(tiny(), layers=("feature_extractor.relu1@0", "classifier.fc3"))
+    pipeline.run_main(cfg, tmp_path / "run", progress=False)
+    assert seen == [("feature_extractor.relu1", "classifier.fc3")]  # cached as one layer
 
 
 # --------------------------------------------------------------------------- non-finite

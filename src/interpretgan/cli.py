@@ -74,15 +74,19 @@ def _model_from_args(a):
     import torch
 
     from . import models
+    from .loading import load_any, load_model_file
 
-    if a.checkpoint:
-        net = models.load_classifier(a.checkpoint, a.model)
+    if a.checkpoint:  # --input-size: for a bare state_dict
+        size_kw = {"input_size": a.input_size} if a.input_size and not a.model_file else {}
+        net = load_any(a.checkpoint, model=a.model, model_file=a.model_file, **size_kw)
+    elif a.model_file:
+        net = load_model_file(a.model_file)
     else:
         kw = {"pool": a.pool}
         if a.input_size:
             kw["input_size"] = a.input_size
         net = models.create(a.model, **kw)
-    size = getattr(net, "model_kwargs", {}).get("input_size", 32)
+    size = a.input_size or getattr(net, "model_kwargs", {}).get("input_size", 32)
     chans = getattr(net, "model_kwargs", {}).get("in_channels")
     if chans is None:
         first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
@@ -156,7 +160,7 @@ def cmd_evaluate(a) -> int:
     rows = evaluate_checkpoint(a.checkpoint, _csv(a.attacks) if a.attacks else [], a.out,
                                dataset=a.dataset, model=a.model, data_dir=a.data_dir,
                                subset=a.subset, batch_size=a.batch_size, seed=a.seed,
-                               progress=not a.quiet, device=a.device, **kw)
+                               progress=not a.quiet, device=a.device, model_file=a.model_file, **kw)
     for r in rows:
         print(f"{r['attack']:>10}: {100 * r['accuracy']:.2f}%  (n={r['n']}, {r['seconds']:.1f}s)")
     return 0
@@ -165,6 +169,7 @@ def cmd_evaluate(a) -> int:
 def cmd_study(a) -> int:
     from .config import merge, override, parse_assignments, validate
     from .report import write_study_report
+    from .devices import resolve_device
     from .study import STUDY_PRESETS, run_pooling_study
 
     cfg = STUDY_PRESETS.get(a.dataset)
@@ -186,6 +191,7 @@ def cmd_study(a) -> int:
     validate(cfg)  # every setting, training ones included, before any work
     root = Path(a.run_dir or f"runs/study-pooling-{cfg.dataset}")
     if a.dry_run:
+        resolve_device(a.device)  # the device must exist
         from .runs import to_json
         print(to_json(dataclasses.asdict(cfg)))
         return 0
@@ -220,7 +226,12 @@ def _generator_seeds_option(p: argparse.ArgumentParser) -> None:
 
 
 def _seed_range(k: int | None) -> tuple[int, ...] | None:
-    """``--generator-seeds K`` → (0, …, K − 1); K < 1 is left to the config check."""
+    """``--generator-seeds K`` → (0, …, K − 1); K < 1 is left to the config check, a K above
+    its bound stops here (before a list of K seeds is made)."""
+    from .config import MAX_GENERATOR_SEEDS
+
+    if k is not None and k > MAX_GENERATOR_SEEDS:
+        raise ValueError(f"--generator-seeds takes at most {MAX_GENERATOR_SEEDS} seeds, got {k}")
     return None if k is None else tuple(range(k))
 
 
@@ -241,7 +252,8 @@ def cmd_fit(a) -> int:
     if a.world.main:  # before rank 0 locks the folder
         _check_out(run_dir / "fit", "--run-dir")
     summary = fit_run(a.checkpoint, run_dir, cfg, layers, a.data_dir, progress=not a.quiet,
-                      device=a.world.device, image_size=a.image_size, world=a.world)
+                      device=a.world.device, image_size=a.image_size, world=a.world,
+                      model_file=a.model_file)
     if summary is None:  # a rank other than 0: rank 0 reports
         return 0
     for n, r in summary["layers"].items():
@@ -255,7 +267,7 @@ def cmd_explain(a) -> int:
 
     _check_out(Path(a.out or Path(a.run) / "explain"), "--out")
     doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed, device=a.device,
-                      image_size=a.image_size)
+                      image_size=a.image_size, model_file=a.model_file)
     print(f"explanations: {doc['figures']['explanations']}\nbaselines:    {doc['figures']['baselines']}")
     return 0
 
@@ -288,7 +300,8 @@ def cmd_run(a) -> int:
         print(to_json(dataclasses.asdict(cfg)))
         return 0
     res = run_main(cfg, a.run_dir, a.model_file, a.checkpoint, progress=not a.quiet,
-                   device=a.world.device, world=a.world, verify_outputs=a.verify_outputs)
+                   device=a.world.device, world=a.world, judge_model_file=a.judge_model_file,
+                   verify_outputs=a.verify_outputs)
     if res is None:  # a rank other than 0: rank 0 reports
         return 0
     for key in ("natural", "adversarially_trained", "user"):
@@ -311,6 +324,12 @@ def _devices_option(p: argparse.ArgumentParser) -> None:
                    help="N processes on this machine: one per GPU (nccl), or CPU processes with "
                         "gloo when --device cpu or there is no GPU (for several machines: torchrun "
                         "… -m interpretgan, see the README)")
+
+
+def _model_file_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-file", metavar="FILE.py:FUNCTION",
+                   help="the code that builds the classifier, for a checkpoint saved from (or "
+                        "for) your own model: a checkpoint never chooses the code that runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--pool", default="max", choices=["max", "avg"])
     la.add_argument("--input-size", type=int)
     la.add_argument("--checkpoint")
+    _model_file_option(la)
     la.set_defaults(fn=cmd_layers)
 
     t = sub.add_parser("train", help="train a classifier (natural or adversarial)")
@@ -371,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--attacks", default="", help="comma list: pgd-40,pgd-100,mpgd-40,fgsm")
     e.add_argument("--model", help="architecture, for a bare state_dict (e.g. TRADES')")
     e.add_argument("--image-size", type=int, help="input size, for a bare state_dict")
+    _model_file_option(e)
     e.add_argument("--dataset")
     e.add_argument("--data-dir")
     e.add_argument("--subset", type=int, help="evaluate on the first N test images")
@@ -382,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit InterpretGAN explanation generators for a classifier")
     f.add_argument("--checkpoint", required=True)
+    _model_file_option(f)
     f.add_argument("--layers", default="default", help="default, or a comma list of module paths")
     f.add_argument("--preset", default="quick", choices=FIT_PRESETS.names())
     f.add_argument("--seed", type=int)
@@ -399,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("explain", help="explanation grids (natural + adversarial) and baselines")
     x.add_argument("--run", required=True, help="run folder with checkpoints/final.pt and fit/")
+    _model_file_option(x)
     x.add_argument("--images", type=int, default=8)
     x.add_argument("--attack", default="pgd-40")
     x.add_argument("--seed", type=int, default=0)
@@ -460,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--judge", metavar="CHECKPOINT",
                    help="an independent classifier (zoo or interpretgan checkpoint, same input "
                         "size) that judges your model's explanations (acc_judge)")
+    r.add_argument("--judge-model-file", metavar="FILE.py:FUNCTION",
+                   help="the code that builds the --judge classifier, where it was saved from a "
+                        "model file (a checkpoint never chooses the code that runs)")
     r.add_argument("--dstar-images", type=int, help="test images in the adversarial set D*")
     r.add_argument("--seed", type=int)
     _generator_seeds_option(r)
@@ -518,8 +544,8 @@ def _distributed(a, argv: list[str] | None) -> int:
 
     if a.devices < 1:
         raise ValueError(f"--devices takes a number of processes ≥ 1, got {a.devices}")
-    if a.dry_run:  # prints the resolved config: no processes, no device
-        return _with_world(a, distributed.World())
+    if a.dry_run:  # prints the resolved config: no processes, but the device must exist
+        return _with_world(a, distributed.World(device=distributed.check_devices(a.devices, a.device)))
     if a.devices > 1 and not distributed.launched():
         distributed.check_devices(a.devices, a.device)
         log.info("starting %d ranks on this machine", a.devices)

@@ -208,17 +208,35 @@ def rules(cls: type) -> Callable:
     return add
 
 
+# Every integer setting is at most this (seeds are 32-bit; no count or size needs more), so a
+# typo cannot overflow a C integer or ask for an allocation later; many fields have tighter
+# bounds in their rules (epochs, batch sizes, generator seeds …).
+MAX_INT = 2**32 - 1
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_GENERATOR_SEEDS = 100  # generators fitted per layer (each a full G/D pair)
+MAX_EXPLAIN_IMAGES = 1_000  # rows of an explanation grid
+
+
+def _bounded(value: Any, name: str) -> None:
+    """Every integer in ``value`` (an int, or a list of them) is at most :data:`MAX_INT`."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for v in items:
+        if isinstance(v, int) and not isinstance(v, bool) and v > MAX_INT:
+            raise ConfigError(f"{name} must be at most {MAX_INT} (2**32 - 1), got {v}")
+
+
 def validate(cfg: Any, prefix: str = "") -> Any:
     """Check every field of config dataclass ``cfg`` (and its nested configs): its type, its
-    range and the names it refers to. Returns ``cfg``; raises :class:`ConfigError` with one
-    line naming ``prefix`` + the field."""
+    range (every integer at most :data:`MAX_INT`) and the names it refers to. Returns
+    ``cfg``; raises :class:`ConfigError` with one line naming ``prefix`` + the field."""
     hints = _hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             validate(value, f"{prefix}{f.name}.")
         else:
-            check_type(value, hints[f.name], prefix + f.name)
+            _bounded(check_type(value, hints[f.name], prefix + f.name), prefix + f.name)
     rule = _RULES.get(type(cfg))
     if rule is not None:
         rule(cfg, prefix)
@@ -238,6 +256,14 @@ def at_least(cfg: Any, prefix: str, lo: float, *fields: str, optional: bool = Fa
         if v is None and optional:
             continue
         need(v >= lo, prefix + f, f"at least {lo}" + (" (or null)" if optional else ""), v)
+
+
+def at_most(cfg: Any, prefix: str, hi: float, *fields: str) -> None:
+    """Each of ``fields`` (a number, a list of numbers, or None) ≤ ``hi``."""
+    for f in fields:
+        v = getattr(cfg, f)
+        for x in (v if isinstance(v, (tuple, list)) else (v,)):
+            need(x is None or x <= hi, prefix + f, f"at most {hi:,}", v)
 
 
 def positive(cfg: Any, prefix: str, *fields: str) -> None:
@@ -583,6 +609,8 @@ def _train_rules(cfg: TrainConfig, p: str) -> None:
              "eval_attack_subset")
     at_least(cfg, p, 0, "momentum", "weight_decay", "beta", "atta_reset_every",
              "eval_attack_every", "seed")
+    at_most(cfg, p, MAX_EPOCHS, "epochs", "attack_steps", "lr_milestones")
+    at_most(cfg, p, MAX_BATCH, "batch_size", "eval_batch_size")
     positive(cfg, p, "lr", "lr_gamma", "step_size")
     for m in cfg.lr_milestones:
         need(m >= 0, p + "lr_milestones", "a list of epochs ≥ 0", cfg.lr_milestones)
@@ -600,6 +628,7 @@ def _fit_rules(cfg: FitConfig, p: str) -> None:
 
     known(p + "gan_loss", cfg.gan_loss, GAN_LOSSES)
     at_least(cfg, p, 1, "code_dim", "batch_size", "eval_images", "ckpt_every")
+    at_most(cfg, p, MAX_BATCH, "batch_size", "code_dim", "g_channels", "d_channels")
     at_least(cfg, p, 0, "lam", "seed")
     at_least(cfg, p, 1, "train_subset", optional=True)
     positive(cfg, p, "c_width_mult", "lr")
@@ -620,6 +649,9 @@ def _fit_rules(cfg: FitConfig, p: str) -> None:
          f"at least batch_size ({cfg.batch_size}) images", cfg.train_subset)
     need(len(set(cfg.layers)) == len(cfg.layers), p + "layers", "names without repeats", cfg.layers)
     gs = cfg.generator_seeds
+    if len(gs) > MAX_GENERATOR_SEEDS:  # (the list itself would make a very long line)
+        raise ConfigError(f"{p}generator_seeds must be at most {MAX_GENERATOR_SEEDS} seeds, "
+                          f"got {len(gs)}")
     need(len(gs) >= 1 and all(g >= 0 for g in gs) and len(set(gs)) == len(gs), p + "generator_seeds",
          "a non-empty list of different integers ≥ 0", gs)
     one_of(p + "adam", cfg.adam, ("fused", "foreach", "loop"))
@@ -637,6 +669,7 @@ def _run_rules(cfg: RunConfig, p: str) -> None:
     known_attack(p + "attack", cfg.attack, cfg.dataset)
     at_least(cfg, p, 1, "dstar_images", optional=True)
     at_least(cfg, p, 1, "explain_images")
+    at_most(cfg, p, MAX_EXPLAIN_IMAGES, "explain_images")
     at_least(cfg, p, 0, "seed")
     at_least(cfg, p, 1, "image_size", optional=True)
     if cfg.normalize is not None:

@@ -9,9 +9,10 @@ from typing import Sequence
 import torch.nn as nn
 
 from .attacks import accuracy, get_attack, robust_accuracy
+from .config import MAX_BATCH, MAX_INT
 from .data import checkpoint_data_config, load_split
 from .devices import resolve_device
-from .models import load_classifier
+from .loading import load_any
 from .runs import RunLock, append_jsonl, write_json
 
 log = logging.getLogger(__name__)
@@ -41,19 +42,23 @@ def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: 
                         dataset: str | None = None, model: str | None = None,
                         data_dir: str | None = None, subset: int | None = None,
                         batch_size: int = 500, seed: int = 0, progress: bool = True,
-                        device: str | None = "auto", **model_kwargs) -> list[dict]:
-    """Load ``path`` (ours or a bare state_dict with ``model`` named) and evaluate it on
+                        device: str | None = "auto", model_file: str | None = None,
+                        **model_kwargs) -> list[dict]:
+    """Load ``path`` (ours, a bare state_dict with ``model`` named, or one saved from or for
+    the user's ``model_file``: :func:`~interpretgan.loading.load_any`) and evaluate it on
     ``device`` (``"auto"``: a GPU if there is one).
 
     Writes ``evaluation.json`` (and ``evaluation.jsonl``, a row per attack) into
     ``out_dir`` (default: the checkpoint's run folder).
     """
-    for name, value in (("subset", subset), ("batch_size", batch_size)):
+    for name, value, most in (("subset", subset, MAX_INT), ("batch_size", batch_size, MAX_BATCH)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
+        if value is not None and value > most:
+            raise ValueError(f"{name} must be at most {most:,}, got {value}")
     for a in attacks:  # a bad name (or pgd-0) fails before loading anything
         get_attack(a, dataset or "mnist")
-    net = load_classifier(path, model, device=resolve_device(device), **model_kwargs)
+    net = load_any(path, resolve_device(device), model_file=model_file, model=model, **model_kwargs)
     data = checkpoint_data_config(path, dataset, data_dir=data_dir, test_subset=subset)
     test_set = load_split(data, "test")
     out = Path(out_dir) if out_dir is not None else default_out(Path(path))

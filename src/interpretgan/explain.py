@@ -20,9 +20,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
+from .config import MAX_EXPLAIN_IMAGES  # noqa: E402
 from .devices import eval_mode, module_device, resolve_device  # noqa: E402
 from .gan import to_classifier  # noqa: E402
 from .layers import capture  # noqa: E402
+from .loading import load_any  # noqa: E402
 from .report import save_figure  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -183,24 +185,27 @@ def _title(fig, text: str) -> None:
 def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
                 out_dir: str | Path | None = None, data_dir: str | None = None, seed: int = 0,
                 model: nn.Module | None = None, device: str | torch.device | None = "auto",
-                image_size: int | None = None) -> dict:
+                image_size: int | None = None, model_file: str | None = None) -> dict:
     """``interpretgan explain``: grids for the first ``n_images`` test images of a run folder
     holding ``checkpoints/final.pt`` and ``fit/``, and their adversarial versions (random
     starts from a CPU generator seeded with ``seed``). The classifier (``model``, or the run's
     checkpoint), the generators, the attack and the baselines run on ``device`` (``"auto"``:
     a GPU if there is one); the figures and ``explain.json`` are made from CPU copies.
-    ``image_size``: the classifier's input side (default: the one its checkpoint records)."""
+    ``image_size``: the classifier's input side (default: the one its checkpoint records).
+    ``model_file``: the code of a checkpoint saved from a model file (:mod:`.loading`)."""
     from .attacks import get_attack
     from .data import checkpoint_data_config, images_at, load_split
     from .fitting import first_seeds, load_generators
     from .layers import layer_labels
-    from .pipeline import load_any
     from .runs import RunLock, sweep_temp, write_json
 
     dev = resolve_device(device)  # fail before any work on a bad name
+    if not 1 <= n_images <= MAX_EXPLAIN_IMAGES:
+        raise ValueError(f"--images must be in 1 … {MAX_EXPLAIN_IMAGES:,}, got {n_images}")
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "final.pt"
-    classifier = model.to(dev) if model is not None else load_any(ckpt, device=dev)
+    classifier = (model.to(dev) if model is not None
+                  else load_any(ckpt, device=dev, model_file=model_file))
     data = checkpoint_data_config(ckpt, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     x, y = images_at(test, torch.arange(min(n_images, len(test))))

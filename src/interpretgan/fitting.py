@@ -35,7 +35,8 @@ from .devices import eval_mode, frozen_params, module_device, resolve_device
 from .distributed import World, member_cost, shard_members
 from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
                   to_classifier, to_resolution)
-from .layers import capture, default_layers, layer_shapes
+from .layers import canonical_names, capture, default_layers, layer_shapes
+from .loading import load_any
 from .precision import autocast, use_amp
 from .runs import (NonFiniteError, RunLock, append_jsonl, load_checkpoint, read_json, save_checkpoint,
                    sweep_temp, write_json)
@@ -760,7 +761,7 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
             layers: Sequence[str] | None = None, data_dir: str | None = None,
             progress: bool = True, device: str | torch.device | None = "auto",
             dstar_images: int | None = RunConfig.dstar_images, image_size: int | None = None,
-            world: World | None = None) -> dict | None:
+            world: World | None = None, model_file: str | None = None) -> dict | None:
     """``interpretgan fit``: fit generators for a classifier checkpoint into ``run_dir/fit``
     on ``device`` (``"auto"``: a GPU if there is one) and write ``summary.json`` (agreement +
     KID per layer). Resumes a killed run, also on another device.
@@ -768,6 +769,7 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     The held-out images stay outside the D* of ``dstar_images`` test images that
     ``interpretgan run`` would diagnose this classifier on (:func:`fit_and_summarize`).
     ``image_size``: the classifier's input side (default: the one its checkpoint records).
+    ``model_file``: the code of a checkpoint saved from a model file (:mod:`.loading`).
     ``world``: the ranks share the layers out (:func:`fit_and_summarize`), each on its own
     ``world.device``; rank 0 returns the summary, the others None.
     """
@@ -776,12 +778,14 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
         device = world.device
     from .data import checkpoint_data_config
     from .diagnose import dstar_indices
-    from .pipeline import load_any
 
     dev = resolve_device(device)  # fail before any work on a bad name
-    classifier = load_any(checkpoint, device=dev)
+    classifier = load_any(checkpoint, device=dev, model_file=model_file)
     data = checkpoint_data_config(checkpoint, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
+    if layers:  # traced on one forward, one spelling each (``relu1@0`` is ``relu1``)
+        layers = canonical_names(classifier, images_at(test, torch.arange(min(2, len(test))))[0].to(dev),
+                                 layers)
     summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
                                 dstar_indices=dstar_indices(test, dstar_images), progress=progress,
                                 world=world)

@@ -241,6 +241,37 @@ def _check_calls(points: Sequence[LayerPoint], calls: dict[int, int], verified: 
         verified.add(p.name)
 
 
+def canonical_names(model: nn.Module, example: torch.Tensor, names: Sequence[str]) -> list[str]:
+    """``names`` checked on one forward of ``example`` (B, ...) — every named call happens
+    (``relu1@9`` of a module called once raises :class:`LayerNameError`) — and spelled one way
+    each, as :func:`list_layers` spells them: ``path`` for a module called once (``relu1@0``
+    becomes ``relu1``), ``path@k`` for the k-th call of a module called several times, the
+    i-th registered name for the i-th call of a shared module. Two names of one layer point
+    (``relu1`` and ``relu1@0``) raise :class:`LayerNameError`; the order is kept."""
+    with torch.no_grad():
+        capture(model, example, names, stop_early=False)  # unknown, unreached, ambiguous
+    counts = _call_counts(model, example)
+    names_of: dict[int, list[str]] = {}
+    for n, m in _all_paths(model):
+        names_of.setdefault(id(m), []).append(n)
+    spelled: dict[tuple[int, int], str] = {}  # (module, call) → its one spelling
+    for n, m in _all_paths(model):
+        c, own = counts.get(id(m), 0), names_of[id(m)]
+        if c == len(own):
+            spelled[(id(m), own.index(n))] = n
+        elif n == own[0]:
+            spelled.update({(id(m), k): f"{n}@{k}" for k in range(c)})
+    out: dict[str, str] = {}  # spelling → the name given
+    for n in names:
+        p = resolve(model, n)
+        one = spelled.get((id(p.module), p.call or 0), n)
+        if one in out:
+            raise LayerNameError(f"{out[one]!r} and {n!r} name the same layer ({one!r}): "
+                                 "name it once")
+        out[one] = n
+    return list(out)
+
+
 def layer_shapes(model: nn.Module, example: torch.Tensor, names: Sequence[str]) -> dict[str, tuple]:
     """Output shape (without batch) of each named layer for ``example`` (B, ...)."""
     with torch.no_grad():

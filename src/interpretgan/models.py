@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .registry import Registry
+from .runs import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -434,10 +435,18 @@ def load_classifier(path: str | Path, model: str | None = None,
     Our checkpoints describe their model (name + kwargs); for a bare state_dict name the
     model: ``load_classifier("model-nn-epoch100.pt", "smallcnn", input_size=28)``.
     Returns the model in eval mode on ``device`` (on the CPU in :func:`fast_layout`).
+    A checkpoint saved from a user's model file needs that file:
+    :func:`interpretgan.loading.load_any`.
     """
-    from .runs import load_checkpoint
+    return classifier_from(load_checkpoint(path), path, model, device, **model_kwargs)
 
-    ckpt = load_checkpoint(path)
+
+def classifier_from(ckpt, path: str | Path, model: str | None = None,
+                    device: str | torch.device = "cpu", **model_kwargs) -> nn.Module:
+    """:func:`load_classifier` for a checkpoint already loaded (``ckpt``) from ``path``."""
+    if isinstance(ckpt, dict) and "model_file" in ckpt:
+        raise ValueError(f"{path} was saved from the model file {ckpt['model_file']}: pass "
+                         "--model-file FILE.py:FUNCTION (that file) to load it")
     if isinstance(ckpt, dict) and "state_dict" in ckpt and "model" in ckpt:
         name = model or ckpt["model"]
         kwargs = {**ckpt.get("model_kwargs", {}), **model_kwargs}

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
-import inspect
 import logging
 import os
 import shutil
@@ -47,6 +45,7 @@ from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run
 from .data import file_digest
 from .devices import resolve_device
 from .distributed import World, follow, release
+from .loading import ModelFileError, load_any, load_model_file, model_file_record  # noqa: F401 (API)
 from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, manifest, manifest_mismatch,
                    read_json, save_checkpoint, sweep_temp, to_json, write_json)
 
@@ -255,49 +254,16 @@ def refuse_inside_main_run(out: str | Path, option: str) -> None:
                          f"{root.parent / (root.name + '-' + Path(out).name)})")
 
 
-def load_model_file(spec: str) -> nn.Module:
-    """``"path/to/file.py:build"`` → the module returned by ``build()``. Every way this can
-    go wrong (no file, an import error, no such function, a function needing arguments, a
-    result that is no ``nn.Module``) raises a one-line ``ValueError``."""
-    path, _, fn = spec.partition(":")
-    if not fn:
-        raise ValueError(f"--model-file needs FILE.py:FUNCTION, got {spec!r}")
-    if not Path(path).is_file():
-        raise ValueError(f"--model-file {path}: no such file")
-    s = importlib.util.spec_from_file_location(f"user_model_{_key(path)}", path)
-    if s is None or s.loader is None:
-        raise ValueError(f"--model-file {path}: cannot be imported as Python")
-    mod = importlib.util.module_from_spec(s)
-    try:
-        s.loader.exec_module(mod)
-    except Exception as e:  # the user's code may raise anything while it loads
-        raise ValueError(f"--model-file {path} fails to import: {type(e).__name__}: {e}") from e
-    build = getattr(mod, fn, None)
-    if not callable(build):
-        raise ValueError(f"{path} has no function {fn!r}")
-    need = [p.name for p in inspect.signature(build).parameters.values()
-            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if need:
-        raise ValueError(f"{path}:{fn} needs arguments ({', '.join(need)}); --model-file takes a "
-                         f"function that builds the model without any (e.g. def build(): "
-                         f"return {fn}(...))")
-    try:
-        net = build()
-    except Exception as e:  # the user's code may raise anything
-        raise ValueError(f"{path}:{fn}() failed: {type(e).__name__}: {e}") from e
-    if not isinstance(net, nn.Module):
-        raise ValueError(f"{path}:{fn}() returned {type(net).__name__}, not a torch.nn.Module")
-    return net
-
-
 def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
              checkpoint: str | None = None, progress: bool = True,
              device: str | torch.device | None = "auto", world: World | None = None,
-             verify_outputs: bool = False) -> dict | None:
+             judge_model_file: str | None = None, verify_outputs: bool = False) -> dict | None:
     """Run every stage of the main job into ``root`` on ``device`` (``"auto"``: a GPU if there
     is one); returns ``results.json``'s content. The device is no stage's input: a run
     started on one device resumes on another.
 
+    ``model_file``/``judge_model_file``: the code (``FILE.py:FUNCTION``) that builds the
+    user's model and the judge (:mod:`~interpretgan.loading`: no checkpoint names its code).
     ``world``: several ranks, each on its ``world.device`` (replacing ``device``). Every rank
     checks the inputs; rank 0 then runs the job and returns the results, the others join
     its training and fitting stages and return None.
@@ -309,17 +275,19 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
     resolved = resolve_run(cfg, own_model=bool(model_file or checkpoint))
     layers = list(cfg.layers) or None
     user, user_data = None, None
+    code = {"user": model_file, "judge": judge_model_file}
     if model_file or checkpoint:
         if not (model_file and checkpoint):
             raise ValueError("--model-file and --checkpoint go together: give both")
-        user = _load_user_model(model_file, checkpoint)
-        _check_layers(user, layers, "your model")
+        user = load_any(checkpoint, model_file=model_file)
+        _check_layers(user, None, layers, "your model")
         if cfg.normalize is not None:
             from .models import with_normalization
             with_normalization(user, cfg.normalize)
         user_data = _user_data(user, cfg, layers)
+        layers = _check_layers(user, _example(user_data), layers, "your model")
         if cfg.judge is not None:
-            _check_judge(cfg.judge, user, user_data)
+            _check_judge(cfg.judge, judge_model_file, user, user_data)
     else:
         if cfg.judge is not None and resolved.adversarial is not None:
             raise ValueError("--judge is for your own model (--model-file) or a natural classifier "
@@ -330,26 +298,33 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         if cfg.output is not None:
             raise ValueError("--output reads your own model's output: give it with --model-file "
                              "and --checkpoint (the trained classifiers return their logits)")
+        if cfg.judge is not None:
+            _load_judge(cfg.judge, judge_model_file)
         for tcfg in _trained_configs(resolved).values():
-            _check_layers(_untrained(tcfg), layers, f"the {tcfg.model.name} classifier")
+            net, x = _untrained(tcfg)
+            layers = _check_layers(net, x, layers, f"the {tcfg.model.name} classifier")
+    if layers is not None:  # one spelling per layer (``relu1@0`` → ``relu1``)
+        cfg = dataclasses.replace(cfg, layers=tuple(layers))
     root = Path(root)
     if not world.main:  # the stages are rank 0's; this rank joins those it hands over
         follow(world)
         return None
     try:
-        return _run_stages(cfg, root, resolved, layers, user, user_data, model_file, checkpoint,
-                           progress, world, verify_outputs)
+        return _run_stages(cfg, root, resolved, user, user_data, code, checkpoint, progress, world,
+                           verify_outputs)
     finally:
         release(world)
 
 
-def _run_stages(cfg: RunConfig, root: Path, resolved, layers, user, user_data, model_file,
+def _run_stages(cfg: RunConfig, root: Path, resolved, user, user_data, code: dict,
                 checkpoint, progress: bool, world: World, verify_outputs: bool = False) -> dict:
-    """Rank 0's part of :func:`run_main`, once every input is checked. ``config.json`` is
-    written with ``results.json``, once every stage it describes has finished: a failed or
-    interrupted invocation leaves the one of the last finished run."""
+    """Rank 0's part of :func:`run_main`, once every input is checked. ``code``: the model
+    files typed for the user's model and the judge (``{"user": …, "judge": …}``).
+    ``config.json`` is written with ``results.json``, once every stage it describes has
+    finished: a failed or interrupted invocation leaves the one of the last finished run."""
     from .report import write_main_report
 
+    model_file = code["user"]
     root.mkdir(parents=True, exist_ok=True)
     with RunLock(root):
         for p in sweep_temp(root):
@@ -375,7 +350,7 @@ def _run_stages(cfg: RunConfig, root: Path, resolved, layers, user, user_data, m
         diagnoses = {}
         for key, run in models.items():
             diagnoses[key] = _diagnose_one(st, key, run, cfg, resolved.fit, world, progress,
-                                           judge=judges[key])
+                                           judge=judges[key], code={**code, "user": code.get(key)})
 
         # The report: a pure function of the saved artifacts.
         results = assemble_results(root, diagnoses, st.timings, cfg, clock.tick())
@@ -411,18 +386,33 @@ def _trained_configs(resolved) -> dict[str, TrainConfig]:
     return out
 
 
-def _untrained(tcfg: TrainConfig) -> nn.Module:
-    """An untrained instance of the classifier ``tcfg`` trains (for checking layer names)."""
-    from .data import load_split
+def _untrained(tcfg: TrainConfig) -> tuple[nn.Module, torch.Tensor]:
+    """An untrained instance of the classifier ``tcfg`` trains and two of its test images
+    (B, C, H, W), for checking layer names on one forward."""
+    from .data import images_at, load_split
     from .training import build_model, dataset_classes, dataset_shape
 
     test = load_split(dataclasses.replace(tcfg.data, test_subset=2), "test")
-    return build_model(tcfg.model, dataset_shape(test), dataset_classes(test))
+    x, _ = images_at(test, torch.arange(len(test)))
+    return build_model(tcfg.model, dataset_shape(test), dataset_classes(test)).eval(), x
 
 
-def _check_layers(model: nn.Module, layers: list[str] | None, what: str) -> None:
-    """Every named layer exists in ``model`` (one line naming the first that does not)."""
-    from .layers import resolve
+def _example(data: DataConfig) -> torch.Tensor:
+    """Two test images (B, C, H, W) of ``data`` (the user's model's input size)."""
+    from .data import images_at, load_split
+
+    test = load_split(dataclasses.replace(data, test_subset=2), "test")
+    return images_at(test, torch.arange(len(test)))[0]
+
+
+def _check_layers(model: nn.Module, x: torch.Tensor | None, layers: list[str] | None,
+                  what: str) -> list[str] | None:
+    """Every named layer exists in ``model`` and, given an input ``x`` (B, C, H, W), is reached
+    by one forward (``relu1@9`` of a module called once is not); returns the names in one
+    spelling each (:func:`~interpretgan.layers.canonical_names`: ``relu1@0`` of a module
+    called once is ``relu1``). Two spellings of one layer, or a name given twice, are
+    refused. Each failure is one line (``ValueError``)."""
+    from .layers import LayerNameError, canonical_names, resolve
 
     if layers is not None and not layers:
         raise ValueError("the layer list is empty: name at least one layer, or leave --layers out")
@@ -433,20 +423,12 @@ def _check_layers(model: nn.Module, layers: list[str] | None, what: str) -> None
             resolve(model, n)
         except KeyError as e:
             raise ValueError(f"{what} has no layer {n!r}: {e}; `interpretgan layers` lists them") from None
-
-
-def _load_user_model(model_file: str, checkpoint: str) -> nn.Module:
-    """The user's ``build()`` with the checkpoint's weights (strictly matched)."""
-    from .models import load_state_dict_strict
-
-    net = load_model_file(model_file)
-    ck = load_checkpoint(checkpoint)
-    state = ck.get("state_dict", ck) if isinstance(ck, dict) else ck
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{checkpoint} holds no state_dict (a dict of tensors, or one under "
-                         "'state_dict'): save it with torch.save(model.state_dict(), path)")
-    load_state_dict_strict(net, state, checkpoint)
-    return net
+    if x is None or layers is None:
+        return layers
+    try:
+        return canonical_names(model, x, layers)
+    except LayerNameError as e:
+        raise ValueError(f"{what}: {e}; `interpretgan layers` lists them") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -536,14 +518,14 @@ def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpo
     from .models import output_selection
 
     dest = root / "user" / "checkpoints" / "final.pt"
-    path, _, fn = model_file.partition(":")
+    path, _, fn = model_file.rpartition(":")
     normalize = list(cfg.normalize) if cfg.normalize is not None else None
     # how its logits are read (a model returning them itself: nothing, as before)
     output = {"output": output_selection(net)} if output_selection(net)["selector"] else {}
 
-    def save():
+    def save():  # the file is recorded (path, content hash), never run from the checkpoint
         save_checkpoint(dest, {
-            "model_file": f"{Path(path).resolve()}:{fn}", "state_dict": net.state_dict(),
+            **model_file_record(model_file), "state_dict": net.state_dict(),
             "normalize": normalize, "config": {"data": dataclasses.asdict(data)}, **output})
 
     st.run("train:user", {"function": fn, "source": file_digest(path), "checkpoint": file_digest(checkpoint),
@@ -578,30 +560,37 @@ def _train_task(world: World, tcfg: TrainConfig, run: Path, progress: bool) -> N
 
 
 def _fit_task(world: World, ckpt: Path, data: DataConfig, fit_cfg: FitConfig, fit_dir: Path,
-              layers: list[str] | None, dstar_images: int, progress: bool) -> None:
+              layers: list[str] | None, dstar_images: int, progress: bool,
+              model_file: str | None = None) -> None:
     """Every rank's part of stage ``fit:<key>``: its share of the layers; rank 0 summarises."""
     from .data import load_split
     from .diagnose import dstar_indices
     from .fitting import fit_and_summarize
 
-    model = load_any(ckpt, world.device)
+    model = load_any(ckpt, world.device, model_file=model_file)
     test = load_split(data, "test")
     fit_and_summarize(model, data, fit_cfg, fit_dir, layers, dstar_indices=dstar_indices(test, dstar_images),
                       progress=progress and world.main, world=world)
 
 
-def _check_judge(judge: str, model: nn.Module, data: DataConfig) -> None:
+def _load_judge(judge: str | Path, judge_model_file: str | None,
+                device: str | torch.device = "cpu") -> nn.Module:
+    """The ``--judge`` classifier (built by ``--judge-model-file`` where it was saved from a
+    model file), or one line (``ValueError``)."""
+    try:
+        return load_any(Path(judge), device, model_file=judge_model_file, flag="--judge-model-file")
+    except ModelFileError:
+        raise
+    except Exception as e:  # torch.load / a checkpoint that fits no model may raise anything
+        raise ValueError(f"--judge {judge}: not a classifier checkpoint ({_first_line(e)})") from None
+
+
+def _check_judge(judge: str, judge_model_file: str | None, model: nn.Module,
+                 data: DataConfig) -> None:
     """Before the run: the ``--judge`` checkpoint loads and takes the images ``model`` takes
     (``data``'s size), giving the same (B, classes) output shape; else one line (``ValueError``)."""
-    from .data import images_at, load_split
-
-    try:
-        net = load_any(Path(judge), "cpu")
-    except Exception as e:  # torch.load / a model file's code may raise anything
-        raise ValueError(f"--judge {judge}: not a classifier checkpoint ({_first_line(e)})") from None
-    test = load_split(dataclasses.replace(data, test_subset=2), "test")
-    x, _ = images_at(test, torch.arange(len(test)))
-    _judge_fits(net, model.eval(), x, f"--judge {judge}")
+    net = _load_judge(judge, judge_model_file)
+    _judge_fits(net, model.eval(), _example(data), f"--judge {judge}")
 
 
 def _judge_fits(judge: nn.Module, model: nn.Module, x: torch.Tensor, what: str) -> None:
@@ -621,11 +610,14 @@ def _judge_fits(judge: nn.Module, model: nn.Module, x: torch.Tensor, what: str) 
 
 
 def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitConfig,
-                  world: World, progress: bool, judge: Path | None = None) -> dict:
+                  world: World, progress: bool, judge: Path | None = None,
+                  code: dict | None = None) -> dict:
     """Stages ``dstar:<key>``, ``fit:<key>``, ``diagnose:<key>``, ``explain:<key>`` for the
     classifier in ``run``, moved to rank 0's device once (the fit runs on every rank's
     device). ``judge``: the checkpoint of the independent classifier for control (a)
-    (``acc_judge``; its content is part of the diagnose key), or None. Returns its diagnosis."""
+    (``acc_judge``; its content is part of the diagnose key), or None. ``code``: the model
+    files typed for this classifier and for the judge (``{"user": …, "judge": …}``; None for
+    zoo checkpoints). Returns its diagnosis."""
     from .data import checkpoint_data_config, content_digest, load_split, unpinned
     from .diagnose import build_dstar, diagnose_model
     from .explain import explain_run
@@ -633,8 +625,9 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     from .models import output_selection
 
     device = world.device
+    code = code or {}
     ckpt = run / "checkpoints" / "final.pt"
-    model = load_any(ckpt, device)
+    model = load_any(ckpt, device, model_file=code.get("user"))
     data = checkpoint_data_config(ckpt, cfg.dataset, data_dir=cfg.data_dir)
     test = load_split(data, "test")
     trained = [st.key(f"train:{key}"), file_digest(ckpt)]  # the stage's key and its output
@@ -649,7 +642,7 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
     fkey = st.run(f"fit:{key}", [trained, dataclasses.asdict(fit_cfg), layers, cfg.dstar_images],
                   [fit_dir / "config.json", fit_dir / "summary.json"],
                   lambda: world.everyone(_fit_task, ckpt, data, fit_cfg, fit_dir, layers,
-                                         cfg.dstar_images, progress),
+                                         cfg.dstar_images, progress, code.get("user")),
                   clean=[fit_dir])
     diag_path = run / "diagnosis.json"
 
@@ -658,7 +651,8 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
         dstar = load_checkpoint(dpath)
         judge_net = None
         if judge is not None:  # on the model's device, checked on two D* images
-            judge_net = load_any(judge, device)
+            judge_net = load_any(judge, device, model_file=code.get("judge"),
+                                 flag="--judge-model-file")
             _judge_fits(judge_net, model, dstar["x"][:2].to(device), f"judge {judge}")
         doc = diagnose_model(model, gans, dstar, test.num_classes, judge=judge_net)
         classes = list(getattr(test, "classes", None) or range(test.num_classes))
@@ -666,12 +660,15 @@ def _diagnose_one(st: Stages, key: str, run: Path, cfg: RunConfig, fit_cfg: FitC
                                "output": output_selection(model)})
 
     judge_key = file_digest(judge) if judge is not None else None
+    if judge is not None and code.get("judge"):  # the judge's code too
+        judge_key = [judge_key, file_digest(code["judge"].rpartition(":")[0])]
     st.run(f"diagnose:{key}", [dkey, fkey, judge_key], [diag_path], diagnose)
     ex_dir = run / "explain"
     st.run(f"explain:{key}", [fkey, cfg.explain_images, cfg.attack], [ex_dir / "explain.json"],
            recorded=[ex_dir], fn=
            lambda: explain_run(run, cfg.explain_images, cfg.attack, data_dir=cfg.data_dir,
-                               model=load_any(ckpt, device), device=device))
+                               model=load_any(ckpt, device, model_file=code.get("user")),
+                               device=device))
     return read_json(diag_path)
 
 
@@ -698,22 +695,6 @@ def rebuild_report(root: str | Path) -> dict:
         write_json(root / "results.json", results)
         write_main_report(results, root)
     return results
-
-
-def load_any(ckpt: Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A zoo classifier or a user's (``model_file`` checkpoint), on ``device``, in eval mode."""
-    from .models import load_classifier, load_state_dict_strict, select_output, with_normalization
-
-    ck = load_checkpoint(ckpt)
-    if isinstance(ck, dict) and "model_file" in ck:
-        net = load_model_file(ck["model_file"])
-        load_state_dict_strict(net, ck["state_dict"], str(ckpt))
-        if ck.get("output"):  # its logits are read as when it was checked
-            select_output(net, ck["output"]["selector"], ck["output"]["auto"])
-        if ck.get("normalize"):
-            with_normalization(net, ck["normalize"])
-        return net.to(device).eval()
-    return load_classifier(ckpt, device=device)
 
 
 def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig, total: float) -> dict:

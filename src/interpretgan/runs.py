@@ -264,14 +264,62 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
+# safetensors: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+# data_offsets}, "__metadata__": {...}}, then the tensors' bytes (offsets into that part)
+_SAFETENSORS_DTYPES = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,
+    "U16": torch.uint16, "I32": torch.int32, "U32": torch.uint32, "I64": torch.int64,
+    "U64": torch.uint64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
+    "F64": torch.float64, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+_MAX_SAFETENSORS_HEADER = 100 << 20  # the format's own limit
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts like a safetensors file (whatever its name)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    n = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    return head[8:9] == b"{" and 2 <= n <= min(_MAX_SAFETENSORS_HEADER, os.path.getsize(path) - 8)
+
+
+def _safetensors_tensor(data: memoryview, entry: dict) -> torch.Tensor:
+    dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
+    start, end = entry["data_offsets"]
+    shape = [int(d) for d in entry["shape"]]
+    if dtype is None:
+        raise ValueError(f"unknown dtype {entry.get('dtype')!r}")
+    if not 0 <= start <= end <= len(data) or end - start != math.prod(shape) * dtype.itemsize:
+        raise ValueError(f"data_offsets {[start, end]} do not fit {entry['dtype']} {shape}")
+    if end == start:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(bytearray(data[start:end]), dtype=dtype).reshape(shape)
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file as a bare state_dict ``{name: tensor}`` on the CPU (its
+    ``__metadata__`` is not needed). Parsing it runs no code; a damaged file raises a
+    one-line ``ValueError`` naming it."""
+    raw = memoryview(Path(path).read_bytes())
+    try:
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(bytes(raw[8:8 + n]))
+        data = raw[8 + n:]
+        return {k: _safetensors_tensor(data, v) for k, v in header.items() if k != "__metadata__"}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is a damaged safetensors file ({type(e).__name__}: {e})") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> Any:
     """Load a checkpoint with ``torch.load(weights_only=True)`` onto the CPU: only tensors
-    and plain data, so a file cannot run code while it loads. A file that needs more raises
-    :class:`UnsafeCheckpointError` (one line naming the file and what it needs); a damaged
-    file raises ``ValueError``."""
+    and plain data, so a file cannot run code while it loads. A safetensors file (recognised
+    by its header, whatever its name) loads as a bare state_dict (:func:`load_safetensors`).
+    A file that needs more raises :class:`UnsafeCheckpointError` (one line naming the file and
+    what it needs); a damaged file raises ``ValueError``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_file() and is_safetensors(path):
+        return load_safetensors(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
