@@ -648,12 +648,15 @@ def _saved_floor(saved: Sequence[dict | None]) -> dict[str, dict] | None:
 def floor_records(fit_dir: str | Path) -> dict[str, dict]:
     """``{member: floor record}`` of a fit folder's final checkpoints (agreement, the step it
     was judged at, whether it was still fitting, the extra steps it took); members without
-    one (a fit without the floor) are left out."""
+    one (a fit without the floor, a folder without a fit) are left out."""
     fit_dir = Path(fit_dir)
+    if not (fit_dir / "config.json").exists():
+        return {}
     meta = read_json(fit_dir / "config.json")
     out = {}
     for n in meta.get("members", meta["layers"]):
-        doc = load_checkpoint(fit_dir / layer_dirname(n) / "last.pt")
+        path = fit_dir / layer_dirname(n) / "last.pt"
+        doc = load_checkpoint(path) if path.exists() else {}
         if "floor" in doc:
             out[n] = doc["floor"]
     return out
