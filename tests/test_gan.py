@@ -191,7 +191,8 @@ def toy():
 
 
 TINY = FitConfig(code_dim=16, g_channels=(16, 16, 8, 8), d_channels=(16, 16, 8, 8), c_width_mult=0.25,
-                 steps_per_scale=(4, 4, 4, 12), batch_size=16, ckpt_every=5, warmup_fraction=0.25)
+                 steps_per_scale=(4, 4, 4, 12), batch_size=16, ckpt_every=5, warmup_fraction=0.25,
+                 min_agreement=0.0)  # the agreement floor off (its own tests below)
 LAYERS = ["feature_extractor.pool2", "classifier.fc3"]
 
 
@@ -432,3 +433,4 @@ def test_a_fit_of_k_generator_seeds_equals_k_separate_fits(toy, tmp_path):
     back = load_generators(tmp_path / "joint")
     assert list(back) == keys
     assert (tmp_path / "joint" / "classifier.fc3_seed2" / "last.pt").exists()
+

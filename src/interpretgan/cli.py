@@ -257,7 +257,8 @@ def cmd_fit(a) -> int:
     if summary is None:  # a rank other than 0: rank 0 reports
         return 0
     for n, r in summary["layers"].items():
-        print(f"{n:<28} agreement {100 * r['agreement']:6.2f}%   KID {r['kid']:.4f}")
+        flag = "" if r.get("reliable", True) else f"   below the floor {summary['agreement_floor']:.2f}: unreliable"
+        print(f"{n:<28} agreement {100 * r['agreement']:6.2f}%   KID {r['kid']:.4f}{flag}")
     print(f"real-vs-real KID {summary['kid_real_vs_real']:.4f}; fit took {summary['fit_seconds']:.0f}s")
     return 0
 

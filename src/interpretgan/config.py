@@ -455,6 +455,12 @@ class FitConfig:
     # it measured faster (wide stacks measured slower there: docs/results.md)
     stack_layers: str = "auto"
     adam: str = "fused"  # "fused" (one kernel for all parameters), "foreach" or "loop"
+    # agreement floor: a member (one generator seed of a layer) whose agreement with f on the
+    # held-out images is below it after the scheduled steps keeps fitting at the last scale, for
+    # at most max_extra_fraction × the scheduled steps; a layer with a seed still below it is
+    # marked unreliable in the report and results.json (0: off; fitting.py, "agreement floor")
+    min_agreement: float = 0.85
+    max_extra_fraction: float = 0.5
 
 
 def fit_for_image_size(cfg: FitConfig, image_size: int) -> FitConfig:
@@ -655,6 +661,8 @@ def _fit_rules(cfg: FitConfig, p: str) -> None:
     need(len(gs) >= 1 and all(g >= 0 for g in gs) and len(set(gs)) == len(gs), p + "generator_seeds",
          "a non-empty list of different integers ≥ 0", gs)
     one_of(p + "adam", cfg.adam, ("fused", "foreach", "loop"))
+    fraction(cfg, p, "min_agreement")
+    at_least(cfg, p, 0, "max_extra_fraction")
 
 
 @rules(RunConfig)

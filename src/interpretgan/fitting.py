@@ -370,9 +370,13 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
 
     ``train_set``: images for the GAN (real samples and classifier inputs), in CPU memory,
     moved a batch at a time. ``eval_x``: held-out images (N, C, H, W) for the running
-    agreement. ``stop_after``: end the call after that many steps (to simulate a kill in
-    tests). Every layer's state is written to its own files (``fit/<layer>/``), so a later
-    process could fit a share of the layers. Returns ``{layer: one-member GanBank}``.
+    agreement and the agreement floor. ``stop_after``: end the call after that many steps
+    (to simulate a kill in tests). Every layer's state is written to its own files
+    (``fit/<layer>/``), so a later process could fit a share of the layers. Returns
+    ``{layer: one-member GanBank}``.
+
+    After the scheduled steps, members below the agreement floor ``cfg.min_agreement`` keep
+    fitting at the last scale (:func:`_fit_to_floor`).
 
     ``world``: with several ranks, this rank fits only its share of the members
     (:func:`~interpretgan.distributed.shard_members`) on the same data stream, writes only
@@ -399,12 +403,11 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     if 4 * 2 ** (len(cfg.g_channels) - 1) != image_size:
         log.info("generator renders %d px; explanations are resized to the classifier's %d px",
                  4 * 2 ** (len(cfg.g_channels) - 1), image_size)
-    loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
     amp = use_amp(cfg.amp, device)
     total = sum(cfg.steps_per_scale)
 
     # The members (one per layer and generator seed), as one stacked bank or one bank each;
-    # resumed where saved.
+    # resumed where saved (members the agreement floor has stopped stay aside, frozen).
     members = [(k, shapes[split_member(k)[0]]) for k in keys]
     if world.distributed:  # this rank's share, balanced by compute
         members = shard_members(members, [member_cost(s, image_channels, cfg) for _, s in members], world)
@@ -417,30 +420,81 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         log.warning("rank %d has no layer to fit: %d ranks for %d members (a member's batch is "
                     "not split across ranks, see distributed.py)", world.rank, world.size, len(keys))
         return {}
-    parts = [GanBank.build([m], image_channels, cfg) for m in members]
-    for i, st in enumerate(saved):
-        if st is not None:
-            parts[i].load_state_dict(st["state"])
-    groups = [parts] if stacked(cfg, device) else [[p] for p in parts]
-    banks = [(GanBank.stack(g) if len(g) > 1 else g[0]).to(device) for g in groups]
-    opts = [make_optimizers(b, cfg) for b in banks]
-    if start > 0:
-        it = iter(saved)
-        for b, o in zip(banks, opts):
-            _load_adam(b, o, [next(it) for _ in b.layers])
+    floor = _saved_floor(saved)
+    frozen = {n: doc for (n, _), doc in zip(members, saved) if floor and not floor[n]["active"]}
+    live = [(m, doc) for m, doc in zip(members, saved) if m[0] not in frozen]
+    banks, opts = _build_banks([m for m, _ in live], [doc for _, doc in live], image_channels, cfg, device)
     log.info("fitting %d members (%d layers × %d generator seeds) on %s (%s, %s)", len(mine),
              len(names), len(cfg.generator_seeds), device, "bf16 autocast" if amp else "fp32",
              "one stacked bank" if len(banks) == 1 else f"{len(banks)} banks")
-    if start >= total:
+    run = _FitRun(classifier, cfg, out, eval_x, image_size, image_channels, GAN_LOSSES.get(cfg.gan_loss)(),
+                  amp, world, disk, train_set, log_every, progress, stop_after, start)
+    if start < total:
+        if start > 0:
+            log.info("resuming generator fitting at step %d of %d", start, total)
+        if _run_steps(run, banks, opts, start, total, {}, None) or cfg.min_agreement <= 0:
+            return _views(banks)
+    elif cfg.min_agreement <= 0:
         return _views(banks)
-    if start > 0:
-        log.info("resuming generator fitting at step %d of %d", start, total)
+    return _fit_to_floor(run, banks, opts, max(start, total), frozen, floor, mine)
 
-    # The loop: a batch, the frozen classifier's layer outputs and labels, one joint step.
-    # Losses stay on the device and are read only when a row is logged.
-    stream = _stream(train_set, cfg.batch_size, cfg.seed, start)
-    bar = progress_bar(range(start, total), total=total, initial=start, enabled=progress,
-               desc="fit " + ",".join(n.split(".")[-1] for n in mine)[:40])
+
+@dataclasses.dataclass
+class _FitRun:
+    """What every step of one :func:`fit_generators` call shares."""
+
+    classifier: nn.Module
+    cfg: FitConfig  # sized for the input (fit_for_image_size)
+    out: Path
+    eval_x: torch.Tensor  # (N, C, H, W) held-out images
+    image_size: int
+    image_channels: int
+    loss_fn: object
+    amp: bool
+    world: World
+    disk: dict  # what is on disk (_resume_point, _save_members)
+    train_set: object
+    log_every: int
+    progress: bool
+    stop_after: int | None
+    start: int  # the step this call started at
+
+
+def _build_banks(members: Sequence[tuple[str, Sequence[int]]], docs: Sequence[dict | None],
+                 image_channels: int, cfg: FitConfig, device: torch.device):
+    """The banks (one stacked bank, or one per member: :func:`stacked`) and their optimisers
+    for ``members``, each from its saved document (weights and Adam state) or, where ``docs``
+    holds None, from its initial weights. Returns ``(banks, opts)``."""
+    parts = [GanBank.build([m], image_channels, cfg) for m in members]
+    for p, doc in zip(parts, docs):
+        if doc is not None:
+            p.load_state_dict(doc["state"])
+    groups = [parts] if stacked(cfg, device) else [[p] for p in parts]
+    banks = [(GanBank.stack(g) if len(g) > 1 else g[0]).to(device) for g in groups if g]
+    opts = [make_optimizers(b, cfg) for b in banks]
+    if docs and docs[0] is not None:
+        it = iter(docs)
+        for b, o in zip(banks, opts):
+            _load_adam(b, o, [next(it) for _ in b.layers])
+    return banks, opts
+
+
+def _run_steps(run: _FitRun, banks: Sequence[GanBank], opts, first: int, stop: int,
+               frozen: dict[str, dict], floor: dict[str, dict] | None) -> bool:
+    """Steps ``first`` … ``stop - 1`` of the fit for the members in ``banks`` (the schedule's
+    phase at each step: past the scheduled steps, the last scale at full weight): a batch, the
+    frozen classifier's layer outputs and labels, one joint step; metrics rows every
+    ``log_every`` steps, at the end of each scale and at ``stop``, every member's files (``frozen``'s too,
+    with the ``floor`` records) every ``ckpt_every`` steps, at the end of each scale and at a
+    kill. Returns whether the call was killed (``stop_after``). Losses stay on the device and
+    are read only when a row is logged."""
+    cfg, classifier = run.cfg, run.classifier
+    device = module_device(classifier)
+    total = sum(cfg.steps_per_scale)
+    names = [n for b in banks for n in b.layers]
+    stream = _stream(run.train_set, cfg.batch_size, cfg.seed, first)
+    bar = progress_bar(range(first, stop), total=stop, initial=first, enabled=run.progress,
+                       desc=("fit " if first < total else "fit to floor ") + ",".join(n.split(".")[-1] for n in names)[:40])
     sums: list[dict[str, torch.Tensor]] = [{} for _ in banks]
     t0, done = time.perf_counter(), 0
     for step in bar:
@@ -448,46 +502,182 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         x = x.to(device, non_blocking=True)
         phase = schedule(cfg, step)
         with torch.no_grad():
-            feats = member_features(classifier, x, mine)
+            feats = member_features(classifier, x, names)
             target = classifier(x).argmax(1)
         for b in banks:
             b.train()
-        stats = gan_step(banks, classifier, loss_fn, opts, feats, x, target, phase, cfg.lam,
-                         image_size, amp=amp)
+        stats = gan_step(banks, classifier, run.loss_fn, opts, feats, x, target, phase, cfg.lam,
+                         run.image_size, amp=run.amp)
         for acc, st in zip(sums, stats):
             for k, v in st.items():
                 acc[k] = acc[k] + v if k in acc else v.clone()
         done += 1
         end_of_scale = step + 1 == total or schedule(cfg, step + 1).scale != phase.scale
-
-        # Logging: mean losses since the last row and the running agreement (one host sync).
-        if (step + 1) % log_every == 0 or end_of_scale:
-            means = _check_losses(banks, sums, done, out, step)
-            agree = agreement(classifier, _views(banks), eval_x[:200], image_size, phase.scale,
-                              alpha=phase.alpha)
-            row = {"step": step + 1, "scale": phase.scale, "alpha": round(phase.alpha, 3),
-                   "warmup": phase.warmup, "seconds": time.perf_counter() - t0,
-                   **{f"{n}/{k}": v for n, st in means.items() for k, v in st.items()},
-                   **{f"{n}/agreement200": a for n, a in agree.items()}}
-            append_jsonl(out / ("metrics.jsonl" if world.main else f"metrics.rank{world.rank}.jsonl"), row)
-            bar.set_postfix(_postfix(means, agree), refresh=False)
+        if (step + 1) % run.log_every == 0 or end_of_scale or step + 1 == stop:
+            _log_row(run, banks, sums, done, phase, step, time.perf_counter() - t0, bar)
             sums, done = [{} for _ in banks], 0
-
-        # Checkpoints: every layer's own files, the previous one kept (see _resume_point).
-        killed = stop_after is not None and step + 1 - start >= stop_after
+        killed = run.stop_after is not None and step + 1 - run.start >= run.stop_after
         if (step + 1) % cfg.ckpt_every == 0 or end_of_scale or killed:
             if sums[0]:  # never save weights that went non-finite since the last row
-                _check_losses(banks, sums, done, out, step)
-            _save_members(out, banks, opts, step + 1, cfg, disk)
+                _check_losses(banks, sums, done, run.out, step)
+            _save_members(run.out, banks, opts, step + 1, cfg, run.disk, frozen, floor)
             if end_of_scale:
-                for b in banks:
-                    for i, n in enumerate(b.layers):
-                        save_checkpoint(out / layer_dirname(n) / f"scale{phase.scale}.pt",
-                                        {"layer": n, "scale": phase.scale, "shape": list(b.shapes[i]),
-                                         "state": b.member_state(i), "config": dataclasses.asdict(cfg)})
+                _save_scale(run.out, banks, phase.scale, cfg)
         if killed:
+            return True
+    return False
+
+
+def _log_row(run: _FitRun, banks, sums, done: int, phase: Phase, step: int, seconds: float, bar) -> None:
+    """A metrics row: mean losses since the last row and the running agreement on 200 held-out
+    images (one host sync)."""
+    means = _check_losses(banks, sums, done, run.out, step)
+    agree = agreement(run.classifier, _views(banks), run.eval_x[:200], run.image_size, phase.scale,
+                      alpha=phase.alpha)
+    row = {"step": step + 1, "scale": phase.scale, "alpha": round(phase.alpha, 3),
+           "warmup": phase.warmup, "seconds": seconds,
+           **{f"{n}/{k}": v for n, st in means.items() for k, v in st.items()},
+           **{f"{n}/agreement200": a for n, a in agree.items()}}
+    world = run.world
+    append_jsonl(run.out / ("metrics.jsonl" if world.main else f"metrics.rank{world.rank}.jsonl"), row)
+    bar.set_postfix(_postfix(means, agree), refresh=False)
+
+
+def _save_scale(out: Path, banks: Sequence[GanBank], scale: int, cfg: FitConfig) -> None:
+    """G and C of every member at the end of ``scale`` (``fit/<member>/scale<k>.pt``)."""
+    for b in banks:
+        for i, n in enumerate(b.layers):
+            save_checkpoint(out / layer_dirname(n) / f"scale{scale}.pt",
+                            {"layer": n, "scale": scale, "shape": list(b.shapes[i]),
+                             "state": b.member_state(i), "config": dataclasses.asdict(cfg)})
+
+
+# ---------------------------------------------------------------------------- agreement floor
+# After its scheduled steps, every member (one generator seed of one layer) is judged on its own:
+# its held-out agreement on the fit's evaluation images (eval mode, so the moving average of C/G,
+# at full resolution: what summary.json reports). A member below cfg.min_agreement keeps fitting
+# at the last scale (GAN + λ·L_I, as in the final phase) in rounds of a quarter of the cap
+# (cfg.max_extra_fraction × the scheduled steps), judged again after each; a member at or above
+# the floor, or at the cap, stops and stays frozen. Members are judged alone, so a layer's seeds
+# and a distributed fit's shares give the generators they give fitted apart. The decisions are
+# saved in every member's checkpoint ("floor" records), so a kill anywhere resumes exactly.
+EXTRA_ROUNDS = 4
+
+
+def extra_step_cap(cfg: FitConfig) -> int:
+    """The most steps a member fits beyond the schedule to reach the agreement floor."""
+    return int(round(cfg.max_extra_fraction * sum(cfg.steps_per_scale)))
+
+
+def _fit_to_floor(run: _FitRun, banks: list[GanBank], opts, step: int, frozen: dict[str, dict],
+                  floor: dict[str, dict] | None, order: Sequence[str]) -> dict[str, GanBank]:
+    """Extra rounds at the last scale for the members below ``cfg.min_agreement``, from
+    ``step`` (≥ the scheduled steps) up to the cap; ``frozen``: saved documents of the
+    members already stopped, ``floor``: the saved records (None: none yet). Returns every
+    member (``order``) as in :func:`fit_generators`."""
+    cfg = run.cfg
+    total = sum(cfg.steps_per_scale)
+    end = total + extra_step_cap(cfg)
+    length = max(1, math.ceil((end - total) / EXTRA_ROUNDS))
+    while True:
+        live = [n for b in banks for n in b.layers]
+        boundary = (step - total) % length == 0 or step >= end
+        if boundary and (floor is None or any(floor[n]["measured_at"] != step for n in live)):
+            floor = _judge_floor(run, banks, floor, step, end)
+            banks, opts, stopped = _keep_active(run, banks, opts, floor, step)
+            frozen.update(stopped)
+            _save_members(run.out, banks, opts, step, cfg, run.disk, frozen, floor)
+        if not banks:
             break
-    return _views(banks)
+        stop = min(end, total + ((step - total) // length + 1) * length)
+        if _run_steps(run, banks, opts, step, stop, frozen, floor):
+            break
+        step = stop
+    views = _views(banks)
+    for n, doc in frozen.items():
+        views[n] = GanBank.empty([(n, doc["shape"])], run.image_channels, cfg,
+                                 module_device(run.classifier))
+        views[n].load_state_dict(doc["state"])
+    return {n: views[n] for n in order}
+
+
+def _judge_floor(run: _FitRun, banks: Sequence[GanBank], floor: dict[str, dict] | None, step: int,
+                 end: int) -> dict[str, dict]:
+    """``floor`` with a new record for every member in ``banks``: its held-out agreement at
+    ``step`` and whether it keeps fitting (below the floor, before the cap ``end``)."""
+    cfg = run.cfg
+    agree = agreement(run.classifier, _views(banks), run.eval_x, run.image_size)
+    floor = dict(floor or {})
+    for n, a in agree.items():
+        floor[n] = {"agreement": a, "measured_at": step, "active": a < cfg.min_agreement and step < end,
+                    "scheduled": floor.get(n, {}).get("scheduled", a)}  # after the scheduled steps
+    below = {n: a for n, a in agree.items() if a < cfg.min_agreement}
+    total = sum(cfg.steps_per_scale)
+    if below and step < end:
+        log.info("agreement floor %.2f: %d member(s) below it at step %d (%s); fitting them on at "
+                 "the last scale, up to %d more steps", cfg.min_agreement, len(below), step,
+                 ", ".join(f"{n} {a:.3f}" for n, a in below.items()), end - step)
+    elif below:
+        log.warning("agreement floor %.2f not reached after %d extra steps by %s: their Acc_i is "
+                    "marked unreliable", cfg.min_agreement, step - total,
+                    ", ".join(f"{n} ({a:.3f})" for n, a in below.items()))
+    return floor
+
+
+def _keep_active(run: _FitRun, banks: list[GanBank], opts, floor: dict[str, dict], step: int):
+    """The banks regrouped to the members ``floor`` keeps fitting (weights and Adam states
+    carried over), and the saved documents of those it stops. Returns ``(banks, opts,
+    {stopped member: document})``."""
+    if all(floor[n]["active"] for b in banks for n in b.layers):
+        return banks, opts, {}
+    docs = _member_docs(banks, opts, step, run.cfg)
+    keep = [(n, b.shapes[i]) for b in banks for i, n in enumerate(b.layers) if floor[n]["active"]]
+    stopped = {n: doc for n, doc in docs.items() if not floor[n]["active"]}
+    banks, opts = _build_banks(keep, [docs[n] for n, _ in keep], run.image_channels, run.cfg,
+                               module_device(run.classifier))
+    return banks, opts, stopped
+
+
+def _saved_floor(saved: Sequence[dict | None]) -> dict[str, dict] | None:
+    """The floor records of the saved members (None unless every member has one)."""
+    if not saved or any(doc is None or "floor" not in doc for doc in saved):
+        return None
+    return {doc["layer"]: {k: doc["floor"][k] for k in ("agreement", "measured_at", "active", "scheduled")}
+            for doc in saved}
+
+
+def floor_records(fit_dir: str | Path) -> dict[str, dict]:
+    """``{member: floor record}`` of a fit folder's final checkpoints (agreement, the step it
+    was judged at, whether it was still fitting, the extra steps it took); members without
+    one (a fit without the floor, a folder without a fit) are left out."""
+    fit_dir = Path(fit_dir)
+    if not (fit_dir / "config.json").exists():
+        return {}
+    meta = read_json(fit_dir / "config.json")
+    out = {}
+    for n in meta.get("members", meta["layers"]):
+        path = fit_dir / layer_dirname(n) / "last.pt"
+        doc = load_checkpoint(path) if path.exists() else {}
+        if "floor" in doc:
+            out[n] = doc["floor"]
+    return out
+
+
+def floor_summary(summary: dict, cfg: FitConfig, records: Mapping[str, dict]) -> dict:
+    """The agreement floor's outcome for ``summary.json``: per member ``reliable`` (its held-out
+    agreement in ``summary`` at or above ``cfg.min_agreement``) and ``extra_steps``; per layer
+    ``reliable`` when every generator seed of it is (and, where the floor judged it, its
+    agreement when the scheduled steps ended). Returns the fields to add."""
+    rows = summary["layers"]
+    for n, row in rows.items():
+        row["reliable"] = row["agreement"] >= cfg.min_agreement
+        row["extra_steps"] = records.get(n, {}).get("extra_steps", 0)
+        if n in records:  # its agreement when the scheduled steps ended
+            row["agreement_scheduled"] = records[n]["scheduled"]
+    layers = {layer: all(rows[k]["reliable"] for k in keys)
+              for layer, keys in members_by_layer(list(rows)).items()}
+    return {"agreement_floor": cfg.min_agreement, "max_extra_steps": extra_step_cap(cfg),
+            "reliable": layers}
 
 
 def _check_losses(banks, sums, done: int, out: Path, step: int) -> dict[str, dict[str, float]]:
@@ -532,19 +722,36 @@ def _postfix(means: dict[str, dict[str, float]], agree: dict[str, float]) -> dic
 # known to have on disk (``disk["shared"]``): whatever the kills during saves, all layers
 # keep one common step, and the fit resumes exactly from the latest one.
 def _save_members(out: Path, banks: Sequence[GanBank], opts, step: int, cfg: FitConfig,
-                  disk: dict) -> None:
+                  disk: dict, frozen: Mapping[str, dict] | None = None,
+                  floor: Mapping[str, dict] | None = None) -> None:
+    """Every member's ``last.pt`` at ``step``: those in ``banks``, and the ``frozen`` ones
+    (saved documents of members the agreement floor stopped), each with its ``floor``
+    record (and the extra steps it took) once the floor has judged it."""
+    docs = _member_docs(banks, opts, step, cfg)
+    docs.update({n: {**doc, "step": step} for n, doc in (frozen or {}).items()})
+    total = sum(cfg.steps_per_scale)
+    for n, doc in docs.items():
+        if floor is not None:
+            rec = floor[n]
+            doc["floor"] = {**rec, "extra_steps": (step if rec["active"] else rec["measured_at"]) - total}
+        d = out / layer_dirname(n)
+        if disk["last"].get(n) is not None and disk["last"][n] == disk["shared"]:
+            os.replace(d / "last.pt", d / "prev.pt")  # keep the shared step as prev
+        save_checkpoint(d / "last.pt", doc)  # (a last.pt ahead of the shared step is replaced)
+        disk["last"][n] = step
+    disk["shared"] = step
+
+
+def _member_docs(banks: Sequence[GanBank], opts, step: int, cfg: FitConfig) -> dict[str, dict]:
+    """``{member: checkpoint document}``: its weights and Adam states at ``step``."""
+    docs = {}
     for b, (opt_g, opt_d) in zip(banks, opts):
         g_names, d_names = b.param_groups()
         for i, n in enumerate(b.layers):
-            d = out / layer_dirname(n)
-            doc = {"layer": n, "shape": list(b.shapes[i]), "step": step, "config": dataclasses.asdict(cfg),
-                   "state": b.member_state(i), "adam_g": _adam_slice(opt_g, g_names, i),
-                   "adam_d": _adam_slice(opt_d, d_names, i)}
-            if disk["last"].get(n) is not None and disk["last"][n] == disk["shared"]:
-                os.replace(d / "last.pt", d / "prev.pt")  # keep the shared step as prev
-            save_checkpoint(d / "last.pt", doc)  # (a last.pt ahead of the shared step is replaced)
-            disk["last"][n] = step
-    disk["shared"] = step
+            docs[n] = {"layer": n, "shape": list(b.shapes[i]), "step": step, "config": dataclasses.asdict(cfg),
+                       "state": b.member_state(i), "adam_g": _adam_slice(opt_g, g_names, i),
+                       "adam_d": _adam_slice(opt_d, d_names, i)}
+    return docs
 
 
 def _adam_slice(opt: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]], i: int) -> dict:
@@ -753,6 +960,8 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
         gans = {n: g.to(dev) for n, g in load_generators(fit_dir, eval_x.shape[1]).items()}
         summary = quality_summary(classifier, gans, data_cfg, eval_x, ref, seconds)
         summary["heldout_outside_dstar"] = outside
+        summary.update(floor_summary(summary, fit_for_image_size(fit_cfg, eval_x.shape[-1]),
+                                     floor_records(fit_dir)))
         write_json(fit_dir / "summary.json", summary)
     return summary
 

@@ -707,12 +707,16 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
            "paper": PAPER_TABLE1 if cfg.dataset == "mnist" and "user" not in diagnoses else None}
     for key, d in diagnoses.items():
         summary = root / key / "fit" / "summary.json"
+        gen = read_json(summary) if summary.exists() else None
+        reliable = (gen or {}).get("reliable", {})  # per layer: every seed at the agreement floor
         out[key] = {
-            "generators": read_json(summary) if summary.exists() else None,
+            "generators": gen, "agreement_floor": (gen or {}).get("agreement_floor"),
             "clean_accuracy": d["clean_accuracy"], "adversarial_accuracy": d["adversarial_accuracy"],
             "n": d["n"], "attack": d["attack"], "generator_seeds": d.get("generator_seeds", 1),
             "output": d.get("output"),  # how its logits were read from its forward's output
-            "per_layer": {p["layer"]: {k: v for k, v in p.items() if k != "layer"} for p in d["per_layer"]},
+            "per_layer": {p["layer"]: {**{k: v for k, v in p.items() if k != "layer"},
+                                       **({"reliable": reliable[p["layer"]]} if p["layer"] in reliable else {})}
+                          for p in d["per_layer"]},
             "maxpool_index_change": d["maxpool_index_change"],
             "misclassification": d["misclassification"], "top_targets": d["top_targets"],
             "figures": {"explanations": f"{key}/explain/explanations.png",

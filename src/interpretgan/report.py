@@ -323,7 +323,8 @@ def _table(results: dict) -> str:
             for i, n in enumerate(names):
                 p = f" <span class=paper>({paper[metric][i]:.1f})</span>" if paper and len(paper[metric]) == len(names) else ""
                 cls = " class=red" if metric == "vul" and per[n]["large_vul"] else ""
-                cells.append(f"<td{cls}>{_pct(per[n][metric], per[n].get(metric + '_ci'))}{p}</td>")
+                mark = UNRELIABLE_MARK if metric == "acc" and per[n].get("reliable") is False else ""
+                cells.append(f"<td{cls}>{_pct(per[n][metric], per[n].get(metric + '_ci'))}{mark}{p}</td>")
             name = f"{key.replace('_', ' ')} {'Acc' if metric == 'acc' else 'Vul'}<sub>i</sub>"
             rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
         if any("acc_seeds" in per[n] for n in names):
@@ -361,6 +362,37 @@ READING = ("<p>How to read the rows together: Acc<sub>i</sub> counts the explana
            "than those of natural images do. With several generator "
            "seeds per layer, every row is the mean over the seeds and the per-seed row shows how much "
            "Acc<sub>i</sub> moves with the generator alone.</p>")
+
+
+UNRELIABLE_MARK = " <span class=unreliable title='generators below the agreement floor'>†</span>"
+
+
+def _unreliable_note(results: dict) -> str:
+    """Why a † marks an Acc_i: the layers whose generators missed the agreement floor, with
+    their agreement; nothing when every layer reached it."""
+    import html
+
+    missed = []
+    for key in ("natural", "adversarially_trained", "user"):
+        r = results.get(key)
+        if not r or not r.get("generators"):
+            continue
+        rows = r["generators"]["layers"]
+        for n, p in r["per_layer"].items():
+            if p.get("reliable") is False:
+                seeds = [v for k, v in rows.items() if k == n or k.startswith(n + "#")]
+                worst = min(v["agreement"] for v in seeds)
+                missed.append(f"{html.escape(key.replace('_', ' '))} {html.escape(n)} "
+                              f"({100 * worst:.1f} % after {max(v.get('extra_steps', 0) for v in seeds)} extra steps)")
+                floor = r["agreement_floor"]
+    if not missed:
+        return ""
+    return (f"<p class=unreliable>† Unreliable Acc<sub>i</sub>: the generators of {'; '.join(missed)} "
+            f"agree with f on fewer than {100 * floor:.0f} % of held-out natural images (the agreement "
+            "floor, <code>fit.min_agreement</code>), even after the extra fitting rounds. An "
+            "explanation f labels differently from its input even on natural images counts the "
+            "generator's own errors in Acc<sub>i</sub> and Vul<sub>i</sub>, so read these layers' "
+            "values as unreliable (fit longer, or with wider generators).</p>")
 
 
 # What a run on a data set with a paper setting of its own interprets, keyed by data set.
@@ -442,7 +474,7 @@ def write_main_report(results: dict, root: str | Path) -> Path:
     parts = ["<!doctype html><html><head><meta charset=utf-8><title>interpretgan report</title><style>",
              "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             ".red{color:#d62728;font-weight:bold}.paper{color:#888;font-size:11px}img{max-width:100%}",
+             ".red{color:#d62728;font-weight:bold}.unreliable{color:#b8860b}.paper{color:#888;font-size:11px}img{max-width:100%}",
              "</style></head><body><h1>interpretgan: per-layer vulnerability</h1>"]
     parts.append("<h2>Accuracy</h2><ul>")
     for key in models:
@@ -456,6 +488,7 @@ def write_main_report(results: dict, root: str | Path) -> Path:
                  "red: large Vul<sub>i</sub>"
                  + ("; grey: the paper's Table 1" if results.get("paper") else "") + ".</p>")
     parts.append(_table(results))
+    parts.append(_unreliable_note(results))
     parts.append(READING)
     parts.append(f"<p><img alt='Acc and Vul per layer' src='{_b64(figs['acc_vul'])}'></p>")
     for key in models:
