@@ -17,7 +17,9 @@ Models (``--models``, comma list):
 
 The cost unit is the model's own natural training epoch on the folder's training split,
 measured in this script (the median of its epochs): ``run`` has no natural model of its own
-for a user's classifier, so the budget in its results.json is null. Writes one JSON document
+for a user's classifier, so the budget in its results.json is null. A model trained before
+(``OUT/<model>.pt`` with ``OUT/<model>.train.json``, its epoch times) is not trained again:
+run again, the script resumes an interrupted ``interpretgan run`` where it stopped. Writes one JSON document
 (``--json``) with, per model: clean and adversarial accuracy, the generators' agreement per
 layer and generator seed, how each layer was read, the run's stage times and its cost in
 natural-epoch units.
@@ -171,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         spec, layers, epochs = MODELS[name]
-        ckpt = out / f"{name}.pt"
-        trained = train(spec, data, stats, a.epochs or epochs, ckpt)
+        ckpt, record = out / f"{name}.pt", out / f"{name}.train.json"
+        if ckpt.exists() and record.exists():  # trained before: the run resumes where it stopped
+            trained = json.loads(record.read_text())
+        else:
+            trained = train(spec, data, stats, a.epochs or epochs, ckpt)
+            record.write_text(json.dumps(trained, indent=2) + "\n")
         res = diagnose(spec, layers, data, stats, ckpt, out / f"run_{name}", a.run_arg)
         command = (f"python benchmarks/everyday_models.py --models {name}"
                    + (f" --epochs {a.epochs}" if a.epochs else ""))

@@ -131,13 +131,16 @@ def test_a_tiny_vit_is_explained_through_token_grids(tmp_path, shared_cache, mon
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     data = write_folder(tmp_path / "pets")
     src = _rgb_model(tmp_path, TINY_VIT)
+    ns: dict = {}
+    exec(compile(TINY_VIT, str(src), "exec"), ns)
+    torch.save(ns["build_odd"]().state_dict(), tmp_path / "odd.pt")
     root = tmp_path / "run"
     common = [*tiny_cli(root, "cpu"), "--dataset", "folder", "--data-dir", str(data), "--image-size", "32",
               "--model-file", f"{src}:build", "--checkpoint", str(tmp_path / "rgb.pt")]
     # bad input first: a token count without a grid, and a prefix count the layout does not fit
     with caplog.at_level(logging.ERROR):
         _one_error(caplog, main([*common[:-4], "--model-file", f"{src}:build_odd", "--checkpoint",
-                                 str(tmp_path / "rgb.pt"), "--layers", "blocks.0,head"]),
+                                 str(tmp_path / "odd.pt"), "--layers", "blocks.0,head"]),
                    "'blocks.0'", "(77, 8)", "fit.tokens=flat", "fit.tokens=grid:K")
     assert not root.exists()
     caplog.clear()
@@ -156,3 +159,17 @@ def test_a_tiny_vit_is_explained_through_token_grids(tmp_path, shared_cache, mon
     assert gans["blocks.0"].Cs[0].reading.grid == (4, 4)
     assert gans["blocks.0"].explain(torch.randn(2, 17, 8)).shape == (2, 3, 32, 32)
     assert "token grid 4×4 + 1 prefix token (17 × 8)" in (root / "report" / "index.html").read_text()
+
+
+def test_layers_shows_how_each_layer_of_a_model_file_is_read(tmp_path, capsys):
+    src = tmp_path / "vit.py"
+    src.write_text(TINY_VIT)
+    assert main(["layers", "--model-file", f"{src}:build"]) == 0
+    lines = {ln.lstrip("* ").split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.strip()}
+    assert "(17, 8)" in lines["embed"] and "token grid 4×4 + 1 prefix token" in lines["embed"]
+    assert "conv map" in lines["embed.proj"] and "vector" in lines["head"]
+    assert main(["layers", "--model-file", f"{src}:build", "--tokens", "flat"]) == 0
+    assert "flat" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["layers", "--model-file", f"{src}:build", "--tokens", "grid"])
+    assert e.value.code == 2
