@@ -29,6 +29,17 @@ def _layers(s: str | None) -> list[str] | None:
     return names
 
 
+def _tokens(s: str) -> str:
+    """``--tokens``: auto, flat or grid:K (checked by argparse: one line, exit status 2)."""
+    from .gan import parse_tokens
+
+    try:
+        parse_tokens(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
 def _floats(s: str | None, option: str) -> tuple[float, ...] | None:
     """``"0.5,0.25"`` → ``(0.5, 0.25)``; None stays None; anything else is a one-line error."""
     if s is None:
@@ -79,7 +90,7 @@ def _model_from_args(a):
     if a.checkpoint:  # --input-size: for a bare state_dict
         size_kw = {"input_size": a.input_size} if a.input_size and not a.model_file else {}
         net = load_any(a.checkpoint, model=a.model, model_file=a.model_file, **size_kw)
-    elif a.model_file:
+    elif a.model_file:  # a user's model: its shapes do not depend on its weights
         net = load_model_file(a.model_file)
     else:
         kw = {"pool": a.pool}
@@ -87,10 +98,10 @@ def _model_from_args(a):
             kw["input_size"] = a.input_size
         net = models.create(a.model, **kw)
     size = a.input_size or getattr(net, "model_kwargs", {}).get("input_size", 32)
-    chans = getattr(net, "model_kwargs", {}).get("in_channels")
+    chans = (getattr(a, "channels", None) or getattr(net, "model_kwargs", {}).get("in_channels")
+             or models.input_channels(net))
     if chans is None:
-        first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
-        chans = first.in_channels
+        raise ValueError("the model has no Conv2d to tell its input channels: pass --channels")
     return net.eval(), torch.zeros(1, chans, size, size)
 
 
@@ -104,9 +115,20 @@ def cmd_layers(a) -> int:
     width = max(len(n) for n in names)
     for n in names:
         mark = "*" if n in defaults else " "
-        print(f"{mark} {n:<{width}}  {tuple(shapes[n])}")
-    print("(* = explained by default)")
+        print(f"{mark} {n:<{width}}  {str(tuple(shapes[n])):<18}  {_reading(shapes[n], a.tokens)}")
+    print(f"(* = explained by default; the last column: how the generators read it with fit.tokens={a.tokens})")
     return 0
+
+
+def _reading(shape: tuple, tokens: str) -> str:
+    """What a generator's C reads a layer output of ``shape`` as (a token layer without the
+    grid ``tokens`` asks for: the settings that read it)."""
+    from .gan import TokenLayoutError, read_layer
+
+    try:
+        return read_layer(shape, tokens).describe().rsplit(" (", 1)[0]
+    except TokenLayoutError:
+        return "tokens without a square grid: set fit.tokens=flat or grid:K"
 
 
 def _train_config(a):
@@ -359,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--input-size", type=int)
     la.add_argument("--checkpoint")
     _model_file_option(la)
+    la.add_argument("--channels", type=int, help="input channels of --model-file (default: its first Conv2d's)")
+    la.add_argument("--tokens", default="auto", type=_tokens,
+                    help="how a (N, D) token layer is read: auto, flat or grid:K (fit.tokens)")
     la.set_defaults(fn=cmd_layers)
 
     t = sub.add_parser("train", help="train a classifier (natural or adversarial)")

@@ -431,6 +431,10 @@ class FitConfig:
     # a map too small to pool (side ≤ 5) gets one 3×3 conv before the FC: Table 5 (Conv Block5);
     # Table 4 (MNIST Conv4) has none
     c_conv_small_maps: bool = False
+    # a (N, D) token layer (a vision transformer's): "auto" reads the patch tokens as a square
+    # grid after 1, 0, 2 … 8 prefix tokens (the first that fits), "grid:K" after K, "flat" as
+    # one FC over all N·D values (gan.read_layer)
+    tokens: str = "auto"
     steps_per_scale: tuple[int, ...] = (30, 30, 60, 360)
     fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
     warmup_fraction: float = 0.4  # first share of all steps: L_I only, D not updated
@@ -629,7 +633,7 @@ def _train_rules(cfg: TrainConfig, p: str) -> None:
 
 @rules(FitConfig)
 def _fit_rules(cfg: FitConfig, p: str) -> None:
-    from .gan import GAN_LOSSES
+    from .gan import GAN_LOSSES, parse_tokens
     from .precision import AMP_CHOICES
 
     known(p + "gan_loss", cfg.gan_loss, GAN_LOSSES)
@@ -663,6 +667,10 @@ def _fit_rules(cfg: FitConfig, p: str) -> None:
     one_of(p + "adam", cfg.adam, ("fused", "foreach", "loop"))
     fraction(cfg, p, "min_agreement")
     at_least(cfg, p, 0, "max_extra_fraction")
+    try:
+        parse_tokens(cfg.tokens)
+    except ValueError:
+        need(False, p + "tokens", "auto, flat or grid:K (K prefix tokens ≥ 0)", cfg.tokens)
 
 
 @rules(RunConfig)

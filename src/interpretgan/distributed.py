@@ -376,7 +376,7 @@ def member_cost(shape: Sequence[int], image_channels: int, cfg) -> float:
     from .gan import Compressor, Discriminator, Generator
 
     with torch.device("meta"):
-        c = Compressor(tuple(shape), cfg.code_dim, cfg.c_width_mult, conv_small_maps=cfg.c_conv_small_maps)
+        c = Compressor(tuple(shape), cfg.code_dim, cfg.c_width_mult, conv_small_maps=cfg.c_conv_small_maps, tokens=cfg.tokens)
         g = Generator(cfg.code_dim, cfg.g_channels, image_channels, members=1)
         d = Discriminator(cfg.d_channels, image_channels, members=1)
         feats = torch.empty(2, *shape)

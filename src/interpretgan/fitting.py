@@ -33,8 +33,8 @@ from .config import FitConfig, RunConfig, fit_for_image_size, same_config
 from .data import batches, images_at, load_split, num_batches
 from .devices import eval_mode, frozen_params, module_device, resolve_device
 from .distributed import World, member_cost, shard_members
-from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, interpretability_loss,
-                  to_classifier, to_resolution)
+from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, LayerReading, TokenLayoutError,
+                  interpretability_loss, read_layer, to_classifier, to_resolution)
 from .layers import canonical_names, capture, default_layers, layer_shapes
 from .loading import load_any
 from .precision import autocast, use_amp
@@ -112,7 +112,7 @@ class GanBank(nn.Module):
         self.image_channels, self.cfg = image_channels, cfg
         m = len(members)
         self.Cs = nn.ModuleList([Compressor(s, cfg.code_dim, cfg.c_width_mult,
-                                            conv_small_maps=cfg.c_conv_small_maps)
+                                            conv_small_maps=cfg.c_conv_small_maps, tokens=cfg.tokens)
                                  for s in self.shapes])
         self.G = Generator(cfg.code_dim, cfg.g_channels, image_channels, members=m)
         self.D = Discriminator(cfg.d_channels, image_channels, members=m)
@@ -227,6 +227,27 @@ def _c_index(key: str) -> tuple[str, int, str] | None:
 
 def _device_of(m: nn.Module) -> torch.device:
     return next(m.parameters()).device
+
+
+def layer_readings(shapes: Mapping[str, Sequence[int]], tokens: str = "auto") -> dict[str, LayerReading]:
+    """How C reads each layer's output (:func:`~interpretgan.gan.read_layer`), from
+    ``{layer: shape without batch}``. A token layer the ``tokens`` setting cannot read raises
+    :class:`~interpretgan.gan.TokenLayoutError`, one line naming the layer and the settings."""
+    out = {}
+    for n, shape in shapes.items():
+        try:
+            out[n] = read_layer(shape, tokens)
+        except TokenLayoutError as e:
+            raise TokenLayoutError(f"layer {n!r}: {e}") from None
+    return out
+
+
+def check_readings(classifier: nn.Module, x: torch.Tensor, layers: Sequence[str] | None,
+                   cfg: FitConfig) -> dict[str, LayerReading]:
+    """:func:`layer_readings` of ``layers`` (None: the default ones) of ``classifier`` on
+    example inputs ``x`` (B, C, H, W): the check a run makes before any work."""
+    names = list(layers or cfg.layers or default_layers(classifier))
+    return layer_readings(layer_shapes(classifier, x, names), cfg.tokens)
 
 
 def LayerGAN(layer: str, shape: Sequence[int], image_channels: int, cfg: FitConfig) -> GanBank:  # noqa: N802
@@ -394,6 +415,7 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     keys = [member_key(n, g) for n in names for g in cfg.generator_seeds]
     x0 = eval_x[:2].to(device)
     shapes = layer_shapes(classifier, x0, names)
+    readings = layer_readings(shapes, cfg.tokens)  # an unreadable token layer: before any work
     image_channels, image_size = x0.shape[1], x0.shape[-1]
     sized = fit_for_image_size(cfg, image_size)  # the generators' scales follow the input size
     if sized != cfg:
@@ -415,7 +437,10 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     start, saved, disk = _resume_point(out, members, cfg)
     if world.main:
         write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names, "members": keys,
-                                         "shapes": {n: list(s) for n, s in shapes.items()}})
+                                         "shapes": {n: list(s) for n, s in shapes.items()},
+                                         "readings": {n: r.as_dict() for n, r in readings.items()}})
+    for n, r in readings.items():
+        log.info("%s: read as %s", n, r.describe())
     if not members:
         log.warning("rank %d has no layer to fit: %d ranks for %d members (a member's batch is "
                     "not split across ranks, see distributed.py)", world.rank, world.size, len(keys))
@@ -992,9 +1017,10 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     classifier = load_any(checkpoint, device=dev, model_file=model_file)
     data = checkpoint_data_config(checkpoint, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
+    example = images_at(test, torch.arange(min(2, len(test))))[0].to(dev)
     if layers:  # traced on one forward, one spelling each (``relu1@0`` is ``relu1``)
-        layers = canonical_names(classifier, images_at(test, torch.arange(min(2, len(test))))[0].to(dev),
-                                 layers)
+        layers = canonical_names(classifier, example, layers)
+    check_readings(classifier, example, layers, cfg)
     summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
                                 dstar_indices=dstar_indices(test, dstar_images), progress=progress,
                                 world=world)

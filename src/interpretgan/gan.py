@@ -18,6 +18,7 @@ one-member stack with member i's weights computes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Sequence
 
@@ -108,6 +109,105 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
+# --------------------------------------------------------------------------- layer readings
+# How C reads a layer output. A (N, D) output is taken for a sequence of N tokens of D
+# features (a vision transformer's): when its last N − k tokens form a square h × h grid of
+# patches, C reads them as a (D, h, h) map by the Table 4/5 rule and the k prefix tokens (CLS,
+# registers) join the flattened map at the FC. ``fit.tokens`` picks the reading:
+#   "auto"    the first k of TOKEN_PREFIXES (1, 0, 2, …, 8: a CLS token, none, registers) with
+#             N − k = h² and h ≥ 2; a layout without one is refused, naming the other settings
+#   "grid:K"  K prefix tokens, the rest a square grid (refused when it is not one)
+#   "flat"    every token flattened into the FC (one FC of N·D inputs)
+# (C, H, W) outputs are conv maps and (F,) outputs vectors whatever the setting; other ranks
+# are flattened.
+TOKEN_PREFIXES = (1, 0, 2, 3, 4, 5, 6, 7, 8)
+
+
+class TokenLayoutError(ValueError):
+    """A (N, D) layer output whose tokens do not form the grid the setting asks for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerReading:
+    """How C reads a layer output of ``shape`` (without batch): ``kind`` is "map" (C, H, W),
+    "vector" (F,), "grid" (N, D) tokens as a (D, h, w) map after ``prefix`` tokens, or "flat"."""
+
+    kind: str
+    shape: tuple[int, ...]
+    prefix: int = 0
+    grid: tuple[int, int] | None = None
+
+    @property
+    def map_shape(self) -> tuple[int, int, int] | None:
+        """The (C, H, W) map the conv stages see, or None (FC only)."""
+        if self.kind == "map":
+            return tuple(self.shape)  # type: ignore[return-value]
+        if self.kind == "grid":
+            return (self.shape[1], *self.grid)  # type: ignore[misc]
+        return None
+
+    def describe(self) -> str:
+        """``"token grid 8×8 + 1 prefix token (65 × 64)"``, ``"conv map (32, 30, 30)"`` …"""
+        dims = " × ".join(map(str, self.shape))
+        if self.kind == "grid":
+            h, w = self.grid  # type: ignore[misc]
+            return f"token grid {h}×{w} + {self.prefix} prefix token{'s' * (self.prefix != 1)} ({dims})"
+        return {"map": "conv map", "vector": "vector", "flat": "flat"}[self.kind] + f" ({dims})"
+
+    def as_dict(self) -> dict:
+        """The record results.json keeps per layer."""
+        return {"shape": list(self.shape), "read_as": self.kind,
+                "grid": list(self.grid) if self.grid else None, "prefix_tokens": self.prefix}
+
+
+def parse_tokens(setting: str) -> int | str:
+    """``"auto"`` / ``"flat"`` as they are, ``"grid:K"`` → K; ValueError on anything else."""
+    if setting in ("auto", "flat"):
+        return setting
+    head, _, k = setting.partition(":")
+    if head != "grid" or not k.isdigit():
+        raise ValueError(f"tokens must be auto, flat or grid:K (K prefix tokens ≥ 0), got {setting!r}")
+    return int(k)
+
+
+def _square_side(n: int) -> int | None:
+    side = math.isqrt(n) if n > 0 else 0
+    return side if side > 0 and side * side == n else None
+
+
+def read_layer(shape: Sequence[int], tokens: str = "auto") -> LayerReading:
+    """How C reads a layer output of ``shape`` under the ``tokens`` setting (see above).
+    Raises :class:`TokenLayoutError` (one line naming the settings that read it) for a (N, D)
+    output whose tokens form no square grid under the setting."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 3:
+        return LayerReading("map", shape)
+    if len(shape) == 1:
+        return LayerReading("vector", shape)
+    if len(shape) != 2:
+        return LayerReading("flat", shape)
+    how = parse_tokens(tokens)
+    if how == "flat":
+        return LayerReading("flat", shape)
+    n, d = shape
+    if how == "auto":
+        for k in TOKEN_PREFIXES:
+            side = _square_side(n - k)
+            if side is not None and side >= 2:
+                return LayerReading("grid", shape, k, (side, side))
+        raise TokenLayoutError(
+            f"output of shape ({n}, {d}) read as {n} tokens of {d} features: no {TOKEN_PREFIXES[1]}–"
+            f"{TOKEN_PREFIXES[-1]} prefix tokens leave a square grid of patch tokens; set "
+            f"fit.tokens=flat (one FC over all {n * d} values) or fit.tokens=grid:K (K prefix "
+            "tokens, then a square grid)")
+    side = _square_side(n - how)
+    if side is None:
+        raise TokenLayoutError(
+            f"output of shape ({n}, {d}): fit.tokens={tokens} leaves {n - how} tokens, not a "
+            "square grid; set fit.tokens=auto, flat or grid:K with another K")
+    return LayerReading("grid", shape, how, (side, side))
+
+
 # --------------------------------------------------------------------------- compression
 def compression_plan(shape: Sequence[int], max_width: int = 512) -> list[int]:
     """Conv widths of the compression stages for a layer output of ``shape``.
@@ -148,35 +248,48 @@ class Compressor(nn.Module):
     """C: a layer output (B, *shape) → a code (B, code_dim), by :func:`compression_stages`
     (Tables 4 and 5): 3×3 conv → LeakyReLU(0.2) [→ 2×2 average pooling] per stage, then FC.
 
-    ``width_mult`` scales the conv widths (the quick preset uses narrower stages);
-    ``conv_small_maps``: Table 5's lone conv on a map too small to pool (Conv Block5).
+    ``tokens``: how a (B, N, D) token layer is read (:func:`read_layer`): as a grid, the patch
+    tokens go through the stages as a (B, D, h, w) map and the k prefix tokens (B, k·D) join
+    the flattened map at the FC. ``width_mult`` scales the conv widths (the quick preset uses
+    narrower stages); ``conv_small_maps``: Table 5's lone conv on a map too small to pool
+    (Conv Block5).
     """
 
     def __init__(self, shape: Sequence[int], code_dim: int, width_mult: float = 1.0,
-                 max_width: int = 512, conv_small_maps: bool = False):
+                 max_width: int = 512, conv_small_maps: bool = False, tokens: str = "auto"):
         super().__init__()
         self.in_shape = tuple(shape)
-        stages = [(max(8, int(w * width_mult)), pool)
-                  for w, pool in compression_stages(shape, max_width, conv_small_maps)]
+        self.reading = read_layer(shape, tokens)
+        conv_in = self.reading.map_shape
+        stages = [] if conv_in is None else [
+            (max(8, int(w * width_mult)), pool)
+            for w, pool in compression_stages(conv_in, max_width, conv_small_maps)]
         layers: list[nn.Module] = []
-        if len(shape) == 3:
-            c, h, w = shape
+        if conv_in is not None:
+            c, h, w = conv_in
             for width, pool in stages:
                 layers += [nn.Conv2d(c, width, 3, padding=1), nn.LeakyReLU(0.2)]
                 if pool:
                     layers.append(nn.AvgPool2d(2))
                     h, w = h // 2, w // 2
                 c = width
-            flat = c * h * w
+            flat = c * h * w + self.reading.prefix * self.reading.shape[-1]  # grid: prefix tokens too
         else:
             flat = int(math.prod(shape))
+        # the FC stays the last module of ``net`` (the keys of checkpoints before token grids)
         layers += [nn.Flatten(), nn.Linear(flat, code_dim)]
         self.net = nn.Sequential(*layers)
         self.stages = stages
         self.plan = [w for w, _ in stages]
 
     def forward(self, l):
-        return self.net(l)
+        r = self.reading
+        if r.kind != "grid":
+            return self.net(l)
+        b, (h, w) = l.shape[0], r.grid
+        grid = l[:, r.prefix:].transpose(1, 2).reshape(b, -1, h, w)  # (B, D, h, w)
+        feats = self.net[:-1](grid)  # conv stages, flattened: (B, F)
+        return self.net[-1](torch.cat([feats, l[:, :r.prefix].flatten(1)], 1))  # (B, code_dim)
 
 
 def generator_scales(image_size: int) -> int:

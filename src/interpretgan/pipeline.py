@@ -286,6 +286,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
             with_normalization(user, cfg.normalize)
         user_data = _user_data(user, cfg, layers)
         layers = _check_layers(user, _example(user_data), layers, "your model")
+        _check_readings(user, user_data, layers, resolved.fit)
         if cfg.judge is not None:
             _check_judge(cfg.judge, judge_model_file, user, user_data)
     else:
@@ -507,6 +508,14 @@ def _read_logits(net: nn.Module, out, selector: str | None) -> torch.Tensor:
         log.info("your model's logits: its output's %s%s", used, " (found; --output picks another)"
                  if selector is None else "")
     return logits
+def _check_readings(net: nn.Module, data: DataConfig, layers: list[str] | None, fit: FitConfig) -> None:
+    """Every explained layer of the user's model can be read by C (a token layer without the
+    grid ``fit.tokens`` asks for fails in one line), checked on two test images."""
+    from .data import images_at, load_split
+    from .fitting import check_readings
+
+    test = load_split(dataclasses.replace(data, test_subset=2), "test")
+    check_readings(net, images_at(test, torch.arange(len(test)))[0], layers, fit)
 
 
 def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpoint: str,
@@ -714,15 +723,24 @@ def assemble_results(root: Path, diagnoses: dict, timings: dict, cfg: RunConfig,
             "clean_accuracy": d["clean_accuracy"], "adversarial_accuracy": d["adversarial_accuracy"],
             "n": d["n"], "attack": d["attack"], "generator_seeds": d.get("generator_seeds", 1),
             "output": d.get("output"),  # how its logits were read from its forward's output
-            "per_layer": {p["layer"]: {**{k: v for k, v in p.items() if k != "layer"},
-                                       **({"reliable": reliable[p["layer"]]} if p["layer"] in reliable else {})}
-                          for p in d["per_layer"]},
+            "per_layer": _per_layer(d, root / key / "fit" / "config.json", reliable),
             "maxpool_index_change": d["maxpool_index_change"],
             "misclassification": d["misclassification"], "top_targets": d["top_targets"],
             "figures": {"explanations": f"{key}/explain/explanations.png",
                         "baselines": f"{key}/explain/baselines.png"},
         }
     return out
+
+
+def _per_layer(diagnosis: dict, fit_config: Path, reliable: dict) -> dict:
+    """A diagnosis's per-layer rows keyed by layer, each with ``layer_reading``: how the fit's
+    C read the layer's output (shape, conv map / vector / token grid / flat, prefix tokens),
+    and ``reliable`` where the fit judged its generators against the agreement floor."""
+    readings = read_json(fit_config).get("readings", {}) if fit_config.exists() else {}
+    return {p["layer"]: {**{k: v for k, v in p.items() if k != "layer"},
+                         "layer_reading": readings.get(p["layer"]),
+                         **({"reliable": reliable[p["layer"]]} if p["layer"] in reliable else {})}
+            for p in diagnosis["per_layer"]}
 
 
 def budget(root: Path, timings: dict[str, float]) -> dict | None:

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .gan import LayerReading  # noqa: E402
 from .runs import atomic_write_bytes  # noqa: E402
 
 
@@ -455,6 +456,19 @@ def _output_note(output: dict | None) -> str:
         return ""
     how = "found, as none was given (--output picks another)" if output.get("auto") else "as --output gave"
     return f"; logits read from its output's <code>{html.escape(output['selector'])}</code>, {how}"
+def _reading_note(results: dict, models: list[str]) -> str:
+    """How the generators' compression networks read each layer's output (conv map, vector,
+    token grid with its prefix tokens, flat), from ``per_layer``'s ``layer_reading``."""
+    import html
+
+    items = []
+    for n, label in zip(results["layers"], results["layer_labels"]):
+        r = next((results[k]["per_layer"].get(n, {}).get("layer_reading") for k in models), None)
+        if r:
+            grid = tuple(r["grid"]) if r.get("grid") else None
+            text = LayerReading(r["read_as"], tuple(r["shape"]), r["prefix_tokens"], grid).describe()
+            items.append(f"<li>{html.escape(label)}: {html.escape(text)}</li>")
+    return "<p>Layer outputs as the compression networks read them:</p><ul>" + "".join(items) + "</ul>" if items else ""
 
 
 def write_main_report(results: dict, root: str | Path) -> Path:
@@ -515,6 +529,7 @@ def write_main_report(results: dict, root: str | Path) -> Path:
             if p.exists():
                 parts.append(f"<h3>{fig}</h3><p><img alt='{fig}' src='{_b64(p)}'></p>")
     parts.append(_generator_table(results, models))
+    parts.append(_reading_note(results, models))
     b = results.get("budget")
     unit = b["natural_epoch_s"] if b else None
     parts.append("<h2>Where the time went</h2><table><tr><th>stage</th><th>seconds</th>"
