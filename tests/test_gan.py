@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 
 from interpretgan import models
-from interpretgan.config import FitConfig
+from interpretgan.config import FIT_PRESETS, FitConfig
 from interpretgan.data import ImageDataset
 from interpretgan.fitting import (GanBank, LayerGAN, agreement, fit_generators, gan_step, layer_dirname,
-                                  load_generators, make_optimizers, schedule)
+                                  load_generators, make_optimizers, schedule, warmup_steps)
 from interpretgan.gan import (GAN_LOSSES, Compressor, Discriminator, Generator, compression_plan,
                               interpretability_loss, member_of, minibatch_std, stack_members,
                               to_classifier)
@@ -98,13 +98,40 @@ def test_bank_members_do_not_depend_on_their_neighbours():
 
 
 def test_schedule_fade_and_warmup():
-    cfg = FitConfig(steps_per_scale=(10, 10, 10, 20), fade_fraction=0.5, warmup_fraction=0.2)
+    cfg = FitConfig(steps_per_scale=(10, 10, 10, 20), fade_fraction=0.5, warmup_fraction=0.2,
+                    warmup_each_scale=False)
     assert schedule(cfg, 0) == schedule(cfg, 0) and schedule(cfg, 0).scale == 0
     assert schedule(cfg, 0).alpha == 1.0 and schedule(cfg, 9).warmup and not schedule(cfg, 10).warmup
     p = schedule(cfg, 10)
     assert p.scale == 1 and p.alpha == pytest.approx(0.2)
     assert schedule(cfg, 14).alpha == 1.0 and schedule(cfg, 30).scale == 3
     assert schedule(cfg, 49).scale == 3 and schedule(cfg, 49).alpha == 1.0
+
+
+def test_schedule_warmup_inside_each_scale():
+    cfg = FitConfig(steps_per_scale=(10, 10, 10, 20), warmup_fraction=0.2)
+    warm = [schedule(cfg, k).warmup for k in range(50)]
+    assert warm == [k % 10 < 2 if k < 30 else k < 34 for k in range(50)]
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper", "celeba", "celeba-paper"])
+def test_presets_train_d_at_every_scale(preset):
+    """Progressive growing (Sec. 3.2): every scale gets D updates, not the last scale alone."""
+    cfg = FIT_PRESETS.get(preset)
+    total = sum(cfg.steps_per_scale)
+    gan_scales = {p.scale for p in (schedule(cfg, k) for k in range(0, total, 1 if total < 5000 else 7))
+                  if not p.warmup}
+    assert gan_scales == set(range(len(cfg.steps_per_scale)))
+
+
+@pytest.mark.parametrize("each", [True, False])
+def test_warmup_steps_count_the_schedule(each):
+    cfg = FitConfig(steps_per_scale=(7, 9, 13, 31), warmup_fraction=0.37, warmup_each_scale=each)
+    counted = [0, 0, 0, 0]
+    for k in range(sum(cfg.steps_per_scale)):
+        p = schedule(cfg, k)
+        counted[p.scale] += p.warmup
+    assert warmup_steps(cfg) == counted
 
 
 def test_minibatch_std_channel():

@@ -407,7 +407,11 @@ class FitConfig:
     c_conv_small_maps: bool = False
     steps_per_scale: tuple[int, ...] = (30, 30, 60, 360)
     fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
-    warmup_fraction: float = 0.4  # first share of all steps: L_I only, D not updated
+    # L_I-only warm-up (D not updated): the first ``warmup_fraction`` of each scale's steps
+    # (``warmup_each_scale``, so D trains at every scale: the progressive game of the paper), or
+    # of all steps (False; with the quick schedule that skipped D at 4, 8 and 16 px)
+    warmup_fraction: float = 0.4
+    warmup_each_scale: bool = True
     batch_size: int = 32
     lr: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)
