@@ -260,6 +260,7 @@ def main() -> None:
         study["points"][name] = doc
         study["layer_labels"] = doc["layer_labels"]
         study["dstar_images"] = a.dstar_images
+        study["paper_acc"] = PAPER_TABLE1["natural"]["acc"]  # Table 1, natural model (docs tables)
         write_json(study_path, study)
         log.info("%s: Acc_i %s (%.0f s)", name,
                  " ".join(f"{100 * r['acc']:.1f}" for r in doc["per_layer"]), time.perf_counter() - t0)
