@@ -12,8 +12,9 @@ A table lives between two marker lines in a Markdown file:
 
 and is built by the function registered under its name in ``TABLES`` from one JSON file under
 docs/ (``docs/main_results.json``: ``runs/main/results.json`` of the main job;
-``docs/fidelity_study.json``: ``study.json`` of ``benchmarks/fidelity.py``). A marker whose
-name or JSON file is missing is an error.
+``docs/fidelity_study.json``: ``study.json`` of ``benchmarks/fidelity.py``;
+``docs/study_pooling_mnist*.json``: ``study.json`` of ``interpretgan study pooling``). A marker
+whose name or JSON file is missing is an error.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's package, installed or not
+from interpretgan.report import study_markdown  # noqa: E402
 MARK = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
 
@@ -162,6 +165,8 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "main-generators": ("main_results.json", main_generators),
     "main-maxpool": ("main_results.json", main_maxpool),
     "main-budget": ("main_results.json", main_budget),
+    "pooling-4ep": ("study_pooling_mnist.json", lambda d: study_markdown(d) + "\n"),
+    "pooling-10ep": ("study_pooling_mnist_10epochs.json", lambda d: study_markdown(d) + "\n"),
     "fidelity-schedule-acc": ("fidelity_study.json", fidelity_schedule_acc),
     "fidelity-schedule-quality": ("fidelity_study.json", fidelity_schedule_quality),
 }

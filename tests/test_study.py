@@ -52,7 +52,8 @@ def test_pooling_study_tiny_end_to_end(mnist_small, shared_cache, tmp_path, monk
     for r in doc["runs"]:
         acc = r["accuracy"]
         assert set(acc) == {"clean", "pgd-2", "fgsm", "autoattack"}
-        assert 0 <= acc["pgd-2"] <= acc["clean"] + 1e-9
+        # the attacks are real: each lowers the accuracy of a model that learned something
+        assert acc["clean"] > 0.2 and acc["pgd-2"] < acc["clean"] and acc["fgsm"] < acc["clean"], acc
     saved = read_json(tmp_path / "study" / "study.json")
     assert saved["summary"]["smallcnn"]["avg"]["fgsm"]["n"] == 2
     # cached: a rerun retrains and re-evaluates nothing

@@ -101,7 +101,8 @@ class GanBank(nn.Module):
 
     ``members``: ``[(layer, shape), …]``. Member i computes exactly what a one-member bank
     with member i's weights computes (:meth:`member`, :meth:`stack`), so fitting layers
-    together or apart gives the same generators.
+    together or apart gives the same generators up to float rounding (bit for bit with one bank
+    per member in fp32: ``stack_layers="off"``, ``amp="off"``).
     """
 
     def __init__(self, members: Sequence[tuple[str, Sequence[int]]], image_channels: int, cfg: FitConfig):

@@ -33,6 +33,16 @@ def _fmt(cell: dict | None) -> str:
     return f"{cell['mean']:.2f}"
 
 
+# Column titles where the study's key is not the attack's name: the "autoattack" column is
+# AutoAttack's two gradient components only (torchattacks' APGD-CE, then APGD-T on the
+# survivors, one restart each), not the standard AutoAttack suite.
+COLUMN_TITLES = {"autoattack": "APGD-CE + APGD-T (1 restart)"}
+
+
+def _title(col: str) -> str:
+    return COLUMN_TITLES.get(col, col)
+
+
 def study_markdown(doc: dict) -> str:
     """Markdown table of a pooling study (``study.json``): ours (mean ± std over seeds) beside
     the paper's single runs, then the paired avg − max differences with a verdict."""
@@ -41,8 +51,10 @@ def study_markdown(doc: dict) -> str:
     cols = ["clean", *attacks, *(["autoattack"] if cfg.get("autoattack") else [])]
     n_test = cfg.get("test_subset") or "all"
     lines = [f"Robust accuracy (%) on {n_test} {cfg['dataset']} test images, {cfg['method']}, "
-             f"seeds {', '.join(map(str, cfg['seeds']))}; paper's single run in brackets.", "",
-             "| model | pool | " + " | ".join(cols) + " |",
+             f"seeds {', '.join(map(str, cfg['seeds']))}; paper's single run in brackets"
+             + (f"; {_title('autoattack')} on the first {cfg.get('autoattack_subset')} of those images."
+                if cfg.get("autoattack") else "."), "",
+             "| model | pool | " + " | ".join(map(_title, cols)) + " |",
              "|---|---|" + "---|" * len(cols)]
     for model, per_pool in doc["summary"].items():
         paper = (doc.get("paper") or {}).get(model) or {}
@@ -59,7 +71,7 @@ def study_markdown(doc: dict) -> str:
         if not diffs:
             continue
         lines.append(f"**{model}, avg − max (paired by seed, points):** " + "; ".join(
-            f"{c} {d['mean']:+.2f} ± {d['std']:.2f}" + (f" (t = {d['t']:.1f})" if not math.isnan(d["t"]) else "")
+            f"{_title(c)} {d['mean']:+.2f} ± {d['std']:.2f}" + (f" (t = {d['t']:.1f})" if not math.isnan(d["t"]) else "")
             for c, d in diffs.items()))
         lines.append("")
         lines.append(verdict(model, diffs))
@@ -88,15 +100,15 @@ def verdict(model: str, diffs: dict[str, dict[str, Any]]) -> str:
              and diffs[c]["t"] < -crit]
     if better and not worse:
         return (f"{model}: average pooling is more robust than max pooling beyond seed noise under "
-                f"{', '.join(better)} (paired t > {crit:.2f}, two-sided p < 0.05, over {n} seeds); under "
-                f"{', '.join(c for c in attack_cols if c not in better) or 'no other attack'} the "
+                f"{', '.join(map(_title, better))} (paired t > {crit:.2f}, two-sided p < 0.05, over {n} seeds); under "
+                f"{', '.join(_title(c) for c in attack_cols if c not in better) or 'no other attack'} the "
                 "difference is within seed noise.")
     if worse and not better:
-        return (f"{model}: average pooling is *less* robust than max pooling under {', '.join(worse)} "
+        return (f"{model}: average pooling is *less* robust than max pooling under {', '.join(map(_title, worse))} "
                 f"(paired t < −{crit:.2f}, two-sided p < 0.05, over {n} seeds).")
     if better and worse:
-        return (f"{model}: mixed — average pooling is more robust under {', '.join(better)} and less "
-                f"robust under {', '.join(worse)} (paired |t| > {crit:.2f}, two-sided p < 0.05, over {n} seeds).")
+        return (f"{model}: mixed — average pooling is more robust under {', '.join(map(_title, better))} and less "
+                f"robust under {', '.join(map(_title, worse))} (paired |t| > {crit:.2f}, two-sided p < 0.05, over {n} seeds).")
     return (f"{model}: the difference between average and max pooling is within seed noise over "
             f"{n} seeds (no attack has a paired |t| > {crit:.2f}, two-sided p < 0.05); we cannot confirm the paper's gain.")
 
