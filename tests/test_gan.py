@@ -436,14 +436,14 @@ def test_launch_saving_step_equals_the_per_layer_reference(amp):
 
     Without autocast the claim is exactness up to float rounding, checked in fp64 (where a
     gradient near 0 cannot round to the other side, which would move an Adam weight by 2·lr):
-    the weights agree to the fp32 rounding of the member copies compared. Under bf16 autocast the paths round differently, so losses are
+    weights within 1e-9. Under bf16 autocast the paths round differently, so losses are
     compared to bf16 precision and weights to 2·lr per step."""
     f, cfg, x, target, feats, members = _step_setup("ns-r1")
     dtype = torch.float32 if amp else torch.float64
     f, x = f.to(dtype), x.to(dtype)
     feats = {k: v.to(dtype) for k, v in feats.items()}
     tol = dict(rtol=5e-2, atol=5e-3) if amp else dict(rtol=1e-9, atol=1e-10)
-    w_tol = dict(rtol=0, atol=3 * 2 * cfg.lr + 1e-5) if amp else dict(rtol=1e-6, atol=1e-8)
+    w_tol = dict(rtol=0, atol=3 * 2 * cfg.lr + 1e-5) if amp else dict(rtol=1e-9, atol=1e-9)
 
     def run(banks, adam):
         c = dataclasses.replace(cfg, adam=adam)
@@ -463,7 +463,7 @@ def test_launch_saving_step_equals_the_per_layer_reference(amp):
             for k, v in out_fast[step][0].items():
                 torch.testing.assert_close(v[i], out_ref[step][i][k][0], **tol, msg=f"step {step} {k}")
     for i in range(len(members)):
-        for k, v in fast.member(i).state_dict().items():
+        for k, v in fast.member_state(i).items():  # in the bank's dtype
             torch.testing.assert_close(v, ref[i].state_dict()[k], **w_tol, msg=k)
 
 
