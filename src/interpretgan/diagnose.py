@@ -353,11 +353,11 @@ def tied_windows(inp: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
     out_h, out_w = pool_indices(inp[:1, :1], pool).shape[-2:]
     need_h, need_w = (out_h - 1) * sh + dh * (kh - 1) + 1, (out_w - 1) * sw + dw * (kw - 1) + 1
     x = F.pad(inp.float(), (pw, max(0, need_w - inp.shape[-1] - pw), ph, max(0, need_h - inp.shape[-2] - ph)),
-              value=float("-inf"))
+              value=float("-inf"))[..., :need_h, :need_w]  # exactly the windows max_pool2d takes
     b, c = inp.shape[:2]
     cols = F.unfold(x.reshape(b * c, 1, *x.shape[-2:]), (kh, kw), dilation=(dh, dw), stride=(sh, sw))
     ties = (cols == cols.amax(1, keepdim=True)).sum(1) > 1  # (B·C, L)
-    return ties.view(b, c, -1)[..., : out_h * out_w].view(b, c, out_h, out_w)
+    return ties.view(b, c, out_h, out_w)
 
 
 def _moved_and_defined(a: torch.Tensor, b: torch.Tensor, pool: nn.MaxPool2d) -> tuple[int, int, int]:
