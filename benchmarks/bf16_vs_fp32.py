@@ -1,10 +1,14 @@
-"""bf16 autocast vs fp32 on this CPU, side by side in one run (SmallCNN train step, PGD step,
-generator step). Prints ms per call and the fp32/bf16 speed ratio (>1: bf16 is faster).
+"""bf16 autocast vs fp32 on this CPU (SmallCNN train step, PGD step, generator step), in
+alternating rounds (fp32, bf16, then bf16, fp32, …) so that the machine's drift hits both alike.
+Prints ms per call (median over rounds) and the fp32/bf16 speed ratio of each round, median and
+range (>1: bf16 is faster).
 
-    python benchmarks/bf16_vs_fp32.py
+    python benchmarks/bf16_vs_fp32.py --rounds 6
 """
 from __future__ import annotations
 
+import argparse
+import statistics
 import time
 
 import torch
@@ -14,16 +18,33 @@ from interpretgan import models
 from interpretgan.gan import Generator
 
 
-def timeit(fn, n=10, warm=3):
-    for _ in range(warm):
-        fn()
+def timeit(fn, n: int) -> float:
+    """ms per call of ``fn`` over ``n`` calls."""
     t = time.perf_counter()
     for _ in range(n):
         fn()
     return (time.perf_counter() - t) / n * 1000
 
 
+def alternate(fn, rounds: int, n: int) -> tuple[list[float], list[float]]:
+    """``fn`` in fp32 and under bf16 autocast, alternating A B / B A rounds: (fp32 ms, bf16 ms)."""
+    def bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fn()
+    for _ in range(2):  # warm up both paths
+        fn(), bf16()
+    a, b = [], []
+    for r in range(rounds):
+        for which in ((fn, a), (bf16, b)) if r % 2 == 0 else ((bf16, b), (fn, a)):
+            which[1].append(timeit(which[0], n))
+    return a, b
+
+
 def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--calls", type=int, default=5, help="calls per round and variant")
+    args = p.parse_args()
     torch.manual_seed(0)
     net = models.create("smallcnn")
     torch.nn.init.normal_(net.classifier.fc3.weight, std=0.05)
@@ -47,14 +68,15 @@ def main():
 
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'workload':<34}{'fp32 ms':>10}{'bf16 ms':>10}{'fp32/bf16':>11}")
+    print(f"{args.rounds} alternating rounds of {args.calls} calls each")
+    print(f"{'workload':<34}{'fp32 ms':>10}{'bf16 ms':>10}{'fp32/bf16 median [range]':>27}")
     for name, fn in [("SmallCNN train step (batch 128)", train_step),
                      ("PGD input gradient (batch 128)", input_grad),
                      ("generator fwd+bwd (batch 64)", gen_step)]:
-        a = timeit(fn)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            b = timeit(fn, n=3, warm=1)
-        print(f"{name:<34}{a:>10.1f}{b:>10.1f}{a / b:>11.2f}")
+        a, b = alternate(fn, args.rounds, args.calls)
+        ratios = [x / y for x, y in zip(a, b)]
+        print(f"{name:<34}{statistics.median(a):>10.1f}{statistics.median(b):>10.1f}"
+              f"{statistics.median(ratios):>13.2f} [{min(ratios):.2f}, {max(ratios):.2f}]", flush=True)
 
 
 if __name__ == "__main__":

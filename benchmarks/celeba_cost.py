@@ -37,7 +37,7 @@ from interpretgan import models
 from interpretgan.attacks import get_attack
 from interpretgan.config import FIT_PRESETS, RUN_PRESETS, TRAIN_PRESETS, fit_for_image_size
 from interpretgan.devices import resolve_device
-from interpretgan.fitting import GanBank, gan_step, make_optimizers, schedule, stacked
+from interpretgan.fitting import GanBank, gan_step, make_optimizers, schedule, stacked, warmup_steps
 from interpretgan.gan import GAN_LOSSES
 from interpretgan.layers import capture, default_layers
 from interpretgan.precision import use_amp
@@ -241,11 +241,9 @@ def count_flops(run_preset: str) -> dict:
             row["warmup_flops" if warmup else "gan_flops"] = float(fc.get_total_flops())
         fit.append(row)
     total = sum(cfg.steps_per_scale)
-    warm_until, fit_total, start = cfg.warmup_fraction * total, 0.0, 0
-    for row in fit:
-        warm = max(0, min(row["steps"], warm_until - start))
+    fit_total = 0.0
+    for row, warm in zip(fit, warmup_steps(cfg)):
         fit_total += warm * row["warmup_flops"] + (row["steps"] - warm) * row["gan_flops"]
-        start += row["steps"]
     dstar = run.dstar_images or CELEBA_TEST
     return {"run_preset": run_preset, "classifier_forward_flops_per_image": float(forward),
             "classifier_saved_for_backward_mib_per_image_fp32": saved["bytes"] / 2 ** 20,
@@ -262,14 +260,11 @@ def project(run_preset: str, train: dict, pgd: dict, fit_rows: list[dict]) -> di
     tcfg = TRAIN_PRESETS.get(run.natural)
     cfg = fit_for_image_size(FIT_PRESETS.get(run.fit), SIZE)
     total = sum(cfg.steps_per_scale)
-    warm_until = cfg.warmup_fraction * total
     fit_s, covered = 0.0, []
-    for s, n in enumerate(cfg.steps_per_scale):
+    for s, (n, warm) in enumerate(zip(cfg.steps_per_scale, warmup_steps(cfg))):
         by = {r["phase"]: r["s_per_step"] for r in fit_rows if r["scale"] == s}
         if not by:
             continue
-        start = sum(cfg.steps_per_scale[:s])
-        warm = max(0, min(n, warm_until - start))
         fit_s += warm * by["warm-up"] + (n - warm) * by["GAN"]
         covered.append(s)
     dstar = run.dstar_images or CELEBA_TEST

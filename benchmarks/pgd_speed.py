@@ -1,15 +1,18 @@
 """PGD-40 accuracy evaluation, images/s: ours (early stop on misclassified samples) vs
-torchattacks' PGD, on the same models and images, side by side in one run.
+torchattacks' PGD, on the same models and images, in alternating rounds (the variants' order
+rotates every round, so that the machine's drift hits all alike).
 
     python benchmarks/pgd_speed.py --natural RUN/checkpoints/final.pt --robust RUN2/checkpoints/final.pt --n 500
 
-Prints images/s, the speed ratio and both accuracies per model; where the CPU/GPU has bf16
-units, also our PGD under bf16 autocast (same early stop) against the same torchattacks run.
+Prints images/s (median over rounds), the speed ratio torchattacks time / ours of each round
+(median and range) and both accuracies per model; where the CPU/GPU has bf16 units, also our
+PGD under bf16 autocast (same early stop). ``--robust`` may be left out.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import time
 
 import torch
@@ -35,28 +38,45 @@ def torchattacks_accuracy(model, ds, eps, alpha, steps, batch_size=500, seed=0):
     return correct / len(ds)
 
 
+def timed(fn) -> tuple[float, float]:
+    t = time.perf_counter()
+    acc = fn()
+    return time.perf_counter() - t, acc
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--natural", required=True)
-    p.add_argument("--robust", required=True)
+    p.add_argument("--robust")
     p.add_argument("--n", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
     test = load_mnist("test").subset(a.n, seed=0)
     atk = get_attack("pgd-40", "mnist")
-    print(f"PGD-40 (eps {atk.eps}, alpha {atk.alpha}) on {a.n} MNIST test images")
-    print(f"{'model':<16}{'ours img/s':>12}{'t.attacks img/s':>17}{'ratio':>8}{'ours acc':>10}{'t.a. acc':>10}")
+    print(f"PGD-40 (eps {atk.eps}, alpha {atk.alpha}) on {a.n} MNIST test images, {a.rounds} alternating rounds")
+    print(f"{'model':<16}{'ours img/s':>12}{'t.attacks img/s':>17}{'ratio median [range]':>24}"
+          f"{'ours acc':>10}{'t.a. acc':>10}")
     variants = [("", atk)] + ([(" bf16", dataclasses.replace(atk, amp=True))] if native_bf16() else [])
     for label, path in [("natural", a.natural), ("robust", a.robust)]:
+        if path is None:
+            continue
         m = load_classifier(path)
-        t = time.perf_counter()
-        theirs = torchattacks_accuracy(m, test, atk.eps, atk.alpha, atk.steps)
-        t_theirs = time.perf_counter() - t
+        runs = {"theirs": lambda: torchattacks_accuracy(m, test, atk.eps, atk.alpha, atk.steps)}
         for tag, attack in variants:
-            t = time.perf_counter()
-            ours = robust_accuracy(m, test, attack, early_stop=True)
-            t_ours = time.perf_counter() - t
-            print(f"{label + tag:<16}{a.n / t_ours:>12.1f}{a.n / t_theirs:>17.1f}{t_theirs / t_ours:>8.2f}"
-                  f"{100 * ours:>10.2f}{100 * theirs:>10.2f}", flush=True)
+            runs[tag] = lambda attack=attack: robust_accuracy(m, test, attack, early_stop=True)
+        secs: dict[str, list[float]] = {k: [] for k in runs}
+        accs: dict[str, float] = {}
+        names = list(runs)
+        for r in range(a.rounds):
+            for k in names[r % len(names):] + names[: r % len(names)]:
+                t, accs[k] = timed(runs[k])
+                secs[k].append(t)
+        for tag, _ in variants:
+            ratios = [t / o for t, o in zip(secs["theirs"], secs[tag])]
+            print(f"{label + tag:<16}{a.n / statistics.median(secs[tag]):>12.1f}"
+                  f"{a.n / statistics.median(secs['theirs']):>17.1f}"
+                  f"{statistics.median(ratios):>12.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
+                  f"{100 * accs[tag]:>10.2f}{100 * accs['theirs']:>10.2f}", flush=True)
 
 
 if __name__ == "__main__":

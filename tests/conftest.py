@@ -14,6 +14,22 @@ import torch
 torch.set_num_threads(2)
 
 
+def in_ci() -> bool:
+    """CI sets ``CI=true``; there the test command installs every optional test dependency."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def need(module: str):
+    """Import ``module`` for a test: skip where it is missing, but fail in CI, where
+    ``scripts/test.sh`` installs it and its absence is a broken setup."""
+    try:
+        return __import__(module)
+    except ImportError:
+        if in_ci():
+            pytest.fail(f"{module} is not installed (scripts/test.sh installs it)")
+        pytest.skip(f"{module} not installed")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

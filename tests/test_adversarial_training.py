@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from interpretgan.config import DataConfig, ModelConfig, TrainConfig, override
-from interpretgan.runs import load_checkpoint, read_jsonl
-from interpretgan.training import (TRAIN_METHODS, atta_trades_step, kl_attack, trades_kl,
-                                   train_classifier)
+from interpretgan.attacks import accuracy
+from interpretgan.data import load_split
+from interpretgan.runs import load_checkpoint, read_jsonl, seed_everything
+from interpretgan.training import (TRAIN_METHODS, atta_trades_step, build_model, dataset_classes,
+                                   dataset_shape, kl_attack, trades_kl, train_classifier)
 
 
 def test_trades_kl_by_hand():
@@ -55,13 +57,29 @@ def _tiny_cfg(shared_cache, method, **kw):
         attack_steps=2, eval_attack="pgd-3", eval_attack_subset=32, eval_batch_size=64), **kw)
 
 
+def _learning_cfg(shared_cache, method):
+    """512 training images, 3 epochs of batch 32, ε = 0.1: every method learns in seconds."""
+    return TrainConfig(
+        data=DataConfig(cache_dir=str(shared_cache), train_subset=512, test_subset=200),
+        method=method, epochs=3, batch_size=32, lr=0.05, lr_milestones=(2,), eps=0.1, step_size=0.05,
+        attack_steps=2, eval_attack="pgd-3", eval_attack_subset=32, eval_batch_size=64)
+
+
 @pytest.mark.parametrize("method", TRAIN_METHODS.names())
-def test_every_method_trains_and_logs(method, mnist_small, shared_cache, tmp_path):
-    cfg = _tiny_cfg(shared_cache, method)
+def test_every_method_learns_and_logs(method, mnist_small, shared_cache, tmp_path):
+    """A real gain over the same model untrained (8.5 % on these 200 test images). Measured
+    with seeds 0–4, test accuracy after training was 52.5–74.5 % (natural), 58–67 % (pgd-at),
+    64–74 % (trades), 65–74.5 % (atta-trades): a method that does not learn fails the 30-point
+    margin, a learning one clears it by 14 points or more."""
+    cfg = _learning_cfg(shared_cache, method)
+    seed_everything(cfg.seed)
+    train_set, test_set = load_split(cfg.data, "train"), load_split(cfg.data, "test")
+    untrained = accuracy(build_model(cfg.model, dataset_shape(train_set), dataset_classes(train_set)).eval(),
+                         test_set, 200)
     m = train_classifier(cfg, tmp_path / method, progress=False)
     rows = read_jsonl(tmp_path / method / "metrics.jsonl")
-    assert len(rows) == 2 and "pgd-3_acc" in rows[-1] and 0 <= m["test_accuracy"] <= 1
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"] * 1.5
+    assert len(rows) == 3 and "pgd-3_acc" in rows[-1] and m["test_accuracy"] == rows[-1]["test_acc"]
+    assert m["test_accuracy"] >= untrained + 0.30, (untrained, m["test_accuracy"])
 
 
 def test_atta_state_survives_resume(mnist_small, shared_cache, tmp_path):
@@ -71,13 +89,13 @@ def test_atta_state_survives_resume(mnist_small, shared_cache, tmp_path):
     delta = ck["method_state"]["delta"]
     assert delta.shape == (256, 1, 32, 32)
     assert 0.1 <= delta.abs().max() <= 0.1 + 0.006  # one step of 0.1 from a ~N(0, 0.001²) start
-    train_classifier(cfg, tmp_path / "a", progress=False)
+    resumed = train_classifier(cfg, tmp_path / "a", progress=False)
     full = train_classifier(cfg, tmp_path / "b", progress=False)
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "final.pt")["state_dict"]
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "final.pt")["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
-    assert full["test_accuracy"] >= 0
+    assert resumed["test_accuracy"] == full["test_accuracy"]
 
 
 def test_atta_with_augmentation_on_cifar_format(tiny_cifar, tmp_path):

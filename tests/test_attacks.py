@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import need
 from interpretgan import attacks
 from interpretgan.attacks import Attack, fgsm, get_attack, mpgd, pgd, robust_accuracy
 
@@ -122,7 +123,7 @@ def test_attack_object_matches_function(trained_smallcnn, mnist_small):
 
 
 def test_same_robust_accuracy_as_torchattacks(trained_smallcnn, mnist_small):
-    torchattacks = pytest.importorskip("torchattacks")
+    torchattacks = need("torchattacks")
     net = trained_smallcnn
     _, test = mnist_small
     x, y = test.images[:150].float() / 255, test.labels[:150]

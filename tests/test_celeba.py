@@ -16,6 +16,7 @@ from interpretgan.config import (FIT_PRESETS, RUN_PRESETS, TRAIN_PRESETS, Config
 from interpretgan.fitting import GanBank
 from interpretgan.gan import compression_stages, generator_scales
 from interpretgan.layers import default_layers, layer_shapes
+from interpretgan.pipeline import load_any
 from interpretgan.runs import load_checkpoint, read_json
 
 # Table 5 of the paper, row by row: (3×3 conv width, followed by 2×2 average pooling) per stage,
@@ -177,7 +178,9 @@ def test_run_preset_celeba_end_to_end(tmp_path, cache, one_thread):
     assert set(r["per_layer"]) == set(TABLE5)  # one Acc_i (and Vul_i) per interpreted layer
     accs = [r["per_layer"][n]["acc"] for n in res["layers"]]
     vul = [r["per_layer"][n]["vul"] for n in res["layers"]]
-    assert all(0 <= a <= 1 for a in accs) and vul[0] == pytest.approx(1 - accs[0])
+    # each Acc_i is a count of hitting explanations over D*'s images and the generator seeds
+    hits = [a * r["n"] * r["generator_seeds"] for a in accs]
+    assert hits == pytest.approx([round(h) for h in hits]) and vul[0] == pytest.approx(1 - accs[0])
     assert vul[1:] == pytest.approx([a - b for a, b in zip(accs, accs[1:])])
     assert len(r["maxpool_index_change"]) == 5  # VGG16's five max pools
     # the classifier is the shrunk VGG16 at 128 px; the generators have six scales up to 128 px
@@ -188,11 +191,14 @@ def test_run_preset_celeba_end_to_end(tmp_path, cache, one_thread):
     assert fit["shapes"]["features.block5"] == [32, 4, 4]
     # the saved explanations: RGB at 128 px, with labels and confidences
     ex = load_checkpoint(root / "natural" / "explain" / "explanations.pt")
+    f = load_any(root / "natural" / "checkpoints" / "final.pt")
     for kind in ("natural", "adversarial"):
         for n in TABLE5:
             assert ex[kind]["explanations"][n].shape == (2, 3, 128, 128)
-            conf = ex[kind]["confidence"][n]
-            assert ((conf >= 0.5) & (conf <= 1)).all()  # two classes: the top one is ≥ 50 %
+            with torch.no_grad():  # the label and confidence shown are f's on that explanation
+                probs = f(ex[kind]["explanations"][n].float()).float().softmax(1)
+            torch.testing.assert_close(ex[kind]["confidence"][n].float(), probs.max(1).values, atol=2e-3, rtol=0)
+            assert torch.equal(ex[kind]["labels"][n].long(), probs.argmax(1))
     # the report: the CelebFaces note, Acc_i / Vul_i, and the RGB grid at one pixel per pixel
     html = (root / "report" / "index.html").read_text()
     assert "<b>gender</b>" in html and "female / male" in html and "Vul<sub>i</sub>" in html

@@ -1,15 +1,18 @@
 """Diagnosis: Eq. 5 on hand-made numbers, pooling index change by hand, misclassification table."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from interpretgan.config import DataConfig, FitConfig
 from interpretgan.data import ImageDataset
 from interpretgan.diagnose import (build_dstar, dstar_indices, index_change, large_vulnerability,
                                    maxpool_index_change, misclassification_table, top_targets,
-                                   vulnerability)
+                                   tied_windows, vulnerability)
 from interpretgan.fitting import heldout_indices
 
 PAPER_NAT = [0.526, 0.263, 0.216, 0.099, 0.043, 0.030, 0.035]
@@ -38,18 +41,46 @@ def test_index_change_on_a_hand_made_tensor():
     assert index_change(a, b, pool) == pytest.approx(1 / 4)
 
 
+def test_index_change_leaves_tied_windows_out():
+    """An all-zero window (after a ReLU) has no arg-max: max_pool2d reports position 0, so a
+    feature appearing elsewhere in it would count as a move. Windows tied in either input are
+    left out of the share."""
+    pool = nn.MaxPool2d(2, 2)
+    a = torch.tensor([[[[1.0, 0, 0, 0], [0, 0, 0, 0], [0, 3, 0, 0], [0, 0, 0, 4]]]])
+    b = a.clone()
+    b[0, 0, 1, 3] = 0.5  # window (0,1): all zero → one feature at (1,1): not a move, left out
+    b[0, 0, 2, 0] = 7.0  # window (1,0): (0,1) → (0,0): a move
+    assert tied_windows(a, pool).view(-1).tolist() == [False, True, False, False]
+    assert index_change(a, b, pool) == pytest.approx(1 / 3)
+    assert math.isnan(index_change(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), pool))
+    # padding, dilation and ceil_mode: ties agree with a window-by-window count
+    x = torch.randint(0, 3, (2, 3, 9, 9)).float()
+    for p in (nn.MaxPool2d(3, 2, padding=1), nn.MaxPool2d(2, 2, ceil_mode=True), nn.MaxPool2d(2, 1, dilation=2)):
+        ties = tied_windows(x, p)
+        vals, _ = F.max_pool2d(x, p.kernel_size, p.stride, p.padding, p.dilation, p.ceil_mode, return_indices=True)
+        assert ties.shape == vals.shape
+        k, s_, pad, d = (p.kernel_size, p.stride, p.padding, p.dilation)
+        xp = F.pad(x, (pad, pad + 2, pad, pad + 2), value=float("-inf"))
+        for i, j in ((0, 0), (1, 2), (ties.shape[-2] - 1, ties.shape[-1] - 1)):
+            win = xp[..., i * s_: i * s_ + d * (k - 1) + 1: d, j * s_: j * s_ + d * (k - 1) + 1: d]
+            by_hand = (win == win.amax((-2, -1), keepdim=True)).sum((-2, -1)) > 1
+            assert torch.equal(ties[..., i, j], by_hand), (p, i, j)
+
+
 def test_maxpool_index_change_per_pooling_layer():
     net = nn.Sequential(nn.Identity(), nn.MaxPool2d(2), nn.MaxPool2d(2)).eval()
     x = torch.zeros(1, 1, 4, 4)
     x[0, 0, 0, 0] = 1
-    x[0, 0, 2, 2] = 1
+    x[0, 0, 0, 3] = 2
+    x[0, 0, 2, 2] = 3
+    x[0, 0, 3, 0] = 4
     x_adv = x.clone()
     x_adv[0, 0, 1, 1] = 2  # first pool, window (0,0): arg-max (0,0) → (1,1)
-    x_adv[0, 0, 3, 3] = 3  # first pool, window (1,1): (2,2) → (3,3); second pool: (0,0) → (1,1)
+    x_adv[0, 0, 3, 3] = 5  # first pool, window (1,1): (2,2) → (3,3); second pool: (1,0) → (1,1)
     out = maxpool_index_change(net, x, x_adv)
     assert out == pytest.approx({"1": 2 / 4, "2": 1.0})
     x_adv2 = x.clone()
-    x_adv2[0, 0, 1, 1] = 2  # first pool changes 1 of 4; second pool still picks its (0,0)
+    x_adv2[0, 0, 1, 1] = 2  # first pool changes 1 of 4; second pool still picks its (1,0)
     assert maxpool_index_change(net, x, x_adv2) == pytest.approx({"1": 0.25, "2": 0.0})
     assert not any(m._forward_hooks for m in net.modules())
 

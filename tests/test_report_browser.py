@@ -1,13 +1,13 @@
 """The HTML report in headless Chromium: it loads with no errors and every image renders."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 
 import pytest
 
+from conftest import in_ci
 from interpretgan.report import write_main_report
 
 CHECK = """<script>
@@ -27,7 +27,7 @@ window.addEventListener('load', () => {
 def _chromium():
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail("chromium is not installed (the test command installs Debian's chromium)")
         pytest.skip("chromium not installed; install Debian's chromium to run this test")
     return exe

@@ -427,7 +427,7 @@ class FitConfig:
     code_dim: int = 128
     g_channels: tuple[int, ...] = (32, 32, 16, 8)  # width per scale (4, 8, 16, 32 px)
     d_channels: tuple[int, ...] = (32, 32, 16, 8)
-    c_width_mult: float = 0.5  # compression conv widths × this (Tables 4/5 at 1.0)
+    c_width_mult: float = 1.0  # compression conv widths × this (1.0: Tables 4/5's widths)
     # a map too small to pool (side ≤ 5) gets one 3×3 conv before the FC: Table 5 (Conv Block5);
     # Table 4 (MNIST Conv4) has none
     c_conv_small_maps: bool = False
@@ -437,7 +437,11 @@ class FitConfig:
     tokens: str = "auto"
     steps_per_scale: tuple[int, ...] = (30, 30, 60, 360)
     fade_fraction: float = 0.5  # share of a new scale's steps spent fading it in
-    warmup_fraction: float = 0.4  # first share of all steps: L_I only, D not updated
+    # L_I-only warm-up (D not updated): the first ``warmup_fraction`` of each scale's steps
+    # (``warmup_each_scale``, so D trains at every scale: the progressive game of the paper), or
+    # of all steps (False; with the quick schedule that skipped D at 4, 8 and 16 px)
+    warmup_fraction: float = 0.4
+    warmup_each_scale: bool = True
     batch_size: int = 32
     lr: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)
@@ -450,7 +454,8 @@ class FitConfig:
     seed: int = 0  # data order and generator initialisation
     # generator seeds fitted per layer, together in one loop (one member per layer and seed):
     # seed g of layer L starts from member_seed(seed, "L#seed<g>") (g = 0: "L"), so a fit of
-    # seeds (0, 1, 2) gives exactly the generators of three fits of (0,), (1,) and (2,)
+    # seeds (0, 1, 2) gives the generators of three fits of (0,), (1,) and (2,): exactly with
+    # stack_layers="off" and amp="off"; stacked or under bf16 up to float rounding
     generator_seeds: tuple[int, ...] = (0,)
     amp: str = "auto"  # bf16 autocast: "auto" (where the hardware has bf16 units), "on", "off"
     # how a step is run (results equal up to float rounding; benchmarks/fit_speed.py measures them)
@@ -499,7 +504,8 @@ def fit_for_image_size(cfg: FitConfig, image_size: int) -> FitConfig:
 
 FIT_PRESETS: Registry[FitConfig] = Registry("fit preset")
 # Sized by measurement on 2 CPU cores (docs/results.md): 480 steps of batch 32 per layer, most
-# of them at 32 px, the first 40 % on L_I alone, explanations from the moving average of C/G.
+# of them at 32 px, the first 40 % of each scale on L_I alone, Table 4's compression networks,
+# explanations from the moving average of C/G.
 FIT_PRESETS.register("quick", FitConfig())
 # The paper's MNIST schedule: 6 epochs for each of the first three scales, 12 for the last,
 # lr 0.001, on the full training set (60,000 / 64 = 938 steps an epoch).

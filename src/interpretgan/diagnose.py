@@ -15,6 +15,7 @@ D* stays in CPU memory and is moved there a batch at a time.
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +32,8 @@ from .gan import to_classifier
 from .fitting import member_features, members_by_layer
 from .layers import capture, layer_labels, list_layers, resolve
 from .runs import NonFiniteError, save_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def dstar_indices(test_set, n: int | None) -> torch.Tensor:
@@ -338,9 +341,38 @@ def pool_indices(inp: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
     return idx
 
 
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def tied_windows(inp: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
+    """Whether each pooling window's maximum is reached at more than one position (an all-zero
+    window after a ReLU, say), where the arg-max is not defined. inp: (B, C, H, W) → (B, C, H', W') bool."""
+    (kh, kw), (sh, sw) = _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size)
+    (ph, pw), (dh, dw) = _pair(pool.padding), _pair(pool.dilation)
+    out_h, out_w = pool_indices(inp[:1, :1], pool).shape[-2:]
+    need_h, need_w = (out_h - 1) * sh + dh * (kh - 1) + 1, (out_w - 1) * sw + dw * (kw - 1) + 1
+    x = F.pad(inp.float(), (pw, max(0, need_w - inp.shape[-1] - pw), ph, max(0, need_h - inp.shape[-2] - ph)),
+              value=float("-inf"))[..., :need_h, :need_w]  # exactly the windows max_pool2d takes
+    b, c = inp.shape[:2]
+    cols = F.unfold(x.reshape(b * c, 1, *x.shape[-2:]), (kh, kw), dilation=(dh, dw), stride=(sh, sw))
+    ties = (cols == cols.amax(1, keepdim=True)).sum(1) > 1  # (B·C, L)
+    return ties.view(b, c, out_h, out_w)
+
+
+def _moved_and_defined(a: torch.Tensor, b: torch.Tensor, pool: nn.MaxPool2d) -> tuple[int, int, int]:
+    """(windows whose arg-max moves, windows with a single maximum in both inputs, windows)."""
+    defined = ~(tied_windows(a, pool) | tied_windows(b, pool))
+    moved = (pool_indices(a, pool) != pool_indices(b, pool)) & defined
+    return int(moved.sum()), int(defined.sum()), defined.numel()
+
+
 def index_change(a: torch.Tensor, b: torch.Tensor, pool: nn.MaxPool2d) -> float:
-    """Share of pooling windows whose arg-max differs between inputs ``a`` and ``b``."""
-    return (pool_indices(a, pool) != pool_indices(b, pool)).float().mean().item()
+    """Share of pooling windows whose arg-max differs between inputs ``a`` and ``b``, over the
+    windows whose maximum is at one position in both (tied windows are left out: their arg-max
+    is only the first of the tied positions); NaN when there is none."""
+    moved, defined, _ = _moved_and_defined(a, b, pool)
+    return moved / defined if defined else float("nan")
 
 
 @torch.no_grad()
@@ -348,7 +380,9 @@ def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
                          batch_size: int = 500) -> dict[str, float]:
     """For every ``nn.MaxPool2d`` call of ``model``: the share of windows whose arg-max moves
     between natural ``x`` and adversarial ``x_adv`` (N, C, H, W; paper: 40.9 % and 18.1 % on
-    MNIST). The pools' inputs are taken with :func:`~interpretgan.layers.capture`."""
+    MNIST), over the windows with one maximum in both inputs (:func:`index_change`; windows
+    tied in either, such as all-zero ones after a ReLU, are left out and their share logged).
+    The pools' inputs are taken with :func:`~interpretgan.layers.capture`."""
     dev = module_device(model)
     if len(x) == 0:
         return {}
@@ -357,16 +391,22 @@ def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
         return {}
     pools = {n: resolve(model, n).module for n in names}
     changed = {n: 0 for n in names}
+    defined = {n: 0 for n in names}
     total = {n: 0 for n in names}
     with eval_mode(model):
         for s in range(0, len(x), batch_size):
             a = capture(model, x[s: s + batch_size].to(dev), names, inputs=True)
             b = capture(model, x_adv[s: s + batch_size].to(dev), names, inputs=True)
             for n, pool in pools.items():
-                ia, ib = pool_indices(a[n], pool), pool_indices(b[n], pool)
-                changed[n] += (ia != ib).sum().item()
-                total[n] += ia.numel()
-    return {n: changed[n] / total[n] for n in names if total[n]}
+                moved, ok, windows = _moved_and_defined(a[n], b[n], pool)
+                changed[n] += moved
+                defined[n] += ok
+                total[n] += windows
+    for n in names:
+        if total[n]:
+            log.info("max-pool %s: %.1f %% of windows tied (left out of the index change)", n,
+                     100 * (1 - defined[n] / total[n]))
+    return {n: changed[n] / defined[n] for n in names if defined[n]}
 
 
 def misclassification_table(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int = 10) -> torch.Tensor:

@@ -102,7 +102,8 @@ class GanBank(nn.Module):
 
     ``members``: ``[(layer, shape), …]``. Member i computes exactly what a one-member bank
     with member i's weights computes (:meth:`member`, :meth:`stack`), so fitting layers
-    together or apart gives the same generators.
+    together or apart gives the same generators up to float rounding (bit for bit with one bank
+    per member in fp32: ``stack_layers="off"``, ``amp="off"``).
     """
 
     def __init__(self, members: Sequence[tuple[str, Sequence[int]]], image_channels: int, cfg: FitConfig):
@@ -281,7 +282,11 @@ class Phase:
 
 
 def schedule(cfg: FitConfig, step: int) -> Phase:
-    """Scale, fade-in weight and warm-up flag at a global ``step``."""
+    """Scale, fade-in weight and warm-up flag at a global ``step``.
+
+    Progressive growing: scale s runs ``steps_per_scale[s]`` steps, fading in over the first
+    ``fade_fraction`` of them. Warm-up (L_I only, D not updated): the first ``warmup_fraction``
+    of each scale's steps (``warmup_each_scale``; D then trains at every scale) or of all steps."""
     total = sum(cfg.steps_per_scale)
     start = 0
     for s, n in enumerate(cfg.steps_per_scale):
@@ -289,9 +294,20 @@ def schedule(cfg: FitConfig, step: int) -> Phase:
             into = step - start
             fade = cfg.fade_fraction * n
             alpha = 1.0 if s == 0 or fade <= 0 else min(1.0, (into + 1) / fade)
-            return Phase(s, alpha, step < cfg.warmup_fraction * total, step)
+            warm = into < cfg.warmup_fraction * n if cfg.warmup_each_scale else step < cfg.warmup_fraction * total
+            return Phase(s, alpha, warm, step)
         start += n
     raise AssertionError
+
+
+def warmup_steps(cfg: FitConfig) -> list[int]:
+    """Per scale, how many of its steps :func:`schedule` spends in the L_I-only warm-up."""
+    total, start, out = sum(cfg.steps_per_scale), 0, []
+    for n in cfg.steps_per_scale:
+        out.append(math.ceil(cfg.warmup_fraction * n) if cfg.warmup_each_scale else
+                   max(0, min(n, math.ceil(cfg.warmup_fraction * total) - start)))
+        start += n
+    return out
 
 
 def gan_step(banks: Sequence[GanBank], classifier: nn.Module, loss_fn,

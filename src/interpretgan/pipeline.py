@@ -1,7 +1,8 @@
 """The main job: ``interpretgan run``.
 
 Stages (each cached under ``RUN/stages/<name>.json`` with a key of its inputs — configs, the
-content of the files it reads, the version of its code; a stage whose key is unchanged and
+content of the files it reads, and the stage's number in ``STAGE_VERSIONS``, raised by hand
+whenever a change to the stage's code changes its outputs; a stage whose key is unchanged and
 whose outputs are still the files it recorded is skipped, a stage whose inputs changed or
 whose outputs another command changed is redone from scratch, the first with its
 old outputs kept aside until the new ones are complete, a killed stage resumes from its own
@@ -56,7 +57,7 @@ MODEL_KEYS = ("natural", "adversarially_trained")
 # Bumped when a stage's code changes its results: part of the stage's key, so run folders
 # written by older code redo that stage instead of reusing outputs it would now compute
 # differently (or could not read).
-STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 5, "explain": 2}
+STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 6, "explain": 2}
 
 
 def _key(obj) -> str:

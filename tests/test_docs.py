@@ -1,0 +1,64 @@
+"""The tables in docs/ are generated from the committed JSON (scripts/make_docs.py)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_docs_tables_match_the_committed_json():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_docs.py"), "--check"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_stale_table_is_found(tmp_path):
+    (tmp_path / "fidelity_study.json").write_text(
+        '{"layer_labels": ["Conv1"], "paper_acc": [52.6], "points": {}}')
+    doc = tmp_path / "page.md"
+    doc.write_text("text\n<!-- table:fidelity-schedule-acc -->\n| typed by hand |\n<!-- /table -->\nmore\n")
+    script = [sys.executable, str(ROOT / "scripts" / "make_docs.py"), "--docs", str(tmp_path)]
+    assert subprocess.run([*script, "--check"], capture_output=True).returncode == 1
+    assert subprocess.run(script, capture_output=True).returncode == 0
+    assert "| paper, Table 1 | 52.6 |" in doc.read_text() and "typed by hand" not in doc.read_text()
+    assert subprocess.run([*script, "--check"], capture_output=True).returncode == 0
+
+
+def _fake_results():
+    layers = ["feature_extractor.relu1", "classifier.fc3"]
+    per = {n: {"acc": a, "acc_ci": [a - 0.01, a + 0.01], "vul": v, "vul_ci": [v - 0.01, v + 0.01],
+               "large_vul": i == 0, "acc_seeds": [a, a + 0.002], "acc_judge": 0.2, "keeps_adversarial_label": 0.7,
+               "true_label_when_departing": 0.6, "acc_at_natural_fidelity": 0.04, "acc_natural": 0.95,
+               "agreement_natural": 0.96}
+           for i, (n, a, v) in enumerate(zip(layers, [0.216, 0.007], [0.784, 0.209]))}
+    gens = {"layers": {"feature_extractor.relu1": {"agreement": 0.966, "kid": 0.0032},
+                       "classifier.fc3": {"agreement": 0.993, "kid": 0.0037},
+                       "feature_extractor.relu1#seed1": {"agreement": 0.95, "kid": 0.0032},
+                       "classifier.fc3#seed1": {"agreement": 0.987, "kid": 0.0021}}, "kid_real_vs_real": -0.0002}
+    return {"layers": layers, "layer_labels": ["Conv1", "FC3"], "paper": {"natural": {"acc": [52.6, 3.5], "vul": [47.4, -0.5]},
+                                                                           "maxpool_index_change": [40.9, 18.1]},
+            "natural": {"per_layer": per, "generators": gens, "generator_seeds": 2,
+                        "maxpool_index_change": {"feature_extractor.pool1": 0.498, "feature_extractor.pool2": 0.232}},
+            "timings_s": {"train:natural": 328.0}, "budget": {"natural_epoch_s": 30.4, "stages_s": 328.0,
+                                                               "epoch_units": 10.8, "per_stage_units": {"train:natural": 10.8}}}
+
+
+def test_main_tables_from_results_json():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_docs", ROOT / "scripts" / "make_docs.py")
+    md = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(md)
+    doc = _fake_results()
+    table = md.TABLES["main-natural"][1](doc)
+    assert "| Acc_i [95 %] | 21.6 [20.6, 22.6] | 0.7 [-0.3, 1.7] |" in table
+    assert "| Acc_i, seed 0 / seed 1 | 21.6 / 21.8 | 0.7 / 0.9 |" in table
+    assert "| Vul_i [95 %] | **78.4 [77.4, 79.4]** | 20.9 [19.9, 21.9] |" in table  # bold: marked
+    assert "| paper Acc_i | 52.6 | 3.5 |" in table
+    assert "| generator agreement, held-out images outside D* (seed 0) | 96.6 | 99.3 |" in table
+    gens = md.TABLES["main-generators"][1](doc)
+    assert "| KID ×10³, natural model, seed 1 | 3.2 | 2.1 |" in gens
+    assert "| ours, natural model | 49.8 % | 23.2 % |" in md.TABLES["main-maxpool"][1](doc)
+    assert "**10.8**" in md.TABLES["main-budget"][1](doc)
