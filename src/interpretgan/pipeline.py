@@ -42,9 +42,10 @@ import torch
 import torch.nn as nn
 
 from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run
-from .data import file_digest
+from .data import file_digest, load_split
 from .devices import resolve_device
 from .distributed import World, follow, release
+from .fitting import check_fit_data
 from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, read_json, save_checkpoint,
                    sweep_temp, to_json, write_json)
 
@@ -240,6 +241,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
             from .models import with_normalization
             with_normalization(user, cfg.normalize)
         user_data = _user_data(user, cfg, layers)
+        check_fit_data(len(load_split(user_data, "train")), resolved.fit)
         if cfg.judge is not None:
             _check_judge(cfg.judge, user, user_data)
     else:
@@ -251,6 +253,8 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
                              "--checkpoint (the trained classifiers take [0, 1] images)")
         for tcfg in _trained_configs(resolved).values():
             _check_layers(_untrained(tcfg), layers, f"the {tcfg.model.name} classifier")
+            check_fit_data(len(load_split(dataclasses.replace(tcfg.data, train_subset=None), "train")),
+                           resolved.fit)
     root = Path(root)
     if not world.main:  # the stages are rank 0's; this rank joins those it hands over
         follow(world)
