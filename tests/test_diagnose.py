@@ -138,7 +138,8 @@ def test_fit_and_summarize_judges_on_heldout_images_only(tmp_path, monkeypatch):
     monkeypatch.setattr(fitting, "load_generators", lambda fit_dir, channels=1: {})
     monkeypatch.setattr(fitting, "quality_summary", fake_quality)
     dstar = dstar_indices(test, 25)
-    summary = fitting.fit_and_summarize(nn.Linear(2, 2), DataConfig(), FitConfig(eval_images=12, train_subset=16),
+    fit_cfg = FitConfig(eval_images=12, train_subset=16, batch_size=16)
+    summary = fitting.fit_and_summarize(nn.Linear(2, 2), DataConfig(), fit_cfg,
                                         tmp_path / "fit", dstar_indices=dstar, progress=False)
     d = set(dstar.tolist())
     assert torch.equal(seen["fit"], seen["eval"])
