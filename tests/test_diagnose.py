@@ -119,7 +119,18 @@ def test_dstar_indices_are_the_images_build_dstar_attacks(tmp_path):
     assert torch.equal(doc["x"], test.subset(20, seed=0).images.float() / 255)
     assert index_of(doc["x"]) == set(idx.tolist()) != set(range(20))  # a permutation, not the first 20
     assert doc["x_adv"].device.type == "cpu" and doc["x_adv"].shape == doc["x"].shape
-    assert torch.equal(dstar_indices(test, None), torch.arange(60))
+    whole = dstar_indices(test, None)  # the whole split: a seeded shuffle balanced by class
+    assert sorted(whole.tolist()) == list(range(60)) and not torch.equal(whole, torch.arange(60))
+    assert torch.equal(whole, dstar_indices(test, 60)) and torch.equal(whole, dstar_indices(test, 99))
+    assert sorted(test.labels[whole[:10]].tolist()) == list(range(10))
+
+
+def test_heldout_images_spread_over_the_classes_of_a_class_sorted_split():
+    labels = torch.arange(60) // 20  # three classes, stored class by class
+    ev, ref, _ = heldout_indices(60, torch.arange(0, 60, 2), 6, labels)  # 30 left outside D*
+    assert labels[ev].bincount().tolist() == labels[ref].bincount().tolist() == [2, 2, 2]
+    ev, _, _ = heldout_indices(60, torch.arange(0, 60, 2), 6)  # no labels: in file order
+    assert labels[ev].tolist() == [0] * 6
 
 
 def test_heldout_images_are_outside_dstar_and_apart(caplog):
@@ -158,7 +169,8 @@ def test_fit_and_summarize_judges_on_heldout_images_only(tmp_path, monkeypatch):
     monkeypatch.setattr(fitting, "load_generators", lambda fit_dir, channels=1: {})
     monkeypatch.setattr(fitting, "quality_summary", fake_quality)
     dstar = dstar_indices(test, 25)
-    summary = fitting.fit_and_summarize(nn.Linear(2, 2), DataConfig(), FitConfig(eval_images=12, train_subset=16),
+    fit_cfg = FitConfig(eval_images=12, train_subset=16, batch_size=16)
+    summary = fitting.fit_and_summarize(nn.Linear(2, 2), DataConfig(), fit_cfg,
                                         tmp_path / "fit", dstar_indices=dstar, progress=False)
     d = set(dstar.tolist())
     assert torch.equal(seen["fit"], seen["eval"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -615,6 +616,26 @@ def _model_rules(cfg: ModelConfig, p: str) -> None:
                                   + ", ".join(params))
 
 
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_image_memory(image_size: int, batch_size: int, name: str) -> None:
+    """Refuse (one-line :class:`ConfigError`) an image size at which one batch of
+    ``batch_size`` RGB images alone, as float32 (B, 3, S, S), would exceed this machine's
+    memory: a lower bound on what the work needs, checked before any of it."""
+    need_bytes = batch_size * 3 * image_size * image_size * 4
+    mem = physical_memory()
+    if mem is not None and need_bytes > mem:
+        raise ConfigError(f"{name} {image_size} px: one batch of {batch_size} images takes "
+                          f"{need_bytes / 2 ** 30:,.0f} GiB as float32, more than this machine's "
+                          f"{mem / 2 ** 30:,.0f} GiB of memory; use a smaller --image-size")
+
+
 @rules(TrainConfig)
 def _train_rules(cfg: TrainConfig, p: str) -> None:
     from .precision import AMP_CHOICES
@@ -635,6 +656,8 @@ def _train_rules(cfg: TrainConfig, p: str) -> None:
     one_of(p + "amp", cfg.amp, AMP_CHOICES)
     if cfg.eval_attack is not None:
         known_attack(p + "eval_attack", cfg.eval_attack, cfg.data.dataset)
+    check_image_memory(cfg.data.image_size, max(cfg.batch_size, cfg.eval_batch_size),
+                       p + "data.image_size")
 
 
 @rules(FitConfig)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .progress import progress_bar
 from .attacks import get_attack
-from .data import batches, num_batches, subset_indices, take
+from .data import balanced_order, batches, dataset_labels, num_batches, subset_indices, take
 from .devices import eval_mode, module_device
 from .gan import to_classifier
 from .fitting import member_features, members_by_layer
@@ -38,9 +38,12 @@ log = logging.getLogger(__name__)
 
 def dstar_indices(test_set, n: int | None) -> torch.Tensor:
     """The indices into ``test_set`` of D*'s ``n`` images, in D*'s order: the first ``n`` of
-    a fixed permutation (seed 0), or the whole set in order for ``n`` None (:func:`build_dstar`
-    picks its images with this)."""
-    return subset_indices(len(test_set), n, seed=0)
+    a fixed permutation (seed 0); for ``n`` None (or at least the set's size) the whole set,
+    drawn by a seeded shuffle balanced by class (:func:`~interpretgan.data.balanced_order`),
+    not in file order. :func:`build_dstar` picks its images with this."""
+    if n is not None and n < len(test_set):
+        return subset_indices(len(test_set), n, seed=0)
+    return balanced_order(dataset_labels(test_set), seed=0)
 
 
 def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | None, seed: int,

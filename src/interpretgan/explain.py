@@ -186,15 +186,16 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
                 out_dir: str | Path | None = None, data_dir: str | None = None, seed: int = 0,
                 model: nn.Module | None = None, device: str | torch.device | None = "auto",
                 image_size: int | None = None, model_file: str | None = None) -> dict:
-    """``interpretgan explain``: grids for the first ``n_images`` test images of a run folder
-    holding ``checkpoints/final.pt`` and ``fit/``, and their adversarial versions (random
-    starts from a CPU generator seeded with ``seed``). The classifier (``model``, or the run's
+    """``interpretgan explain``: grids for ``n_images`` test images of a run folder
+    holding ``checkpoints/final.pt`` and ``fit/`` (drawn by a shuffle seeded with ``seed``,
+    balanced by class: :func:`~interpretgan.data.balanced_order`), and their adversarial
+    versions (random starts from a CPU generator seeded with ``seed``). The classifier (``model``, or the run's
     checkpoint), the generators, the attack and the baselines run on ``device`` (``"auto"``:
     a GPU if there is one); the figures and ``explain.json`` are made from CPU copies.
     ``image_size``: the classifier's input side (default: the one its checkpoint records).
     ``model_file``: the code of a checkpoint saved from a model file (:mod:`.loading`)."""
     from .attacks import get_attack
-    from .data import checkpoint_data_config, images_at, load_split
+    from .data import balanced_order, checkpoint_data_config, dataset_labels, images_at, load_split
     from .fitting import first_seeds, load_generators
     from .layers import layer_labels
     from .runs import RunLock, sweep_temp, write_json
@@ -208,7 +209,7 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
                   else load_any(ckpt, device=dev, model_file=model_file))
     data = checkpoint_data_config(ckpt, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
-    x, y = images_at(test, torch.arange(min(n_images, len(test))))
+    x, y = images_at(test, balanced_order(dataset_labels(test), seed)[:n_images])  # spread over classes
     fitted = load_generators(run_dir / "fit", image_channels=x.shape[1])
     gans = {n: g.to(dev) for n, g in first_seeds(fitted).items()}  # one generator per layer
     x_adv = get_attack(attack, data.dataset)(classifier, x.to(dev), y.to(dev),

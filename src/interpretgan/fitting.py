@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from .progress import progress_bar
 from .config import FitConfig, RunConfig, fit_for_image_size, same_config
-from .data import batches, images_at, load_split, num_batches
+from .data import balanced_order, batches, dataset_labels, images_at, load_split, num_batches
 from .devices import eval_mode, frozen_params, module_device, resolve_device
 from .distributed import World, member_cost, shard_members
 from .gan import (GAN_LOSSES, Compressor, Discriminator, Generator, LayerReading, TokenLayoutError,
@@ -364,9 +364,20 @@ def gan_step(banks: Sequence[GanBank], classifier: nn.Module, loss_fn,
     return out
 
 
+def check_fit_data(train_size: int, cfg: FitConfig) -> None:
+    """The fit's training images fill at least one batch (every step takes a full one);
+    else a one-line ``ValueError`` saying what to change."""
+    if train_size < cfg.batch_size:
+        raise ValueError(f"the training split holds {train_size} image(s), fewer than one fit batch "
+                         f"(fit.batch_size {cfg.batch_size}): add images, or pass --set "
+                         f"fit.batch_size=N with N ≤ {train_size}")
+
+
 def _stream(ds, batch_size: int, seed: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled batches; step k always gets the same batch (so resume is exact)."""
     nb = num_batches(ds, batch_size, drop_last=True)
+    if nb == 0:
+        raise ValueError(f"{len(ds)} training image(s) fill no batch of {batch_size}")
     epoch, skip = divmod(start_step, nb)
     while True:
         for i, (x, y) in enumerate(batches(ds, batch_size, shuffle=True, seed=seed, epoch=epoch,
@@ -926,16 +937,18 @@ def quality_summary(classifier: nn.Module, gans: dict[str, GanBank], data, eval_
 
 
 def heldout_indices(size: int, dstar_indices: torch.Tensor | None,
-                    n: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+                    n: int, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Held-out test images for judging generators: two disjoint index sets into a test
     split of ``size`` images, both outside D* (``dstar_indices``, see
     :func:`interpretgan.diagnose.dstar_indices`).
 
-    Of the images outside D*, in order, the first k are the evaluation images (agreement,
-    the fit's running agreement, the fake side of KID) and the next k KID's real reference,
-    k = min(n, half of them). Returns ``(eval_idx, ref_idx, outside_dstar)``; when D* is the
-    whole split (nothing is left outside it) the split's own images are used, with a warning,
-    and ``outside_dstar`` is False.
+    Of the images outside D*, in order (with the split's ``labels`` (size,): in a seeded
+    order balanced by class, :func:`~interpretgan.data.balanced_order`, so a split stored
+    class by class is not judged on its first classes), the first k are the evaluation
+    images (agreement, the fit's running agreement, the fake side of KID) and the next k
+    KID's real reference, k = min(n, half of them). Returns ``(eval_idx, ref_idx,
+    outside_dstar)``; when D* is the whole split (nothing is left outside it) the split's own
+    images are used, with a warning, and ``outside_dstar`` is False.
     """
     keep = torch.ones(size, dtype=torch.bool)
     if dstar_indices is not None:
@@ -946,6 +959,8 @@ def heldout_indices(size: int, dstar_indices: torch.Tensor | None,
         log.warning("D* holds every one of the %d test images: the generators' agreement and KID "
                     "are measured on images that are also in D*", size)
         pool, outside = torch.arange(size), False
+    if labels is not None:
+        pool = pool[balanced_order(torch.as_tensor(labels)[pool], seed=0)]
     k = min(n, len(pool) // 2)
     if k < 2:
         raise ValueError(f"only {len(pool)} test image(s) outside D*: too few held-out images to "
@@ -978,10 +993,12 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
         classifier.to(resolve_device(device))
     dev = module_device(classifier)
     train = load_split(data_cfg, "train")
+    check_fit_data(len(train), fit_cfg)
     if fit_cfg.train_subset is not None:
         train = train.subset(fit_cfg.train_subset, seed=fit_cfg.seed)
     test = load_split(data_cfg, "test")
-    eval_idx, ref_idx, outside = heldout_indices(len(test), dstar_indices, fit_cfg.eval_images)
+    eval_idx, ref_idx, outside = heldout_indices(len(test), dstar_indices, fit_cfg.eval_images,
+                                                 dataset_labels(test))
     eval_x, _ = images_at(test, eval_idx)
     ref, _ = images_at(test, ref_idx)
     fit_dir = Path(fit_dir)

@@ -43,9 +43,10 @@ import torch
 import torch.nn as nn
 
 from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run
-from .data import file_digest
+from .data import file_digest, load_split
 from .devices import resolve_device
 from .distributed import World, follow, release
+from .fitting import check_fit_data
 from .loading import ModelFileError, load_any, load_model_file, model_file_record  # noqa: F401 (API)
 from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, manifest, manifest_mismatch,
                    read_json, save_checkpoint, sweep_temp, to_json, write_json)
@@ -288,6 +289,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         user_data = _user_data(user, cfg, layers)
         layers = _check_layers(user, _example(user_data), layers, "your model")
         _check_readings(user, user_data, layers, resolved.fit)
+        check_fit_data(len(load_split(user_data, "train")), resolved.fit)
         if cfg.judge is not None:
             _check_judge(cfg.judge, judge_model_file, user, user_data)
     else:
@@ -305,6 +307,8 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         for tcfg in _trained_configs(resolved).values():
             net, x = _untrained(tcfg)
             layers = _check_layers(net, x, layers, f"the {tcfg.model.name} classifier")
+            check_fit_data(len(load_split(dataclasses.replace(tcfg.data, train_subset=None), "train")),
+                           resolved.fit)
     if layers is not None:  # one spelling per layer (``relu1@0`` → ``relu1``)
         cfg = dataclasses.replace(cfg, layers=tuple(layers))
     root = Path(root)
