@@ -41,7 +41,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run
+from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run, result_config
 from .data import file_digest
 from .devices import resolve_device
 from .distributed import World, follow, release
@@ -456,7 +456,7 @@ def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, world: World
     from .data import content_digest, load_split, unpinned
 
     run = root / key
-    inputs = dataclasses.asdict(tcfg)
+    inputs = result_config(tcfg)  # (how often it checkpoints is no input)
     if unpinned(tcfg.data):
         inputs = [inputs, content_digest(load_split(tcfg.data, "train")),
                   content_digest(load_split(tcfg.data, "test"))]
