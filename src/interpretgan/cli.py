@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import signal
@@ -564,11 +565,22 @@ def _rank_main(argv: list[str]) -> int:
     return main(argv)
 
 
+# What to do about an OSError a user can fix (a full disk, a quota, a read-only mount).
+_OS_ADVICE = {
+    errno.ENOSPC: "free some space and rerun the same command: it resumes, finished work is kept",
+    errno.EDQUOT: "free some space or raise the quota, and rerun the same command: it resumes",
+    errno.EROFS: "the folder is on a read-only file system: give a writable --run-dir (or --out)",
+}
+
+
 def _one_line(e: BaseException) -> str:
-    """An exception's message on one line (an OSError without text gets its type and errno)."""
+    """An exception's message on one line (an OSError without text gets its type and errno;
+    a full disk, a quota or a read-only mount says what to do)."""
     text = " ".join(str(e).split()) or type(e).__name__
     if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
         text = f"{e.strerror or type(e).__name__}: {e.filename}"
+        if e.errno in _OS_ADVICE:
+            text += f"; {_OS_ADVICE[e.errno]}"
     return text
 
 

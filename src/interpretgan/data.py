@@ -360,10 +360,21 @@ def _cpu_batches(ds: Dataset, batch_size: int, shuffle: bool, seed: int, epoch: 
     start = min(first * batch_size, stop)
     loader = DataLoader(Subset(ds, order[start:stop].tolist()), batch_size=batch_size,
                         num_workers=min(4, os.cpu_count() or 1))
-    for x, y in loader:
-        idx = order[start: start + len(y)]
-        start += len(y)
-        yield idx, x, y
+    try:
+        for x, y in loader:
+            idx = order[start: start + len(y)]
+            start += len(y)
+            yield idx, x, y
+    except DataError as e:  # raised in a worker: its message comes wrapped in a traceback
+        raise DataError(_worker_message(e)) from None
+
+
+def _worker_message(e: DataError) -> str:
+    """A :class:`DataError` a DataLoader worker raised, as the worker wrote it (the loader
+    re-raises it with the worker's whole traceback as its message)."""
+    tag = f"{DataError.__module__}.{DataError.__name__}: "
+    lines = [ln for ln in str(e).splitlines() if ln.startswith(tag)]
+    return lines[-1][len(tag):] if lines else str(e)
 
 
 def num_batches(ds: Dataset, batch_size: int, drop_last: bool = False) -> int:
@@ -619,6 +630,9 @@ class CelebA(Dataset):
         from PIL import Image, UnidentifiedImageError
 
         path = self.image_dir / self.files[i]
+        if not path.is_file():
+            raise DataError(f"{path}: missing (listed in {self.root / 'list_attr_celeba.txt'}); "
+                            "restore the image or the whole img_align_celeba folder")
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")

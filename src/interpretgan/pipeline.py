@@ -45,6 +45,7 @@ from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run, 
 from .data import file_digest
 from .devices import resolve_device
 from .distributed import World, follow, release
+from .layers import default_layers
 from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, read_json, save_checkpoint,
                    sweep_temp, to_json, write_json)
 
@@ -62,6 +63,36 @@ def _key(obj) -> str:
     return hashlib.sha256(to_json(obj).encode()).hexdigest()[:16]
 
 
+def read_record(path: Path, fields: dict[str, type | tuple[type, ...]], fix: str) -> dict:
+    """A JSON object the run folder keeps for itself (a stage record, ``wall_time.json``),
+    with ``fields`` of their types; a damaged or foreign file raises a one-line
+    ``ValueError`` naming it and ``fix`` (what to do about it)."""
+    try:
+        doc = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:  # empty, torn, not JSON
+        why = f"not JSON: {' '.join(str(e).split())}" if path.stat().st_size else "empty"
+        raise ValueError(f"{path} is damaged ({why}); {fix}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} is damaged (not a JSON object); {fix}")
+    bad = [f for f, t in fields.items() if not _of_type(doc.get(f), t)]
+    if bad:
+        raise ValueError(f"{path} is damaged ({', '.join(bad)} missing or of the wrong type); {fix}")
+    return doc
+
+
+def _of_type(value, types: type | tuple[type, ...]) -> bool:
+    """``isinstance``, where true and false are no numbers."""
+    types = types if isinstance(types, tuple) else (types,)
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+
+_RECORD = {"key": str, "done": bool, "seconds": (int, float)}
+
+
+def _stage_fix(name: str) -> str:
+    return f"delete it and rerun the same command to redo stage {name}"
+
+
 class Stages:
     """Runs named stages once per input key; records timings in ``stages/<name>.json``."""
 
@@ -75,10 +106,16 @@ class Stages:
     def _path(self, name: str) -> Path:
         return self.dir / (name.replace(":", "__") + ".json")
 
+    def record(self, name: str) -> dict | None:
+        """Stage ``name``'s record; None if it never ran (a damaged one: a ``ValueError``
+        that names it)."""
+        path = self._path(name)
+        return read_record(path, _RECORD, _stage_fix(name)) if path.exists() else None
+
     def key(self, name: str) -> str | None:
         """The input key stage ``name`` last ran (or is running) with; None if it never ran."""
-        path = self._path(name)
-        return read_json(path).get("key") if path.exists() else None
+        rec = self.record(name)
+        return None if rec is None else rec["key"]
 
     def run(self, name: str, inputs, outputs: list[Path], fn: Callable[[], object],
             clean: list[Path] = ()) -> str:
@@ -92,14 +129,14 @@ class Stages:
         written in place (D*, the diagnosis) are replaced atomically when the stage finishes.
         """
         key = _key([STAGE_VERSIONS.get(name.partition(":")[0], 1), inputs])
-        rec = read_json(self._path(name)) if self._path(name).exists() else None
+        rec = self.record(name)
         if rec and rec.get("discard"):  # a finished change killed while deleting the old outputs
             _remove(rec.pop("discard"))
             write_json(self._path(name), rec)
         if rec and rec.get("aside") and rec.get("aside_key") == key:  # back to the old inputs
             log.info("stage %s: restoring the outputs of its earlier inputs", name)
             self._restore(name, rec, clean)
-            rec = read_json(self._path(name))
+            rec = self.record(name)
         if rec and rec.get("key") == key and rec.get("done") and all(p.exists() for p in outputs):
             self.timings[name] = rec.get("seconds", 0.0)
             log.info("stage %s: cached", name)
@@ -240,6 +277,8 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
             from .models import with_normalization
             with_normalization(user, cfg.normalize)
         user_data = _user_data(user, cfg, layers)
+        _check_batch_size(user, user_data, largest_batch(cfg, resolved.fit, layers or default_layers(user)),
+                          world.device)
         if cfg.judge is not None:
             _check_judge(cfg.judge, user, user_data)
     else:
@@ -310,13 +349,23 @@ class _WallClock:
 
     def __init__(self, root: Path):
         self.path = root / "wall_time.json"
-        self.before = read_json(self.path)["seconds"] if self.path.exists() else 0.0
+        self.before = wall_time(root) or 0.0
         self.t0 = time.perf_counter()
 
     def tick(self) -> float:
         total = self.before + time.perf_counter() - self.t0
         write_json(self.path, {"seconds": total})
         return total
+
+
+def wall_time(root: Path) -> float | None:
+    """The seconds ``RUN/wall_time.json`` holds (None without one; a damaged one: one line)."""
+    path = root / "wall_time.json"
+    if not path.exists():
+        return None
+    return read_record(path, {"seconds": (int, float)},
+                       "delete it and rerun the same command (the run's wall time then counts "
+                       "from there)")["seconds"]
 
 
 def _trained_configs(resolved) -> dict[str, TrainConfig]:
@@ -425,6 +474,38 @@ def _user_data(net: nn.Module, cfg: RunConfig, layers: list[str] | None) -> Data
         return data
     raise ValueError(f"your model accepts none of the input shapes tried on {cfg.dataset}: "
                      + "; ".join(tried) + "; pass --image-size N (the side it was trained on)")
+
+
+def largest_batch(cfg: RunConfig, fit_cfg: FitConfig, layers: list[str]) -> int:
+    """The most images the job puts through the classifier in one forward: a D* attack batch
+    (500 at most), the fit's generated images of every member (batch × layers × seeds, in
+    one process), an agreement batch (250 at most), an Integrated Gradients batch (64)."""
+    return max(min(500, cfg.dstar_images), fit_cfg.batch_size * len(layers) * len(fit_cfg.generator_seeds),
+               min(250, fit_cfg.eval_images), min(64, 32 * cfg.explain_images))
+
+
+def _check_batch_size(net: nn.Module, data: DataConfig, n: int, device: torch.device) -> None:
+    """Before any stage: the user's model takes a batch of ``n`` images (the largest the job
+    uses) on ``device`` and gives ``(n, classes)`` logits, else one line (``ValueError``). The
+    model is back on the CPU afterwards."""
+    from .data import images_at, load_split
+
+    test = load_split(dataclasses.replace(data, test_subset=2), "test")
+    x, _ = images_at(test, torch.arange(len(test)))
+    x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n].to(device)  # (n, C, H, W)
+    try:
+        with torch.no_grad():
+            out = net.to(device).eval()(x)
+    except Exception as e:  # the user's forward may raise anything
+        raise ValueError(f"your model fails on a batch of {n} images (the largest this job uses; "
+                         f"it took {len(test)}): {_first_line(e)}; make its forward work for any "
+                         "batch size") from None
+    finally:
+        net.to("cpu")
+    if not isinstance(out, torch.Tensor) or tuple(out.shape[:1]) != (n,):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"your model's output for a batch of {n} images is {got}, not ({n}, "
+                         "classes) logits: make its forward work for any batch size")
 
 
 def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpoint: str,
@@ -581,10 +662,12 @@ def rebuild_report(root: str | Path) -> dict:
     if missing:
         raise FileNotFoundError(f"{root} has no diagnosis for {', '.join(missing)}: run the job first")
     diagnoses = {k: read_json(root / k / "diagnosis.json") for k in keys}
-    timings = {p.stem.replace("__", ":"): read_json(p).get("seconds", 0.0)
-               for p in sorted((root / "stages").glob("*.json"))}
-    wall = root / "wall_time.json"
-    total = read_json(wall)["seconds"] if wall.exists() else sum(timings.values())
+    timings = {}
+    for p in sorted((root / "stages").glob("*.json")):
+        name = p.stem.replace("__", ":")
+        timings[name] = read_record(p, _RECORD, _stage_fix(name))["seconds"]
+    total = wall_time(root)
+    total = sum(timings.values()) if total is None else total
     with RunLock(root):
         results = assemble_results(root, diagnoses, timings, cfg, total)
         write_json(root / "results.json", results)

@@ -85,10 +85,20 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f, tmp)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f, tmp)
+                f.flush()
+                os.fsync(f.fileno())
+        except RuntimeError as e:  # torch.save reports a failed write as a RuntimeError
+            cause = _os_error_in(e)
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
+        except OSError as e:
+            if e.errno is None or e.filename:
+                raise
+            raise OSError(e.errno, e.strerror, str(path)) from None  # (name the file written)
         os.chmod(tmp, _file_mode())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
@@ -97,6 +107,17 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError (a full disk, a quota) behind an exception, through its causes/contexts."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
