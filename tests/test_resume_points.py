@@ -166,3 +166,47 @@ def test_sigterm_during_training_resumes_to_the_same_model(mnist_small, shared_c
     assert train(run).wait(timeout=300) == 0
     assert train(tmp_path / "reference").wait(timeout=300) == 0
     _same_training(tmp_path / "reference", run)
+
+
+# --------------------------------------------------------------------------- several ranks
+def _rank_killed(cfg: dict, run: str, kill_at: int) -> None:
+    """One rank of a data-parallel training that stops (as if killed) before step ``kill_at``."""
+    from interpretgan import distributed
+    from interpretgan.config import from_dict
+
+    m = training.TRAIN_METHODS.get(cfg["method"])
+    real, calls = m.step, []
+
+    def step(*a, **kw):
+        calls.append(1)
+        if len(calls) == kill_at:
+            os._exit(0)  # no cleanup, like a kill (its peer stops at the same step)
+        return real(*a, **kw)
+
+    m.step = step
+    with distributed.process_group("cpu") as world:
+        train_classifier(from_dict(TrainConfig, cfg), run, progress=False, world=world)
+
+
+def test_ranks_killed_inside_an_epoch_resume_from_their_shards_on_one_rank(
+        mnist_small, shared_cache, tmp_path, monkeypatch):
+    """2 ranks save resume points inside an epoch (each its half of the ATTA store, the epoch's
+    totals over both); killed in epoch 2, the training finishes on 1 rank as 1 rank trains it."""
+    from test_distributed import TRAIN_TOL, _run, _same_model, _train_cfg
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
+    cfg = dataclasses.replace(_train_cfg(shared_cache, "atta-trades", epochs=2), checkpoint_every=2,
+                              checkpoint_every_s=0.0)
+    train_classifier(cfg, tmp_path / "one", progress=False)
+    call = (f"import test_resume_points as r; r._rank_killed({dataclasses.asdict(cfg)!r}, "
+            f"{str(tmp_path / 'two')!r}, kill_at=10)")  # 6 batches per epoch: epoch 2, batch 4
+    _run(2, call)
+    ck = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    assert (ck["epoch"], ck["within_epoch"]["batch"]) == (1, 2)
+    shards = sorted(p.name for p in (tmp_path / "two" / "checkpoints" / "shards").iterdir())
+    assert shards == ["epoch1-batch2-rank0-of-2.pt", "epoch1-batch2-rank1-of-2.pt",
+                      "epoch1-rank0-of-2.pt", "epoch1-rank1-of-2.pt"]  # (the point before stays)
+    train_classifier(cfg, tmp_path / "two", progress=False)
+    _same_model(tmp_path / "one", tmp_path / "two", TRAIN_TOL)
+    rows = [read_jsonl(tmp_path / d / "metrics.jsonl")[-1] for d in ("one", "two")]
+    assert rows[1]["train_loss"] == pytest.approx(rows[0]["train_loss"], rel=1e-5)

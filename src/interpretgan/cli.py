@@ -569,7 +569,7 @@ def _rank_main(argv: list[str]) -> int:
 _OS_ADVICE = {
     errno.ENOSPC: "free some space and rerun the same command: it resumes, finished work is kept",
     errno.EDQUOT: "free some space or raise the quota, and rerun the same command: it resumes",
-    errno.EROFS: "the folder is on a read-only file system: give a writable --run-dir (or --out)",
+    errno.EROFS: "make it writable, or give a --run-dir (or --out) on a writable disk",
 }
 
 

@@ -63,10 +63,11 @@ def _key(obj) -> str:
     return hashlib.sha256(to_json(obj).encode()).hexdigest()[:16]
 
 
-def read_record(path: Path, fields: dict[str, type | tuple[type, ...]], fix: str) -> dict:
+def read_record(path: Path, fields: dict[str, type | tuple[type, ...]], fix: str,
+                optional: dict[str, type | tuple[type, ...]] | None = None) -> dict:
     """A JSON object the run folder keeps for itself (a stage record, ``wall_time.json``),
-    with ``fields`` of their types; a damaged or foreign file raises a one-line
-    ``ValueError`` naming it and ``fix`` (what to do about it)."""
+    with ``fields`` (and, where present, ``optional`` fields) of their types; a damaged or
+    foreign file raises a one-line ``ValueError`` naming it and ``fix`` (what to do)."""
     try:
         doc = read_json(path)
     except (ValueError, UnicodeDecodeError) as e:  # empty, torn, not JSON
@@ -75,6 +76,7 @@ def read_record(path: Path, fields: dict[str, type | tuple[type, ...]], fix: str
     if not isinstance(doc, dict):
         raise ValueError(f"{path} is damaged (not a JSON object); {fix}")
     bad = [f for f, t in fields.items() if not _of_type(doc.get(f), t)]
+    bad += [f for f, t in (optional or {}).items() if f in doc and not _of_type(doc[f], t)]
     if bad:
         raise ValueError(f"{path} is damaged ({', '.join(bad)} missing or of the wrong type); {fix}")
     return doc
@@ -86,7 +88,8 @@ def _of_type(value, types: type | tuple[type, ...]) -> bool:
     return isinstance(value, types) and (bool in types or not isinstance(value, bool))
 
 
-_RECORD = {"key": str, "done": bool, "seconds": (int, float)}
+_RECORD = {"key": str, "done": bool}
+_RECORD_OPTIONAL = {"seconds": (int, float)}
 
 
 def _stage_fix(name: str) -> str:
@@ -110,7 +113,8 @@ class Stages:
         """Stage ``name``'s record; None if it never ran (a damaged one: a ``ValueError``
         that names it)."""
         path = self._path(name)
-        return read_record(path, _RECORD, _stage_fix(name)) if path.exists() else None
+        return (read_record(path, _RECORD, _stage_fix(name), _RECORD_OPTIONAL) if path.exists()
+                else None)
 
     def key(self, name: str) -> str | None:
         """The input key stage ``name`` last ran (or is running) with; None if it never ran."""
@@ -665,7 +669,7 @@ def rebuild_report(root: str | Path) -> dict:
     timings = {}
     for p in sorted((root / "stages").glob("*.json")):
         name = p.stem.replace("__", ":")
-        timings[name] = read_record(p, _RECORD, _stage_fix(name))["seconds"]
+        timings[name] = read_record(p, _RECORD, _stage_fix(name), _RECORD_OPTIONAL).get("seconds", 0.0)
     total = wall_time(root)
     total = sum(timings.values()) if total is None else total
     with RunLock(root):

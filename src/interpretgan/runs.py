@@ -318,8 +318,9 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """Python's, NumPy's and torch's global RNG states as tensors and plain data (so a resume
-    file loads with weights_only); :func:`set_rng_state` restores them exactly."""
+    """Python's, NumPy's and torch's global RNG states (the GPUs' too, once CUDA is in use)
+    as tensors and plain data (so a resume file loads with weights_only);
+    :func:`set_rng_state` restores them exactly."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
@@ -327,6 +328,7 @@ def rng_state() -> dict:
         "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
                   "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
     }
 
 
@@ -336,6 +338,9 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
                          nps["has_gauss"], nps["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
+    gpus = state.get("cuda")  # (resumed on another number of GPUs, or on none: theirs stay)
+    if gpus and torch.cuda.is_available() and len(gpus) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(gpus)
 
 
 class RunDir:

@@ -9,7 +9,7 @@ Steps (each returns a dict of floats):
 * :func:`pgd_at_step` — Madry et al.: CE on PGD-k examples.
 
 :func:`train_classifier` wraps a step with data, schedule, evaluation, progress bar,
-per-epoch atomic checkpoints and resume.
+atomic checkpoints (after every epoch, and resume points inside one) and resume.
 """
 from __future__ import annotations
 
@@ -319,8 +319,11 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     ``device``: ``"auto"`` (a GPU if there is one), ``"cpu"``, ``"cuda[:N]"``; not part of
     the config, so a run started on one device resumes on another.
 
-    Checkpoints ``checkpoints/last.pt`` after every epoch (atomically) and, with
-    ``resume``, continues from it. ``stop_after`` ends the call after that many epochs
+    Checkpoints ``checkpoints/last.pt`` after every epoch (atomically), and inside an epoch
+    every ``cfg.checkpoint_every`` batches / ``cfg.checkpoint_every_s`` seconds (a resume
+    point: the epoch's data position, generator and RNG states, running totals with it); with
+    ``resume``, continues from it, bit-identical to an uninterrupted run (on one process).
+    ``stop_after`` ends the call after that many epochs
     of this call (to simulate a kill in tests). Writes ``config.json``,
     ``metrics.jsonl`` (one row per epoch), ``metrics.json`` and ``checkpoints/final.pt``
     (which holds the metrics too: a kill between the two files is repaired on the next call).
@@ -335,8 +338,8 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     index and the gradients are averaged over the whole batch, so the ranks compute what one
     process computes, up to the order of float sums. Rank 0 locks the folder, evaluates and
     writes everything but the per-rank state shards
-    (``checkpoints/shards/epoch<e>-rank<r>-of-<W>.pt``: ATTA's perturbations of the rank's
-    examples); it returns the metrics, the other ranks None. A run resumes on any number of
+    (``checkpoints/shards/epoch<e>[-batch<b>]-rank<r>-of-<W>.pt``: ATTA's perturbations of
+    the rank's examples); it returns the metrics, the other ranks None. A run resumes on any number of
     ranks (the shards are merged and split again).
     """
     validate(cfg)
