@@ -151,6 +151,54 @@ def test_a_kill_between_planning_and_moving_the_old_outputs(tmp_path):
     assert calls == [] and (out / "g.pt").read_text() == "one"
 
 
+# --------------------------------------------------------------------------- full disk, damaged records
+def test_a_full_disk_inside_torch_save_while_a_changed_stage_is_redone(finished, tmp_path, monkeypatch,
+                                                                       shared_cache, caplog):
+    """The disk fills while a changed fit saves its first checkpoint: one line naming the
+    file and what to do, status 2, the finished stage's outputs back in place."""
+    import errno
+
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
+    root = _copy(finished, tmp_path)
+    before = _digests(root)
+
+    def full_disk(obj, f, *a, **kw):  # what torch.save raises when a write fails: ENOSPC inside
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert main([*tiny_cli(root, "cpu"), "--set", "fit.lr=0.0003"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "Traceback" not in caplog.text
+    assert "No space left on device" in errors[0] and "free some space" in errors[0]
+    assert str(root / "natural" / "fit") in errors[0]  # the file being written
+    after = _digests(root)
+    assert {k: v for k, v in after.items() if k != "config.json"} == \
+        {k: v for k, v in before.items() if k != "config.json"}
+
+
+@pytest.mark.parametrize("name,content", [
+    ("wall_time.json", ""), ("stages/fit__natural.json", '{"key": 3}'), ("stages/dstar__natural.json", "[1, 2")])
+def test_a_damaged_record_is_named_with_its_fix(finished, tmp_path, shared_cache, monkeypatch, caplog,
+                                                name, content):
+    monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
+    root = _copy(finished, tmp_path)
+    (root / name).write_text(content)
+    before = _digests(root)
+    for args in (tiny_cli(root, "cpu"), ["report", "run", "--dir", str(root)]):
+        caplog.clear()
+        assert main(args) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "Traceback" not in caplog.text
+        assert str(root / name) in errors[0] and "delete it and rerun the same command" in errors[0]
+        assert {k: v for k, v in _digests(root).items() if k != "config.json"} == \
+            {k: v for k, v in before.items() if k != "config.json"}
+    (root / name).unlink()  # the fix the line names
+    assert main(tiny_cli(root, "cpu")) == 0
+
+
 # --------------------------------------------------------------------------- stale caches, NaN
 NAN_MODEL = USER_MODEL.replace("return self.head(self.pool(self.body(x)).flatten(1))",
                                "return self.head(self.pool(self.body(x)).flatten(1)) * float('nan')")

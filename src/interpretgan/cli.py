@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -143,6 +147,7 @@ def _train_config(a):
         "data.test_subset": a.test_subset, "data.image_size": a.image_size,
         "model.name": a.model, "model.pool": a.pool,
         "data.verify": False if a.no_verify else None,
+        "checkpoint_every": a.checkpoint_every, "checkpoint_every_s": a.checkpoint_every_s,
     }
     if a.preset is None:
         over["data.dataset"] = a.dataset
@@ -408,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir")
     _device_option(t)
     _devices_option(t)
+    t.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="a resume point every N batches inside an epoch (default: off)")
+    t.add_argument("--checkpoint-every-s", type=float, metavar="S",
+                   help="a resume point every S seconds inside an epoch (default 120; 0: off)")
     t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     t.set_defaults(fn=cmd_train)
@@ -528,10 +537,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM and Kubernetes send before they stop a job), raised where the
+    process is, like Ctrl-C: run folders are unlocked and keep their resume points."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM cannot cut the cleanup short
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises :class:`Terminated` while the command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error (a bad setting, a missing or refused file, a locked or
-    unwritable run folder, a non-finite result) logs one line and returns 2 (``-v`` adds the
-    traceback); Ctrl-C returns 130 and the command resumes when run again."""
+    unwritable run folder, a full disk, a non-finite result) logs one line and returns 2
+    (``-v`` adds the traceback); Ctrl-C returns 130 and SIGTERM 143, and the command resumes
+    when run again."""
     a = build_parser().parse_args(argv)
     rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     level = logging.DEBUG if a.verbose else logging.INFO
@@ -547,9 +580,14 @@ def main(argv: list[str] | None = None) -> int:
     from .registry import UnknownNameError
 
     try:
-        if getattr(a, "devices", None) is None:
-            return a.fn(a)
-        return _distributed(a, argv)
+        with _sigterm_interrupts():
+            if getattr(a, "devices", None) is None:
+                return a.fn(a)
+            return _distributed(a, argv)
+    except Terminated:
+        log.debug("terminated", exc_info=True)
+        log.error("terminated (SIGTERM); rerun the same command to resume")
+        return 143
     except KeyboardInterrupt:
         log.debug("interrupted", exc_info=True)
         log.error("interrupted; rerun the same command to resume")
@@ -604,11 +642,22 @@ def _rank_main(argv: list[str]) -> int:
     return main(argv)
 
 
+# What to do about an OSError a user can fix (a full disk, a quota, a read-only mount).
+_OS_ADVICE = {
+    errno.ENOSPC: "free some space and rerun the same command: it resumes, finished work is kept",
+    errno.EDQUOT: "free some space or raise the quota, and rerun the same command: it resumes",
+    errno.EROFS: "make it writable, or give a --run-dir (or --out) on a writable disk",
+}
+
+
 def _one_line(e: BaseException) -> str:
-    """An exception's message on one line (an OSError without text gets its type and errno)."""
+    """An exception's message on one line (an OSError without text gets its type and errno;
+    a full disk, a quota or a read-only mount says what to do)."""
     text = " ".join(str(e).split()) or type(e).__name__
     if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
         text = f"{e.strerror or type(e).__name__}: {e.filename}"
+        if e.errno in _OS_ADVICE:
+            text += f"; {_OS_ADVICE[e.errno]}"
     return text
 
 

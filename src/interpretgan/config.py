@@ -66,6 +66,20 @@ class TrainConfig:
     eval_attack_subset: int = 500
     eval_attack_every: int = 1  # robust accuracy every k epochs (0: only after the last)
     amp: str = "off"  # bf16 autocast: "auto" (where the hardware has bf16 units), "on", "off"
+    # resume points inside an epoch (checkpoints/last.pt): every N batches (0: off) and every
+    # S seconds of training (0: off); how a run is carried out, not what it computes
+    checkpoint_every: int = 0
+    checkpoint_every_s: float = 120.0
+
+
+# Settings that say how a job is carried out, not what it computes: left out of cache keys and
+# of the comparison with a checkpoint's saved config, so changing one never redoes work.
+OPERATIONAL_FIELDS = frozenset({"checkpoint_every", "checkpoint_every_s"})
+
+
+def result_config(cfg: Any) -> dict:
+    """``dataclasses.asdict(cfg)`` without the :data:`OPERATIONAL_FIELDS` of its top level."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in OPERATIONAL_FIELDS}
 
 
 class ConfigError(KeyError, ValueError):
@@ -352,7 +366,7 @@ def same_config(saved: dict, cfg: Any) -> bool:
     """Whether a config saved as a dict equals ``cfg``, reading fields added since it was
     saved at their defaults (so adding an option does not invalidate old checkpoints)."""
     try:
-        return dataclasses.asdict(from_dict(type(cfg), saved)) == dataclasses.asdict(cfg)
+        return result_config(from_dict(type(cfg), saved)) == result_config(cfg)
     except (TypeError, KeyError):
         return False
 
@@ -645,7 +659,7 @@ def _train_rules(cfg: TrainConfig, p: str) -> None:
     at_least(cfg, p, 1, "epochs", "batch_size", "eval_batch_size", "attack_steps",
              "eval_attack_subset")
     at_least(cfg, p, 0, "momentum", "weight_decay", "beta", "atta_reset_every",
-             "eval_attack_every", "seed")
+             "eval_attack_every", "seed", "checkpoint_every", "checkpoint_every_s")
     at_most(cfg, p, MAX_EPOCHS, "epochs", "attack_steps", "lr_milestones")
     at_most(cfg, p, MAX_BATCH, "batch_size", "eval_batch_size")
     positive(cfg, p, "lr", "lr_gamma", "step_size")

@@ -371,14 +371,16 @@ def images_at(ds: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 def batches(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
             epoch: int = 0, drop_last: bool = False, with_index: bool = False,
-            device: torch.device | str | None = None) -> Iterator:
+            device: torch.device | str | None = None, start: int = 0) -> Iterator:
     """Yield ``(x, y)`` batches (``(idx, x, y)`` with ``with_index``); x is float in [0, 1].
 
     In-memory datasets are sliced as tensors (fast); others go through a DataLoader.
-    The order depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
-    ``device``: where x and y go (idx stays on the CPU); default: the CPU.
+    The order depends only on ``(seed, epoch)``, so a resumed run sees the same batches;
+    ``start``: the epoch's batches from that one on (a run resumed inside an epoch; the
+    ones before are not read). ``device``: where x and y go (idx stays on the CPU);
+    default: the CPU.
     """
-    for item in _cpu_batches(ds, batch_size, shuffle, seed, epoch, drop_last):
+    for item in _cpu_batches(ds, batch_size, shuffle, seed, epoch, drop_last, start):
         idx, x, y = item
         if device is not None and torch.device(device).type != "cpu":
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -386,7 +388,7 @@ def batches(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
 
 
 def _cpu_batches(ds: Dataset, batch_size: int, shuffle: bool, seed: int, epoch: int,
-                 drop_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                 drop_last: bool, first: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     n = len(ds)
     if shuffle:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
@@ -397,19 +399,30 @@ def _cpu_batches(ds: Dataset, batch_size: int, shuffle: bool, seed: int, epoch: 
         yield from ds.stream(order[:stop], batch_size)
         return
     if isinstance(ds, ImageDataset):
-        for s in range(0, stop, batch_size):
+        for s in range(first * batch_size, stop, batch_size):
             idx = order[s: s + batch_size]
             yield idx, ds.images[idx].float().div_(255), ds.labels[idx]
         return
     from torch.utils.data import DataLoader, Subset
 
-    loader = DataLoader(Subset(ds, order[:stop].tolist()), batch_size=batch_size,
+    start = min(first * batch_size, stop)
+    loader = DataLoader(Subset(ds, order[start:stop].tolist()), batch_size=batch_size,
                         num_workers=min(4, os.cpu_count() or 1))
-    start = 0
-    for x, y in loader:
-        idx = order[start: start + len(y)]
-        start += len(y)
-        yield idx, x, y
+    try:
+        for x, y in loader:
+            idx = order[start: start + len(y)]
+            start += len(y)
+            yield idx, x, y
+    except DataError as e:  # raised in a worker: its message comes wrapped in a traceback
+        raise DataError(_worker_message(e)) from None
+
+
+def _worker_message(e: DataError) -> str:
+    """A :class:`DataError` a DataLoader worker raised, as the worker wrote it (the loader
+    re-raises it with the worker's whole traceback as its message)."""
+    tag = f"{DataError.__module__}.{DataError.__name__}: "
+    lines = [ln for ln in str(e).splitlines() if ln.startswith(tag)]
+    return lines[-1][len(tag):] if lines else str(e)
 
 
 def num_batches(ds: Dataset, batch_size: int, drop_last: bool = False) -> int:
@@ -665,6 +678,9 @@ class CelebA(Dataset):
         from PIL import Image, UnidentifiedImageError
 
         path = self.image_dir / self.files[i]
+        if not path.is_file():
+            raise DataError(f"{path}: missing (listed in {self.root / 'list_attr_celeba.txt'}); "
+                            "restore the image or the whole img_align_celeba folder")
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")

@@ -42,11 +42,12 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run
+from .config import DataConfig, FitConfig, RunConfig, TrainConfig, resolve_run, result_config
 from .data import file_digest, load_split
 from .devices import resolve_device
 from .distributed import World, follow, release
 from .fitting import check_fit_data
+from .layers import default_layers
 from .loading import ModelFileError, load_any, load_model_file, model_file_record  # noqa: F401 (API)
 from .runs import (NonFiniteError, RunLock, fsync_dir, load_checkpoint, manifest, manifest_mismatch,
                    read_json, save_checkpoint, sweep_temp, to_json, write_json)
@@ -63,6 +64,39 @@ STAGE_VERSIONS = {"train": 1, "dstar": 1, "fit": 2, "diagnose": 6, "explain": 2}
 
 def _key(obj) -> str:
     return hashlib.sha256(to_json(obj).encode()).hexdigest()[:16]
+
+
+def read_record(path: Path, fields: dict[str, type | tuple[type, ...]], fix: str,
+                optional: dict[str, type | tuple[type, ...]] | None = None) -> dict:
+    """A JSON object the run folder keeps for itself (a stage record, ``wall_time.json``),
+    with ``fields`` (and, where present, ``optional`` fields) of their types; a damaged or
+    foreign file raises a one-line ``ValueError`` naming it and ``fix`` (what to do)."""
+    try:
+        doc = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:  # empty, torn, not JSON
+        why = f"not JSON: {' '.join(str(e).split())}" if path.stat().st_size else "empty"
+        raise ValueError(f"{path} is damaged ({why}); {fix}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} is damaged (not a JSON object); {fix}")
+    bad = [f for f, t in fields.items() if not _of_type(doc.get(f), t)]
+    bad += [f for f, t in (optional or {}).items() if f in doc and not _of_type(doc[f], t)]
+    if bad:
+        raise ValueError(f"{path} is damaged ({', '.join(bad)} missing or of the wrong type); {fix}")
+    return doc
+
+
+def _of_type(value, types: type | tuple[type, ...]) -> bool:
+    """``isinstance``, where true and false are no numbers."""
+    types = types if isinstance(types, tuple) else (types,)
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+
+_RECORD = {"key": str, "done": bool}
+_RECORD_OPTIONAL = {"seconds": (int, float)}
+
+
+def _stage_fix(name: str) -> str:
+    return f"delete it and rerun the same command to redo stage {name}"
 
 
 class Stages:
@@ -89,11 +123,18 @@ class Stages:
     def _path(self, name: str) -> Path:
         return self.dir / (name.replace(":", "__") + ".json")
 
+    def record(self, name: str) -> dict | None:
+        """Stage ``name``'s record; None if it never ran (a damaged one: a ``ValueError``
+        that names it)."""
+        path = self._path(name)
+        return (read_record(path, _RECORD, _stage_fix(name), _RECORD_OPTIONAL) if path.exists()
+                else None)
+
     def key(self, name: str) -> str | None:
         """The key of what stage ``name`` last ran (or is running) with — its inputs, and how
         often it was redone over outputs it did not write; None if it never ran."""
-        path = self._path(name)
-        return _outputs_key(read_json(path)) if path.exists() else None
+        rec = self.record(name)
+        return None if rec is None else _outputs_key(rec)
 
     def run(self, name: str, inputs, outputs: list[Path], fn: Callable[[], object],
             clean: list[Path] = (), recorded: list[Path] | None = None) -> str:
@@ -111,14 +152,14 @@ class Stages:
         """
         key = _key([STAGE_VERSIONS.get(name.partition(":")[0], 1), inputs])
         files = list(recorded) if recorded is not None else [*outputs, *clean]
-        rec = read_json(self._path(name)) if self._path(name).exists() else None
+        rec = self.record(name)
         if rec and rec.get("discard"):  # a finished change killed while deleting the old outputs
             _remove(rec.pop("discard"))
             write_json(self._path(name), rec)
         if rec and rec.get("aside") and rec.get("aside_key") == key:  # back to the old inputs
             log.info("stage %s: restoring the outputs of its earlier inputs", name)
             self._restore(name, rec, clean)
-            rec = read_json(self._path(name))
+            rec = self.record(name)
         if rec and rec.get("key") == key and rec.get("done") and all(p.exists() for p in outputs):
             foreign = self._foreign(name, rec, files)
             if foreign is None:
@@ -290,6 +331,8 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
         layers = _check_layers(user, _example(user_data), layers, "your model")
         _check_readings(user, user_data, layers, resolved.fit)
         check_fit_data(len(load_split(user_data, "train")), resolved.fit)
+        _check_batch_size(user, user_data, largest_batch(cfg, resolved.fit, layers or default_layers(user)),
+                          world.device)
         if cfg.judge is not None:
             _check_judge(cfg.judge, judge_model_file, user, user_data)
     else:
@@ -374,13 +417,23 @@ class _WallClock:
 
     def __init__(self, root: Path):
         self.path = root / "wall_time.json"
-        self.before = read_json(self.path)["seconds"] if self.path.exists() else 0.0
+        self.before = wall_time(root) or 0.0
         self.t0 = time.perf_counter()
 
     def tick(self) -> float:
         total = self.before + time.perf_counter() - self.t0
         write_json(self.path, {"seconds": total})
         return total
+
+
+def wall_time(root: Path) -> float | None:
+    """The seconds ``RUN/wall_time.json`` holds (None without one; a damaged one: one line)."""
+    path = root / "wall_time.json"
+    if not path.exists():
+        return None
+    return read_record(path, {"seconds": (int, float)},
+                       "delete it and rerun the same command (the run's wall time then counts "
+                       "from there)")["seconds"]
 
 
 def _trained_configs(resolved) -> dict[str, TrainConfig]:
@@ -513,6 +566,8 @@ def _read_logits(net: nn.Module, out, selector: str | None) -> torch.Tensor:
         log.info("your model's logits: its output's %s%s", used, " (found; --output picks another)"
                  if selector is None else "")
     return logits
+
+
 def _check_readings(net: nn.Module, data: DataConfig, layers: list[str] | None, fit: FitConfig) -> None:
     """Every explained layer of the user's model can be read by C (a token layer without the
     grid ``fit.tokens`` asks for fails in one line), checked on two test images."""
@@ -521,6 +576,38 @@ def _check_readings(net: nn.Module, data: DataConfig, layers: list[str] | None, 
 
     test = load_split(dataclasses.replace(data, test_subset=2), "test")
     check_readings(net, images_at(test, torch.arange(len(test)))[0], layers, fit)
+
+
+def largest_batch(cfg: RunConfig, fit_cfg: FitConfig, layers: list[str]) -> int:
+    """The most images the job puts through the classifier in one forward: a D* attack batch
+    (500 at most), the fit's generated images of every member (batch × layers × seeds, in
+    one process), an agreement batch (250 at most), an Integrated Gradients batch (64)."""
+    return max(min(500, cfg.dstar_images), fit_cfg.batch_size * len(layers) * len(fit_cfg.generator_seeds),
+               min(250, fit_cfg.eval_images), min(64, 32 * cfg.explain_images))
+
+
+def _check_batch_size(net: nn.Module, data: DataConfig, n: int, device: torch.device) -> None:
+    """Before any stage: the user's model takes a batch of ``n`` images (the largest the job
+    uses) on ``device`` and gives ``(n, classes)`` logits, else one line (``ValueError``). The
+    model is back on the CPU afterwards."""
+    from .data import images_at, load_split
+
+    test = load_split(dataclasses.replace(data, test_subset=2), "test")
+    x, _ = images_at(test, torch.arange(len(test)))
+    x = x.repeat(-(-n // len(x)), 1, 1, 1)[:n].to(device)  # (n, C, H, W)
+    try:
+        with torch.no_grad():
+            out = net.to(device).eval()(x)
+    except Exception as e:  # the user's forward may raise anything
+        raise ValueError(f"your model fails on a batch of {n} images (the largest this job uses; "
+                         f"it took {len(test)}): {_first_line(e)}; make its forward work for any "
+                         "batch size") from None
+    finally:
+        net.to("cpu")
+    if not isinstance(out, torch.Tensor) or tuple(out.shape[:1]) != (n,):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"your model's output for a batch of {n} images is {got}, not ({n}, "
+                         "classes) logits: make its forward work for any batch size")
 
 
 def _user_model(st: Stages, root: Path, cfg: RunConfig, model_file: str, checkpoint: str,
@@ -556,7 +643,7 @@ def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, world: World
     from .data import content_digest, load_split, unpinned
 
     run = root / key
-    inputs = dataclasses.asdict(tcfg)
+    inputs = result_config(tcfg)  # (how often it checkpoints is no input)
     if unpinned(tcfg.data):
         inputs = [inputs, content_digest(load_split(tcfg.data, "train")),
                   content_digest(load_split(tcfg.data, "test"))]
@@ -700,10 +787,12 @@ def rebuild_report(root: str | Path) -> dict:
     if missing:
         raise FileNotFoundError(f"{root} has no diagnosis for {', '.join(missing)}: run the job first")
     diagnoses = {k: read_json(root / k / "diagnosis.json") for k in keys}
-    timings = {p.stem.replace("__", ":"): read_json(p).get("seconds", 0.0)
-               for p in sorted((root / "stages").glob("*.json"))}
-    wall = root / "wall_time.json"
-    total = read_json(wall)["seconds"] if wall.exists() else sum(timings.values())
+    timings = {}
+    for p in sorted((root / "stages").glob("*.json")):
+        name = p.stem.replace("__", ":")
+        timings[name] = read_record(p, _RECORD, _stage_fix(name), _RECORD_OPTIONAL).get("seconds", 0.0)
+    total = wall_time(root)
+    total = sum(timings.values()) if total is None else total
     with RunLock(root):
         results = assemble_results(root, diagnoses, timings, cfg, total)
         write_json(root / "results.json", results)

@@ -469,6 +469,8 @@ def _output_note(output: dict | None) -> str:
         return ""
     how = "found, as none was given (--output picks another)" if output.get("auto") else "as --output gave"
     return f"; logits read from its output's <code>{html.escape(output['selector'])}</code>, {how}"
+
+
 def _reading_note(results: dict, models: list[str]) -> str:
     """How the generators' compression networks read each layer's output (conv map, vector,
     token grid with its prefix tokens, flat), from ``per_layer``'s ``layer_reading``."""

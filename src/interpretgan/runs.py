@@ -86,10 +86,20 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f, tmp)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f, tmp)
+                f.flush()
+                os.fsync(f.fileno())
+        except RuntimeError as e:  # torch.save reports a failed write as a RuntimeError
+            cause = _os_error_in(e)
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
+        except OSError as e:
+            if e.errno is None or e.filename:
+                raise
+            raise OSError(e.errno, e.strerror, str(path)) from None  # (name the file written)
         os.chmod(tmp, _file_mode())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
@@ -98,6 +108,17 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError (a full disk, a quota) behind an exception, through its causes/contexts."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -346,8 +367,9 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    """Python's, NumPy's and torch's global RNG states as tensors and plain data (so a resume
-    file loads with weights_only); :func:`set_rng_state` restores them exactly."""
+    """Python's, NumPy's and torch's global RNG states (the GPUs' too, once CUDA is in use)
+    as tensors and plain data (so a resume file loads with weights_only);
+    :func:`set_rng_state` restores them exactly."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
@@ -355,6 +377,7 @@ def rng_state() -> dict:
         "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
                   "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
     }
 
 
@@ -364,6 +387,9 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
                          nps["has_gauss"], nps["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
+    gpus = state.get("cuda")  # (resumed on another number of GPUs, or on none: theirs stay)
+    if gpus and torch.cuda.is_available() and len(gpus) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(gpus)
 
 
 class RunDir:
