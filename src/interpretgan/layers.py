@@ -250,7 +250,7 @@ def canonical_names(model: nn.Module, example: torch.Tensor, names: Sequence[str
     (``relu1`` and ``relu1@0``) raise :class:`LayerNameError`; the order is kept."""
     with torch.no_grad():
         capture(model, example, names, stop_early=False)  # unknown, unreached, ambiguous
-    counts = _call_counts(model, example)
+    counts, _ = _call_counts(model, example)
     names_of: dict[int, list[str]] = {}
     for n, m in _all_paths(model):
         names_of.setdefault(id(m), []).append(n)
@@ -265,6 +265,8 @@ def canonical_names(model: nn.Module, example: torch.Tensor, names: Sequence[str
     for n in names:
         p = resolve(model, n)
         one = spelled.get((id(p.module), p.call or 0), n)
+        if p.index is not None and one != n:  # ``attn@0[1]`` → ``attn[1]``
+            one = f"{one}[{p.index}]"
         if one in out:
             raise LayerNameError(f"{out[one]!r} and {n!r} name the same layer ({one!r}): "
                                  "name it once")
