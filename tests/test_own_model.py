@@ -397,7 +397,8 @@ INPLACE = '''
 import torch.nn as nn
 
 class Block(nn.Module):
-    """torchvision's BasicBlock: its BN output grows by ``out += identity`` in place."""
+    """torchvision's BasicBlock: its BN output grows by ``out += identity`` in place (two
+    in-place ReLU modules: Captum's DeepLIFT baseline refuses one module called twice)."""
 
     def __init__(self, c):
         super().__init__()
@@ -406,13 +407,14 @@ class Block(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c)
+        self.relu2 = nn.ReLU(inplace=True)
 
     def forward(self, x):
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         out += identity
-        return self.relu(out)
+        return self.relu2(out)
 
 class Net(nn.Module):
     def __init__(self):
