@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn as nn
+from captum.attr import DeepLift
 
 from interpretgan import models
 from interpretgan.config import FitConfig
@@ -70,3 +72,29 @@ def test_attributions_all_methods_and_mode_restored(tmp_path):
 def test_feature_net_shapes():
     net = FeatureNet(3, 2)
     assert net.features(torch.rand(2, 3, 32, 32)).shape == (2, 128) and net(torch.rand(2, 3, 64, 64)).shape == (2, 2)
+
+
+class _ResNetStyle(nn.Module):
+    """torchvision's BasicBlock calls its one in-place ``self.relu`` twice per forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        out = self.relu(self.conv1(x))
+        out = self.relu(self.conv2(out) + out)
+        return self.fc(out.mean((2, 3)))
+
+
+def test_deeplift_is_left_out_for_a_model_that_reuses_its_relu(caplog):
+    f = _ResNetStyle().eval()
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(RuntimeError):  # what Captum does with it
+        DeepLift(f).attribute(x.clone().requires_grad_(True), target=torch.tensor([0, 1]))
+    with caplog.at_level("WARNING"):
+        att = attributions(f, x, torch.tensor([0, 1]))
+    assert list(att) == [m for m in BASELINES if m != "DeepLIFT"]
+    assert "DeepLIFT baseline left out" in caplog.text

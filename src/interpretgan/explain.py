@@ -23,7 +23,7 @@ import torch.nn as nn  # noqa: E402
 from .config import MAX_EXPLAIN_IMAGES  # noqa: E402
 from .devices import eval_mode, module_device, resolve_device  # noqa: E402
 from .gan import to_classifier  # noqa: E402
-from .layers import capture  # noqa: E402
+from .layers import capture, hooked  # noqa: E402
 from .loading import load_any  # noqa: E402
 from .report import save_figure  # noqa: E402
 
@@ -123,7 +123,11 @@ def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
                  methods: Sequence[str] = BASELINES) -> dict[str, torch.Tensor]:
     """Captum attributions of ``classifier`` for ``x`` (N, C, H, W) towards ``target`` (N,),
     computed on the classifier's device. Returns ``{method: (N, C, H, W)}`` as CPU tensors;
-    the model's mode is restored afterwards."""
+    the model's mode is restored afterwards.
+
+    DeepLIFT needs every nonlinearity module to run once per forward (Captum's rule); for a
+    model that calls one module twice (torchvision's ResNet blocks call ``self.relu`` twice)
+    it is left out with a log line, and the other methods are returned."""
     from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Occlusion, Saliency
 
     out = {}
@@ -145,8 +149,30 @@ def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 strides=(x.shape[1], win // 2, win // 2), perturbations_per_eval=64),
         }
         for m in methods:
+            if m == "DeepLIFT" and _reuses_a_module(classifier, x[:1]):
+                log.warning("DeepLIFT baseline left out: the model calls one module more than "
+                            "once per forward, which Captum's DeepLIFT cannot attribute through")
+                continue
             out[m] = makers[m]().detach().cpu()
     return out
+
+
+# the nonlinearities DeepLIFT's rules replace (each must run once per forward)
+_DEEPLIFT_NONLINEAR = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softmax,
+                       nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+def _reuses_a_module(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether one forward of ``x`` (1, C, H, W) calls a nonlinearity module more than once."""
+    calls: dict[int, int] = {}
+
+    def count(mod, inp, out):
+        calls[id(mod)] = calls.get(id(mod), 0) + 1
+
+    nonlinear = [m for m in model.modules() if isinstance(m, _DEEPLIFT_NONLINEAR)]
+    with hooked(nonlinear, count), torch.no_grad():
+        model(x)
+    return any(c > 1 for c in calls.values())
 
 
 def attribution_grid(x: torch.Tensor, x_adv: torch.Tensor, attr_nat: dict, attr_adv: dict,
