@@ -13,7 +13,8 @@ A table lives between two marker lines in a Markdown file:
 and is built by the function registered under its name in ``TABLES`` from one JSON file under
 docs/ (``docs/main_results.json``: ``runs/main/results.json`` of the main job;
 ``docs/fidelity_study.json``: ``study.json`` of ``benchmarks/fidelity.py``;
-``docs/study_pooling_mnist*.json``: ``study.json`` of ``interpretgan study pooling``). A marker
+``docs/study_pooling_mnist*.json``: ``study.json`` of ``interpretgan study pooling``;
+``docs/fault_drill.json``: the log of ``benchmarks/fault_drill.py``). A marker
 whose name or JSON file is missing is an error.
 """
 from __future__ import annotations
@@ -159,7 +160,26 @@ def fidelity_schedule_quality(doc: dict) -> str:
                      "Conv1 keeps f(x*)", "Conv1 KID ×10³", "mean KID ×10³", "fit s (shared cores)"], rows)
 
 
+# ----------------------------------------------------------------------------- fault drill
+def fault_drill(doc: dict) -> str:
+    """The fault drill's summary (``benchmarks/fault_drill.py --log docs/fault_drill.json``):
+    kills by kind and by stage, rounds identical to the reference, work lost per kill."""
+    s = doc["summary"]
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(s["kills_by_kind"].items()))
+    stages = ", ".join(f"{k} {n}" for k, n in sorted(s["stages_hit"].items()))
+    rows = [["SIGKILLs", str(s["kills"])], ["rounds (run folders)", str(s["rounds"])],
+            ["kills by moment", kinds], ["kills by stage running", stages],
+            ["rounds whose results.json and classifier weights equal the reference's",
+             f"{s['rounds_identical']} of {s['rounds']}"],
+            ["files left behind (temp files, outputs kept aside, locks)", str(len(s["leftovers"]))],
+            ["training steps redone per kill (of a run's steps)",
+             f"{s['training_steps_redone_per_kill']:.2f} (of {s['training_steps_per_run']})"],
+            ["uninterrupted run (s, shared cores)", f"{s['reference_seconds']:.1f}"]]
+    return md_table(["", "fault drill"], rows)
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "fault-drill": ("fault_drill.json", fault_drill),
     "main-natural": ("main_results.json", lambda d: _main_table(d, "natural")),
     "main-atta": ("main_results.json", lambda d: _main_table(d, "adversarially_trained")),
     "main-generators": ("main_results.json", main_generators),

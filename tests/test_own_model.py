@@ -86,7 +86,7 @@ def test_a_28px_grey_model_on_mnist(own, tmp_path, size_flag):
     assert torch.tensor(res["user"]["misclassification"]).shape == (10, 10)
     assert res["paper"] is None  # Table 1 is the paper's MNIST SmallCNN, not this model
     html = (root / "report" / "index.html").read_text()
-    assert "(paper:" not in html and "Table 1" not in html
+    assert "(paper:" not in html and "grey: the paper's Table 1" not in html  # no paper markers
 
 
 def test_a_model_that_needs_normalize(own, tmp_path, caplog):
@@ -342,7 +342,8 @@ def test_a_model_returning_logits_and_aux_is_read_at_its_first_element(own, outp
     assert "[0]</code>, found" in (root / "report" / "index.html").read_text()
     from interpretgan.pipeline import load_any
 
-    net = load_any(root / "user" / "checkpoints" / "final.pt")  # fit, explain: the same logits
+    net = load_any(root / "user" / "checkpoints" / "final.pt",  # fit, explain: the same logits
+                   model_file=f"{own[0]}:build_pair")
     ns: dict = {}
     exec(compile(OUTPUTS, "m", "exec"), ns)
     ref = ns["build_pair"]()
@@ -464,9 +465,10 @@ def test_a_torchvision_style_in_place_cnn_through_run(tmp_path, mnist_small, sha
     res = read_json(root / "results.json")
     assert res["layers"] == ["stem.1", "layer1.bn2", "fc"]
     assert res["user"]["output"] == {"selector": None, "auto": False}
-    for n in res["layers"]:
-        assert 0 <= res["user"]["per_layer"][n]["agreement_natural"] <= 1
-    model = load_any(root / "user" / "checkpoints" / "final.pt")  # what fit and diagnosis load
+    assert [res["user"]["per_layer"][n]["layer_reading"]["read_as"] for n in res["layers"]] == \
+        ["map", "map", "vector"]
+    model = load_any(root / "user" / "checkpoints" / "final.pt",  # what fit and diagnosis load
+                     model_file=f"{src}:build")
     x = torch.rand(4, 1, 28, 28)
     truth = _inplace_truth(model, x)
     assert (truth["stem.1"] < 0).any() and (truth["layer1.bn2"] < 0).any()
