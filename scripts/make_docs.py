@@ -174,6 +174,7 @@ def fault_drill(doc: dict) -> str:
             ["files left behind (temp files, outputs kept aside, locks)", str(len(s["leftovers"]))],
             ["training steps redone per kill (of a run's steps)",
              f"{s['training_steps_redone_per_kill']:.2f} (of {s['training_steps_per_run']})"],
+            ["extra wall time per kill (s, shared cores)", f"{s['extra_seconds_per_kill']:.1f}"],
             ["uninterrupted run (s, shared cores)", f"{s['reference_seconds']:.1f}"]]
     return md_table(["", "fault drill"], rows)
 
