@@ -4,7 +4,6 @@ run, commands refused inside a run's folders, ``config.json`` only for finished 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ from interpretgan.pipeline import Stages, run_main
 from interpretgan.runs import NonFiniteError, RunLock, RunLockedError, read_json, write_json
 
 from test_pipeline import tiny, tiny_cli
+from test_run_faults import _digests, finished  # noqa: F401 (a fixture)
 
 HOLDER = """
 import sys, time
@@ -30,18 +30,6 @@ with RunLock(sys.argv[1]):
 """
 
 
-def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, mnist_small, shared_cache):
-    """One finished tiny run folder, copied by each test that changes it."""
-    os.environ["INTERPRETGAN_CACHE"] = str(shared_cache)
-    root = tmp_path_factory.mktemp("finished") / "run"
-    run_main(tiny(), root, progress=False, device="cpu")
-    return root
 
 
 @pytest.fixture
