@@ -1,7 +1,9 @@
 """Hidden-layer contract: naming, tapping, f_pre/f_post split, no leaked hooks or modes."""
 from __future__ import annotations
 
+import importlib.util
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,24 +206,18 @@ class ConvReLU(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
-class BasicBlock(nn.Module):
-    """torchvision's ResNet block: conv → BN → ReLU(inplace) → conv → BN, ``out += identity``,
-    the same in-place ReLU again."""
+def _example(name: str):
+    """A module of examples/ (its models are the ones users start from)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
 
-    def forward(self, x):
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu(out)
+# torchvision's ResNet block: conv → BN → ReLU(inplace) → conv → BN, ``out += identity``, the
+# same in-place ReLU again
+BasicBlock = _example("inplace_cnn").Residual
 
 
 class TinyResNet(nn.Module):

@@ -3,6 +3,7 @@ normalisation outside the model, and a one-line error for every way the inputs c
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -394,43 +395,25 @@ def test_output_without_a_model_of_ones_own_is_refused(tmp_path, caplog):
 
 
 # --------------------------------------------------------------------------- in-place modules
-INPLACE = '''
-import torch.nn as nn
+# the residual block of examples/inplace_cnn.py (one in-place ReLU module called twice, as
+# torchvision's BasicBlock does) in a grey 28-px, 10-class net
+INPLACE = (Path(__file__).resolve().parent.parent / "examples" / "inplace_cnn.py").read_text() + '''
 
-class Block(nn.Module):
-    """torchvision's BasicBlock: its BN output grows by ``out += identity`` in place (two
-    in-place ReLU modules: Captum's DeepLIFT baseline refuses one module called twice)."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.relu2 = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu2(out)
-
-class Net(nn.Module):
+class GreyNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False),
                                   nn.BatchNorm2d(4), nn.ReLU(inplace=True))
-        self.layer1 = Block(4)
+        self.layer1 = Residual(4)
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.fc = nn.Linear(16, 10)
 
     def forward(self, x):
         return self.fc(self.pool(self.layer1(self.stem(x))).flatten(1))
 
-def build():
-    return Net()
+
+def build_grey():
+    return GreyNet()
 '''
 
 
@@ -453,7 +436,7 @@ def test_a_torchvision_style_in_place_cnn_through_run(tmp_path, mnist_small, sha
     src.write_text(INPLACE)
     ns: dict = {}
     exec(compile(INPLACE, str(src), "exec"), ns)
-    net = ns["build"]()
+    net = ns["build_grey"]()
     g = torch.Generator().manual_seed(1)
     for m in net.modules():  # BN statistics that leave negative values for the ReLUs to rewrite
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -461,14 +444,14 @@ def test_a_torchvision_style_in_place_cnn_through_run(tmp_path, mnist_small, sha
     torch.save(net.state_dict(), tmp_path / "resnet.pt")
     root = tmp_path / "run"
     assert main([*tiny_cli(root, "cpu"), "--layers", "stem.1,layer1.bn2,fc",
-                 "--model-file", f"{src}:build", "--checkpoint", str(tmp_path / "resnet.pt")]) == 0
+                 "--model-file", f"{src}:build_grey", "--checkpoint", str(tmp_path / "resnet.pt")]) == 0
     res = read_json(root / "results.json")
     assert res["layers"] == ["stem.1", "layer1.bn2", "fc"]
     assert res["user"]["output"] == {"selector": None, "auto": False}
     assert [res["user"]["per_layer"][n]["layer_reading"]["read_as"] for n in res["layers"]] == \
         ["map", "map", "vector"]
     model = load_any(root / "user" / "checkpoints" / "final.pt",  # what fit and diagnosis load
-                     model_file=f"{src}:build")
+                     model_file=f"{src}:build_grey")
     x = torch.rand(4, 1, 28, 28)
     truth = _inplace_truth(model, x)
     assert (truth["stem.1"] < 0).any() and (truth["layer1.bn2"] < 0).any()
