@@ -1,7 +1,7 @@
 """Regenerate the tables in docs/ from the committed JSON, so that no number in them is typed
 by hand.
 
-    python scripts/make_docs.py           # rewrite every marked table in docs/*.md
+    python scripts/make_docs.py           # rewrite every marked table in docs/*.md and README.md
     python scripts/make_docs.py --check   # exit 1 (naming the tables) if any is out of date
 
 A table lives between two marker lines in a Markdown file:
@@ -14,6 +14,7 @@ and is built by the function registered under its name in ``TABLES`` from one JS
 docs/ (``docs/main_results.json``: ``runs/main/results.json`` of the main job;
 ``docs/fidelity_study.json``: ``study.json`` of ``benchmarks/fidelity.py``;
 ``docs/study_pooling_mnist*.json``: ``study.json`` of ``interpretgan study pooling``;
+``docs/main_natural_metrics.json``: the natural model's ``metrics.jsonl`` of the same run;
 ``docs/fault_drill.json``: the log of ``benchmarks/fault_drill.py``). A marker
 whose name or JSON file is missing is an error.
 """
@@ -87,17 +88,20 @@ def _member_rows(doc: dict, key: str, model: str) -> list[list[str]]:
     for g in range(seeds):
         names = [n if g == 0 else f"{n}#seed{g}" for n in doc["layers"]]
         rows.append([f"agreement, {model}, seed {g} (%)", *(f"{100 * gens[n]['agreement']:.1f}" for n in names)])
-        rows.append([f"KID ×10³, {model}, seed {g}", *(f"{1000 * gens[n]['kid']:.1f}" for n in names)])
+        rows.append([f"KID, {model}, seed {g}", *(f"{gens[n]['kid']:.2f}" for n in names)])
     return rows
 
 
 def main_generators(doc: dict) -> str:
-    """Agreement and KID (×10³) of every generator seed of both models."""
+    """Agreement and KID (the realism network's MMD², unscaled) of every generator seed of both
+    models, and KID of real images against real images (the floor to read KID against)."""
     rows = []
     for key, model in (("natural", "natural model"), ("adversarially_trained", "ATTA model")):
         if key in doc and doc[key].get("generators"):
             rows += _member_rows(doc, key, model)
-    return md_table(["layer", *doc["layer_labels"]], rows)
+    floor = doc["natural"]["generators"]["kid_real_vs_real"]
+    return (md_table(["layer", *doc["layer_labels"]], rows)
+            + f"\nKID of 1,000 real held-out images against another 1,000: {floor:.2f}.\n")
 
 
 def main_maxpool(doc: dict) -> str:
@@ -112,13 +116,108 @@ def main_maxpool(doc: dict) -> str:
 
 
 def main_budget(doc: dict) -> str:
-    """Stage times in seconds and natural-epoch units."""
+    """Stage times in seconds and natural-epoch units, and the run's wall time."""
     b = doc["budget"]
     units = b["per_stage_units"]
     rows = [[stage, f"{secs:.0f}", f"{units[stage]:.1f}"] for stage, secs in doc["timings_s"].items()]
     rows.append(["**all stages**", f"**{b['stages_s']:.0f}**", f"**{b['epoch_units']:.1f}**"])
     return (f"One natural epoch in this run: {b['natural_epoch_s']:.1f} s (median of the natural model's "
-            "epochs).\n\n" + md_table(["stage", "seconds", "natural epochs"], rows))
+            f"epochs). Wall time of `interpretgan run`: {doc['wall_time_s'] / 60:.1f} min.\n\n"
+            + md_table(["stage", "seconds", "natural epochs"], rows))
+
+
+def _paper_marks(vul: list[float], factor: float = 0.4) -> list[bool]:
+    """The paper's own Table 1 read by the diagnosis's rule without intervals: Vul_i above
+    ``factor`` × the mean Vul_i (the factor chosen so that this marks the paper's four layers)."""
+    mean = sum(vul) / len(vul)
+    return [v > factor * mean for v in vul]
+
+
+def _names(labels: list[str], picks) -> str:
+    chosen = [lab for lab, p in zip(labels, picks) if p]
+    return ", ".join(chosen) if chosen else "none"
+
+
+def main_reading(doc: dict) -> str:
+    """The reading of Table 1 as bullet points, every number taken from results.json: where
+    Acc_i falls, which of the paper's values lie inside the intervals, which layers are marked
+    here and in the paper, the seed spread, the judge and where explanations of x* depart."""
+    labels, out = doc["layer_labels"], []
+    for key, model in (("natural", "natural model"), ("adversarially_trained", "ATTA model")):
+        per, paper = _layers(doc, key), doc["paper"][key]
+        acc = [100 * r["acc"] for r in per]
+        inside = [r["acc_ci"][0] * 100 <= p <= r["acc_ci"][1] * 100 for r, p in zip(per, paper["acc"])]
+        above = [r["acc_ci"][0] * 100 > p for r, p in zip(per, paper["acc"])]
+        spread = max(100 * (max(r["acc_seeds"]) - min(r["acc_seeds"])) for r in per)
+        worst = max(range(len(per)), key=lambda i: max(per[i]["acc_seeds"]) - min(per[i]["acc_seeds"]))
+        out.append(
+            f"- **{model}** ({100 * doc[key]['clean_accuracy']:.2f} % clean, "
+            f"{100 * doc[key]['adversarial_accuracy']:.2f} % under {doc[key]['attack']} on D*): Acc_i runs "
+            f"from {acc[0]:.1f} % ({labels[0]}) to {acc[-1]:.1f} % ({labels[-1]}), between "
+            f"{min(acc):.1f} and {max(acc):.1f} %; the paper's runs from {paper['acc'][0]:.1f} to "
+            f"{paper['acc'][-1]:.1f} %.")
+        out.append(
+            f"  - The paper's Acc_i lies inside our 95 % interval at {_names(labels, inside)}; "
+            f"our interval lies above it at {_names(labels, above)} and below it at "
+            f"{_names(labels, [not i and not a for i, a in zip(inside, above)])}.")
+        out.append(
+            f"  - Marked as largely vulnerable here: {_names(labels, [r['large_vul'] for r in per])}; "
+            f"by the same rule on the paper's Table 1: {_names(labels, _paper_marks(paper['vul']))}. "
+            f"Largest Vul_i here: {labels[max(range(len(per)), key=lambda i: per[i]['vul'])]} "
+            f"({100 * max(r['vul'] for r in per):.1f} %).")
+        out.append(
+            f"  - The two generator seeds differ by at most {spread:.1f} points of Acc_i "
+            f"({labels[worst]}).")
+        judge = [r.get("acc_judge") for r in per]
+        if all(j is not None for j in judge):
+            gap = max(abs(100 * (j - r["acc"])) for j, r in zip(judge, per))
+            out.append(f"  - The other model of the pair, as judge, labels the explanations of x* "
+                       f"within {gap:.1f} points of f's Acc_i at every layer.")
+        dep = [100 * r["true_label_when_departing"] for r in per]
+        keep = [100 * r["keeps_adversarial_label"] for r in per]
+        out.append(f"  - Explanations of x* keep f(x*) in {min(keep):.1f}–{max(keep):.1f} % of images; "
+                   f"those that depart from it land on the true label in {min(dep):.1f}–{max(dep):.1f} %.")
+    return "\n".join(out) + "\n"
+
+
+def main_targets(doc: dict) -> str:
+    """Per true digit, the most frequent adversarial label of the natural model's D* and its
+    share of that digit's images, beside the paper's where it gives one."""
+    paper = (doc.get("paper") or {}).get("top_targets") or {}
+    rows = []
+    for t in doc["natural"]["top_targets"]:
+        ref = paper.get(str(t["true"]))
+        rows.append([str(t["true"]), str(t["top_target"]), f"{100 * t['share']:.1f}",
+                     f"{ref[0]} ({ref[1]:.1f} %)" if ref else "–"])
+    return md_table(["true digit", "most frequent adversarial label", "share of the digit's images (%)",
+                     "paper"], rows)
+
+
+def readme_summary(doc: dict) -> str:
+    """The README's results in brief, from the main job's results.json."""
+    b, labels = doc["budget"], doc["layer_labels"]
+    agree = [100 * r["agreement"] for k in ("natural", "adversarially_trained")
+             for r in doc[k]["generators"]["layers"].values()]
+    nat, adv = _layers(doc, "natural"), _layers(doc, "adversarially_trained")
+    paper = doc["paper"]["natural"]
+    return (
+        f"- `interpretgan run` (2-core AVX-512-BF16 CPU, fresh clone): {b['epoch_units']:.1f} natural-epoch "
+        f"units ({doc['wall_time_s'] / 60:.0f} min); the generators agree with f on "
+        f"{min(agree):.1f}–{max(agree):.1f} % of held-out test images at every layer and seed.\n"
+        f"- Natural model: Acc_i from {100 * nat[0]['acc']:.1f} % ({labels[0]}) to {100 * nat[-1]['acc']:.1f} % "
+        f"({labels[-1]}); the paper's from {paper['acc'][0]:.1f} to {paper['acc'][-1]:.1f} %. Marked as largely "
+        f"vulnerable: {_names(labels, [r['large_vul'] for r in nat])} (the paper: "
+        f"{_names(labels, _paper_marks(paper['vul']))}).\n"
+        f"- ATTA-1 TRADES model: {100 * doc['adversarially_trained']['adversarial_accuracy']:.1f} % under PGD-40; "
+        f"Acc_i {min(100 * r['acc'] for r in adv):.1f}–{max(100 * r['acc'] for r in adv):.1f} % at every layer.\n")
+
+
+def main_epochs(doc: dict) -> str:
+    """The natural model's epochs in the main run: seconds and test accuracy per epoch."""
+    recs = [r for r in doc["records"] if "train_s" in r]
+    return md_table(["epoch", *(str(r["epoch"]) for r in recs)],
+                    [["training s", *(f"{r['train_s']:.1f}" for r in recs)],
+                     ["test accuracy (%)", *(f"{100 * r['test_acc']:.2f}" for r in recs)]])
 
 
 # ----------------------------------------------------------------------------- fidelity study
@@ -145,19 +244,19 @@ def fidelity_schedule_acc(doc: dict) -> str:
 
 
 def fidelity_schedule_quality(doc: dict) -> str:
-    """Per point: what changed, agreement on natural images, keeps f(x*) and KID ×10³ on Conv1
+    """Per point: what changed, agreement on natural images, keeps f(x*) and KID on Conv1
     and as the mean over the layers, and the fit's wall time."""
     rows = []
     for name, p in _points(doc, SCHEDULE_POINTS):
         per = p["per_layer"]
-        kid = [1000 * v for v in p["kid"].values()]
+        kid = list(p["kid"].values())
         change = ", ".join(f"{k}={v}" for k, v in p["changes"].items()) or "–"
         rows.append([name, change, pct(per[0]["agreement_natural"]),
                      pct(sum(r["agreement_natural"] for r in per) / len(per)),
                      pct(per[0]["keeps_adversarial_label"]),
-                     f"{kid[0]:.1f}", f"{sum(kid) / len(kid):.1f}", f"{p['fit_seconds_this_call']:.0f}"])
+                     f"{kid[0]:.2f}", f"{sum(kid) / len(kid):.2f}", f"{p['fit_seconds_this_call']:.0f}"])
     return md_table(["point", "change to the study's base", "Conv1 agreement (natural)", "mean agreement",
-                     "Conv1 keeps f(x*)", "Conv1 KID ×10³", "mean KID ×10³", "fit s (shared cores)"], rows)
+                     "Conv1 keeps f(x*)", "Conv1 KID", "mean KID", "fit s (shared cores)"], rows)
 
 
 # ----------------------------------------------------------------------------- fault drill
@@ -186,6 +285,10 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "main-generators": ("main_results.json", main_generators),
     "main-maxpool": ("main_results.json", main_maxpool),
     "main-budget": ("main_results.json", main_budget),
+    "main-reading": ("main_results.json", main_reading),
+    "main-targets": ("main_results.json", main_targets),
+    "main-epochs": ("main_natural_metrics.json", main_epochs),
+    "readme-summary": ("main_results.json", readme_summary),
     "pooling-4ep": ("study_pooling_mnist.json", lambda d: study_markdown(d) + "\n"),
     "pooling-10ep": ("study_pooling_mnist_10epochs.json", lambda d: study_markdown(d) + "\n"),
     "fidelity-schedule-acc": ("fidelity_study.json", fidelity_schedule_acc),
@@ -222,7 +325,10 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", default=str(DOCS))
     a = ap.parse_args(argv)
     stale = []
-    for md in sorted(Path(a.docs).glob("*.md")):
+    pages = sorted(Path(a.docs).glob("*.md"))
+    if Path(a.docs) == DOCS:
+        pages.append(ROOT / "README.md")  # its results summary; tables read docs/'s JSON
+    for md in pages:
         text = md.read_text()
         new, changed = render(text, Path(a.docs))
         stale += [f"{md.name}: {n}" for n in changed]

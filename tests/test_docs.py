@@ -33,15 +33,16 @@ def _fake_results():
                "true_label_when_departing": 0.6, "acc_at_natural_fidelity": 0.04, "acc_natural": 0.95,
                "agreement_natural": 0.96}
            for i, (n, a, v) in enumerate(zip(layers, [0.216, 0.007], [0.784, 0.209]))}
-    gens = {"layers": {"feature_extractor.relu1": {"agreement": 0.966, "kid": 0.0032},
-                       "classifier.fc3": {"agreement": 0.993, "kid": 0.0037},
-                       "feature_extractor.relu1#seed1": {"agreement": 0.95, "kid": 0.0032},
-                       "classifier.fc3#seed1": {"agreement": 0.987, "kid": 0.0021}}, "kid_real_vs_real": -0.0002}
+    gens = {"layers": {"feature_extractor.relu1": {"agreement": 0.966, "kid": 3.2},
+                       "classifier.fc3": {"agreement": 0.993, "kid": 3.7},
+                       "feature_extractor.relu1#seed1": {"agreement": 0.95, "kid": 3.2},
+                       "classifier.fc3#seed1": {"agreement": 0.987, "kid": 2.1}}, "kid_real_vs_real": -0.2}
     return {"layers": layers, "layer_labels": ["Conv1", "FC3"], "paper": {"natural": {"acc": [52.6, 3.5], "vul": [47.4, -0.5]},
                                                                            "maxpool_index_change": [40.9, 18.1]},
-            "natural": {"per_layer": per, "generators": gens, "generator_seeds": 2,
+            "natural": {"per_layer": per, "generators": gens, "generator_seeds": 2, "clean_accuracy": 0.99,
+                        "adversarial_accuracy": 0.005, "attack": "pgd-40",
                         "maxpool_index_change": {"feature_extractor.pool1": 0.498, "feature_extractor.pool2": 0.232}},
-            "timings_s": {"train:natural": 328.0}, "budget": {"natural_epoch_s": 30.4, "stages_s": 328.0,
+            "timings_s": {"train:natural": 328.0}, "wall_time_s": 330.0, "budget": {"natural_epoch_s": 30.4, "stages_s": 328.0,
                                                                "epoch_units": 10.8, "per_stage_units": {"train:natural": 10.8}}}
 
 
@@ -59,6 +60,13 @@ def test_main_tables_from_results_json():
     assert "| paper Acc_i | 52.6 | 3.5 |" in table
     assert "| generator agreement, held-out images outside D* (seed 0) | 96.6 | 99.3 |" in table
     gens = md.TABLES["main-generators"][1](doc)
-    assert "| KID ×10³, natural model, seed 1 | 3.2 | 2.1 |" in gens
+    assert "| KID, natural model, seed 1 | 3.20 | 2.10 |" in gens  # KID as computed, unscaled
+    assert "another 1,000: -0.20." in gens
     assert "| ours, natural model | 49.8 % | 23.2 % |" in md.TABLES["main-maxpool"][1](doc)
     assert "**10.8**" in md.TABLES["main-budget"][1](doc)
+    reading = md.TABLES["main-reading"][1]({**doc, "adversarially_trained": doc["natural"],
+                                             "paper": {**doc["paper"], "adversarially_trained": doc["paper"]["natural"]}})
+    # Conv1's interval [20.6, 22.6] lies below the paper's 52.6, FC3's [-0.3, 1.7] below 3.5
+    assert "inside our 95 % interval at none; our interval lies above it at none and below it at Conv1, FC3" in reading
+    # the paper's Vul (47.4, -0.5) marks Conv1 by the 0.4 × mean rule; here Conv1 is marked
+    assert "Marked as largely vulnerable here: Conv1; by the same rule on the paper's Table 1: Conv1." in reading

@@ -448,16 +448,17 @@ def _generator_table(results: dict, models: list[str]) -> str:
         g = results[key].get("generators")
         if not g:
             continue
-        cells = "".join(f"<td>{100 * g['layers'][n]['agreement']:.1f} / {1000 * g['layers'][n]['kid']:.1f}</td>"
+        cells = "".join(f"<td>{100 * g['layers'][n]['agreement']:.1f} / {g['layers'][n]['kid']:.2f}</td>"
                         for n in results["layers"] if n in g["layers"])
         rows.append(f"<tr><th>{key.replace('_', ' ')}</th>{cells}</tr>")
     if not rows:
         return ""
     head = "".join(f"<th>{html.escape(x)}</th>" for x in results["layer_labels"])
     floor = next(results[k]["generators"]["kid_real_vs_real"] for k in models if results[k].get("generators"))
-    return ("<h2>Generators: agreement (%) / KID ×1000</h2><p>On held-out natural test images; KID in "
-            "the feature space of an independently trained network (real vs real: "
-            f"{1000 * floor:.1f}).</p><table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
+    return ("<h2>Generators: agreement (%) / KID</h2><p>On held-out natural test images. KID: the "
+            "unbiased MMD² (cubic kernel) between the 128-d features of explanations and of real "
+            "images in an independently trained network; its scale is that network's (real vs "
+            f"real: {floor:.2f}).</p><table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _output_note(output: dict | None) -> str:
