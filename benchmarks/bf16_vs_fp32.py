@@ -3,13 +3,15 @@ alternating rounds (fp32, bf16, then bf16, fp32, …) so that the machine's drif
 Prints ms per call (median over rounds) and the fp32/bf16 speed ratio of each round, median and
 range (>1: bf16 is faster).
 
-    python benchmarks/bf16_vs_fp32.py --rounds 6
+    python benchmarks/bf16_vs_fp32.py --rounds 6 --json docs/bf16_vs_fp32.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--calls", type=int, default=5, help="calls per round and variant")
+    p.add_argument("--json", type=Path, help="also write every round's times here")
     args = p.parse_args()
     torch.manual_seed(0)
     net = models.create("smallcnn")
@@ -70,6 +73,7 @@ def main():
           f"{torch.get_num_threads()} threads")
     print(f"{args.rounds} alternating rounds of {args.calls} calls each")
     print(f"{'workload':<34}{'fp32 ms':>10}{'bf16 ms':>10}{'fp32/bf16 median [range]':>27}")
+    rows = []
     for name, fn in [("SmallCNN train step (batch 128)", train_step),
                      ("PGD input gradient (batch 128)", input_grad),
                      ("generator fwd+bwd (batch 64)", gen_step)]:
@@ -77,6 +81,12 @@ def main():
         ratios = [x / y for x, y in zip(a, b)]
         print(f"{name:<34}{statistics.median(a):>10.1f}{statistics.median(b):>10.1f}"
               f"{statistics.median(ratios):>13.2f} [{min(ratios):.2f}, {max(ratios):.2f}]", flush=True)
+        rows.append({"workload": name, "fp32_ms": a, "bf16_ms": b, "ratios": ratios})
+    if args.json:
+        args.json.write_text(json.dumps({
+            "command": f"python benchmarks/bf16_vs_fp32.py --rounds {args.rounds} --calls {args.calls}",
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from interpretgan.config import DataConfig
 from interpretgan.data import batches, load_mnist, load_split
 from interpretgan.pipeline import load_model_file
-from interpretgan.runs import read_json
+from interpretgan.runs import read_json, read_jsonl
 
 log = logging.getLogger("everyday_models")
 REPO = Path(__file__).resolve().parent.parent
@@ -125,14 +125,22 @@ def diagnose(spec: str, layers: str, data_dir: Path, stats: list[float], ckpt: P
            "--normalize", ",".join(f"{v:.4f}" for v in stats), "--layers", layers,
            "--run-dir", str(run_dir), *extra]
     log.info("%s", " ".join(cmd))
-    t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    res = read_json(run_dir / "results.json")
-    res["_wall_s"] = time.perf_counter() - t0
-    return res
+    return read_json(run_dir / "results.json")
 
 
-def row(name: str, spec: str, trained: dict, res: dict, command: str) -> dict:
+def running_agreement(run_dir: Path) -> dict[str, dict[int, float]]:
+    """Per member, the fit's running agreement on 200 held-out images by step
+    (``fit/metrics.jsonl``): how a generator got to (or stayed below) its final agreement."""
+    curves: dict[str, dict[int, float]] = {}
+    for rec in read_jsonl(run_dir / "user" / "fit" / "metrics.jsonl"):
+        for key, v in rec.items():
+            if key.endswith("/agreement200"):
+                curves.setdefault(key.rsplit("/", 1)[0], {})[rec["step"]] = v
+    return curves
+
+
+def row(name: str, spec: str, trained: dict, res: dict, command: str, run_dir: Path) -> dict:
     """The JSON row of one model: accuracy, agreement per layer and seed, cost in epoch units."""
     u = res["user"]
     gen = u["generators"]["layers"]
@@ -143,11 +151,16 @@ def row(name: str, spec: str, trained: dict, res: dict, command: str) -> dict:
         "train": trained, "clean_accuracy": u["clean_accuracy"], "attack": u["attack"],
         "adversarial_accuracy": u["adversarial_accuracy"],
         "agreement": {n: r["agreement"] for n, r in gen.items()},
+        "agreement_scheduled": {n: r.get("agreement_scheduled") for n, r in gen.items()},
+        "extra_steps": {n: r.get("extra_steps") for n, r in gen.items()},
+        "reliable": {n: p.get("reliable") for n, p in u["per_layer"].items()},
+        "agreement_floor": u["generators"].get("agreement_floor"),
         "min_agreement": min(r["agreement"] for r in gen.values()),
         "acc_i": {n: p["acc"] for n, p in u["per_layer"].items()},
         "layer_reading": {n: p.get("layer_reading") for n, p in u["per_layer"].items()},
         "timings_s": res["timings_s"], "stages_s": stages,
-        "epoch_units": stages / unit, "run_wall_s": res["_wall_s"],
+        "epoch_units": stages / unit,
+        "running_agreement": running_agreement(run_dir),
     }
 
 
@@ -182,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         res = diagnose(spec, layers, data, stats, ckpt, out / f"run_{name}", a.run_arg)
         command = (f"python benchmarks/everyday_models.py --models {name}"
                    + (f" --epochs {a.epochs}" if a.epochs else ""))
-        rows.append(row(name, spec, trained, res, command))
+        rows.append(row(name, spec, trained, res, command, out / f"run_{name}"))
         r = rows[-1]
         print(f"{name}: clean {100 * r['clean_accuracy']:.1f}%  {r['attack']} "
               f"{100 * r['adversarial_accuracy']:.1f}%  min agreement {r['min_agreement']:.3f}  "
@@ -191,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {n:<22} agreement {v:.3f}")
     if a.json:  # rows of models not run this time are kept
         old = json.loads(Path(a.json).read_text())["rows"] if Path(a.json).exists() else []
-        doc = {"machine": "2-core AVX-512-BF16 CPU (shared cores)", "torch": torch.__version__,
+        doc = {"machine": "2-core AVX-512-BF16 CPU", "torch": torch.__version__,
                "folder": {"classes": list(CLASSES), "train_per_class": a.train_per_class,
                           "test_per_class": a.test_per_class, "image_size": 32},
                "rows": [r for r in old if r["model"] not in names] + rows}

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from interpretgan.loading import load_model_file
+
 MODEL_FILE = '''
 import torch.nn as nn
 
@@ -61,10 +63,8 @@ def train_own_model(out: Path, epochs: int, seed: int) -> dict:
     from interpretgan.data import batches, load_fashion_mnist
 
     (out / "fashion_cnn.py").write_text(MODEL_FILE)
-    ns: dict = {}
-    exec(compile(MODEL_FILE, str(out / "fashion_cnn.py"), "exec"), ns)
     torch.manual_seed(seed)
-    net = ns["build"]()
+    net = load_model_file(f"{out / 'fashion_cnn.py'}:build")
     train, test = load_fashion_mnist("train", size=28), load_fashion_mnist("test", size=28)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     epoch_s = []

@@ -42,7 +42,9 @@ def fit_command(run: Path, out: Path, extra: list[str]) -> list[str]:
     cfg = read_json(run / "config.json")["run"]
     cmd = [sys.executable, "-m", "interpretgan", "-q", "fit", "--checkpoint",
            str(run / "natural" / "checkpoints" / "final.pt"), "--preset", cfg["fit"],
-           "--layers", ",".join(cfg["layers"]), "--seed", str(cfg["seed"]), "--run-dir", str(out)]
+           "--seed", str(cfg["seed"]), "--run-dir", str(out)]
+    if cfg["layers"]:  # empty: the model's default layers, as the run took them
+        cmd += ["--layers", ",".join(cfg["layers"])]
     for key, value in cfg["fit_overrides"].items():
         if key == "generator_seeds":
             cmd += ["--generator-seeds", str(len(value))]
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         docs[name] = diagnose(a.run, fit_dir / "fit", a.out / f"{name}.diagnosis.json")
     result = {
         "run": str(a.run), "torch": torch.__version__,
+        "layer_labels": read_json(a.run / "results.json")["layer_labels"],
         "repetitions": {name: {"command": "run's own fit" if name == "run" else
                                " ".join(["interpretgan fit", "…", *REPEATS[name]]),
                                "acc": {r["layer"]: r["acc"] for r in d["per_layer"]},

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Callable
@@ -220,6 +221,85 @@ def main_epochs(doc: dict) -> str:
                      ["test accuracy (%)", *(f"{100 * r['test_acc']:.2f}" for r in recs)]])
 
 
+# ----------------------------------------------------------------------------- everyday models
+def everyday_models(doc: dict) -> str:
+    """Per model of ``benchmarks/everyday_models.py``: accuracy, each layer's agreement (the
+    lower of its generator seeds; † below the agreement floor), and the run's cost."""
+    rows = []
+    for r in doc["rows"]:
+        layers: dict[str, list[float]] = {}
+        for member, v in r["agreement"].items():
+            layers.setdefault(member.split("#seed")[0], []).append(v)
+        reliable = r.get("reliable") or {}
+        cells = ", ".join(f"{n} {100 * min(v):.1f}{'' if reliable.get(n, True) else ' †'}"
+                          for n, v in layers.items())
+        rows.append([r["model"], f"{100 * r['clean_accuracy']:.1f}",
+                     f"{100 * r['adversarial_accuracy']:.1f}", cells,
+                     f"{r['epoch_units']:.1f} × {r['train']['natural_epoch_s']:.1f} s"])
+    return md_table(["model", "clean (%)", "PGD-40 (%)", "agreement per layer, lower seed (%)",
+                     "cost (natural epochs × s)"], rows)
+
+
+def token_reading(doc: dict) -> str:
+    """``benchmarks/token_reading.py``: one token layer fitted alone, per reading and schedule,
+    its running agreement at the end of its steps."""
+    rows = []
+    for name, v in doc["variants"].items():
+        rows.append([name, v["tokens"], str(sum(v["steps_per_scale"])), f"{100 * v['final']:.1f}",
+                     f"{v['seconds']:.0f}"])
+    return md_table([f"{doc['layer']} of {doc['model']}", "fit.tokens", "steps", "agreement, 200 held-out images (%)",
+                     "seconds"], rows)
+
+
+def _median_range(v: list[float], fmt: str = "{:.2f}") -> str:
+    """``median [min, max]`` of ``v``."""
+    return f"{fmt.format(statistics.median(v))} [{fmt.format(min(v))}, {fmt.format(max(v))}]"
+
+
+def bf16_vs_fp32(doc: dict) -> str:
+    """``benchmarks/bf16_vs_fp32.py --json``: median ms per call of each variant and the
+    per-round fp32/bf16 ratio, median [range], from alternated rounds."""
+    rows = [[r["workload"], _median_range(r["fp32_ms"], "{:.1f}"), _median_range(r["bf16_ms"], "{:.1f}"),
+             f"**{_median_range(r['ratios'])}**"] for r in doc["rows"]]
+    return (md_table(["workload", "fp32 ms", "bf16 ms", "fp32/bf16 per round"], rows)
+            + f"\n`{doc['command']}`; torch {doc['torch']}, CPU capability {doc['cpu_capability']}, "
+              f"{doc['threads']} threads; median [range] over the rounds.\n")
+
+
+def reproducibility(doc: dict) -> str:
+    """``benchmarks/reproducibility.py``: Acc_i of the main run's natural model from each
+    repetition of the same fit, and per layer the largest difference between two of them."""
+    reps = doc["repetitions"]
+    layers = list(doc["max_difference_points"])
+    labels = doc.get("layer_labels") or layers
+    rows = [[f"{name}: {r['command']}", *(pct(r["acc"][n]) for n in layers)] for name, r in reps.items()]
+    rows.append(["**largest difference (points)**", *(f"**{doc['max_difference_points'][n]:.1f}**" for n in layers)])
+
+    def gap(a: str, b: str) -> tuple[float, str]:
+        d = {n: 100 * abs(reps[a]["acc"][n] - reps[b]["acc"][n]) for n in layers}
+        worst = max(d, key=d.get)
+        return d[worst], labels[layers.index(worst)]
+    same, _ = gap("a", "b")
+    ranks, where = gap("a", "ranks2")
+    return (md_table(["Acc_i (%)", *labels], rows)
+            + f"\nThe same command twice: Acc_i differs by at most {same:.1f} points. One process against "
+              f"two ranks: by up to {ranks:.1f} points ({where}).\n")
+
+
+def own_fashion(doc: dict) -> str:
+    """``benchmarks/own_fashion_cnn.py``: per member, agreement after the scheduled steps and at
+    the end, the floor's extra steps and whether the layer counts as reliable; then the cost."""
+    rows = [[n, f"{100 * m['agreement_scheduled']:.1f}", f"{100 * m['agreement']:.1f}", str(m["extra_steps"]),
+             "yes" if m["reliable"] else "no †"] for n, m in doc["members"].items()]
+    own = doc["own_training"]
+    return (md_table(["member", "agreement after the schedule (%)", "agreement at the end (%)",
+                      "extra steps", "reliable"], rows)
+            + f"\nThe model: {100 * own['test_accuracy']:.1f} % on the Fashion-MNIST test set after "
+              f"{own['epochs']} epochs; {100 * doc['clean_accuracy']:.1f} % clean and "
+              f"{100 * doc['adversarial_accuracy']:.1f} % under the attack on D*. The run: "
+              f"{doc['epoch_units']:.1f} natural epochs of {doc['natural_epoch_s']:.1f} s.\n")
+
+
 # ----------------------------------------------------------------------------- fidelity study
 SCHEDULE_POINTS = ("base-2seeds", "progressive", "progressive-paper-width")
 
@@ -256,7 +336,7 @@ def fidelity_schedule_quality(doc: dict) -> str:
                      pct(per[0]["keeps_adversarial_label"]),
                      f"{kid[0]:.2f}", f"{sum(kid) / len(kid):.2f}", f"{p['fit_seconds_this_call']:.0f}"])
     return md_table(["point", "change to the study's base", "Conv1 agreement (natural)", "mean agreement",
-                     "Conv1 keeps f(x*)", "Conv1 KID", "mean KID", "fit s (shared cores)"], rows)
+                     "Conv1 keeps f(x*)", "Conv1 KID", "mean KID", "fit s"], rows)
 
 
 # ----------------------------------------------------------------------------- fault drill
@@ -289,6 +369,11 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "main-targets": ("main_results.json", main_targets),
     "main-epochs": ("main_natural_metrics.json", main_epochs),
     "readme-summary": ("main_results.json", readme_summary),
+    "everyday-models": ("everyday_models.json", everyday_models),
+    "own-fashion": ("own_fashion_cnn.json", own_fashion),
+    "token-reading": ("token_reading.json", token_reading),
+    "reproducibility": ("reproducibility.json", reproducibility),
+    "bf16-vs-fp32": ("bf16_vs_fp32.json", bf16_vs_fp32),
     "pooling-4ep": ("study_pooling_mnist.json", lambda d: study_markdown(d) + "\n"),
     "pooling-10ep": ("study_pooling_mnist_10epochs.json", lambda d: study_markdown(d) + "\n"),
     "fidelity-schedule-acc": ("fidelity_study.json", fidelity_schedule_acc),
