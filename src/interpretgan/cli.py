@@ -11,8 +11,33 @@ import signal
 import sys
 import threading
 from pathlib import Path
+import torch
 
 from . import __version__
+from .data.config import DataError
+from .data.splits import load_dataset
+from .interpret.config import FIT_PRESETS
+from .interpret.explain import explain_run
+from .interpret.gan import TokenLayoutError, parse_tokens, read_layer
+from .interpret.layers import default_layers, layer_shapes, list_layers
+from .models import zoo as models
+from .models.loading import CheckpointMismatchError, load_any, load_model_file
+from .models.zoo import list_models
+from .registry import UnknownNameError
+from .report.html import write_study_report
+from .robust.config import TRAIN_PRESETS, train_preset_for
+from .robust.evaluate import default_out, evaluate_checkpoint
+from .robust.study import STUDY_PRESETS, run_pooling_study
+from .robust.training import train_classifier
+from .run.config import RUN_PRESETS, RunConfig, resolve_run, run_preset_for
+from .run.fit_job import fit_run
+from .run.pipeline import run_main
+from .run.results import rebuild_report
+from .run.stages import refuse_inside_main_run
+from .runtime import distributed
+from .runtime.devices import resolve_device
+from .runtime.runs import check_free, read_json, to_json
+from .settings import MAX_GENERATOR_SEEDS, merge, override, parse_assignments, validate
 
 log = logging.getLogger("interpretgan")
 
@@ -35,7 +60,6 @@ def _layers(s: str | None) -> list[str] | None:
 
 def _tokens(s: str) -> str:
     """``--tokens``: auto, flat or grid:K (checked by argparse: one line, exit status 2)."""
-    from .gan import parse_tokens
 
     try:
         parse_tokens(s)
@@ -58,15 +82,12 @@ def _floats(s: str | None, option: str) -> tuple[float, ...] | None:
 def _check_out(out: Path, option: str) -> None:
     """Before any work: ``out`` is in no folder another process holds, and inside no main
     job's run folder (whose stages own it); else one line naming ``option``."""
-    from .pipeline import refuse_inside_main_run
-    from .runs import check_free
 
     check_free(out)
     refuse_inside_main_run(out, option)
 
 
 def cmd_data(a) -> int:
-    from .data import load_dataset
 
     for split in ("train", "test"):
         kw = {"data_dir": a.data_dir, "cache_dir": a.cache_dir}
@@ -79,17 +100,13 @@ def cmd_data(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from .models import list_models
 
     print("\n".join(list_models()))
     return 0
 
 
 def _model_from_args(a):
-    import torch
 
-    from . import models
-    from .loading import load_any, load_model_file
 
     if a.checkpoint:  # --input-size: for a bare state_dict
         size_kw = {"input_size": a.input_size} if a.input_size and not a.model_file else {}
@@ -110,7 +127,6 @@ def _model_from_args(a):
 
 
 def cmd_layers(a) -> int:
-    from .layers import default_layers, layer_shapes, list_layers
 
     net, example = _model_from_args(a)
     names = list_layers(net, example)
@@ -127,7 +143,6 @@ def cmd_layers(a) -> int:
 def _reading(shape: tuple, tokens: str) -> str:
     """What a generator's C reads a layer output of ``shape`` as (a token layer without the
     grid ``tokens`` asks for: the settings that read it)."""
-    from .gan import TokenLayoutError, read_layer
 
     try:
         return read_layer(shape, tokens).describe().rsplit(" (", 1)[0]
@@ -136,7 +151,6 @@ def _reading(shape: tuple, tokens: str) -> str:
 
 
 def _train_config(a):
-    from .config import TRAIN_PRESETS, override, train_preset_for
 
     base = TRAIN_PRESETS.get(a.preset) if a.preset else train_preset_for(a.dataset, a.method)
     over = {
@@ -155,9 +169,6 @@ def _train_config(a):
 
 
 def cmd_train(a) -> int:
-    from .config import validate
-    from .runs import to_json
-    from .training import train_classifier
 
     cfg = validate(_train_config(a))
     run_dir = a.run_dir or Path("runs") / (f"{cfg.data.dataset}-{cfg.model.name}-{cfg.model.pool}-"
@@ -176,8 +187,6 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import default_out, evaluate_checkpoint
-    from .runs import check_free
 
     check_free(Path(a.out) if a.out else default_out(Path(a.checkpoint)))  # not into a busy run
 
@@ -194,10 +203,6 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_study(a) -> int:
-    from .config import merge, override, parse_assignments, validate
-    from .report import write_study_report
-    from .devices import resolve_device
-    from .study import STUDY_PRESETS, run_pooling_study
 
     cfg = STUDY_PRESETS.get(a.dataset)
     sets = parse_assignments(a.set)
@@ -219,7 +224,6 @@ def cmd_study(a) -> int:
     root = Path(a.run_dir or f"runs/study-pooling-{cfg.dataset}")
     if a.dry_run:
         resolve_device(a.device)  # the device must exist
-        from .runs import to_json
         print(to_json(dataclasses.asdict(cfg)))
         return 0
     doc = run_pooling_study(cfg, root, progress=not a.quiet, device=a.device)
@@ -231,15 +235,12 @@ def cmd_study(a) -> int:
 
 def cmd_report(a) -> int:
     """Rebuild a report from saved artifacts (never retrains)."""
-    from .runs import read_json
 
     if a.kind == "study":
-        from .report import write_study_report
 
         paths = write_study_report(read_json(Path(a.dir) / "study.json"), a.dir)
         print(paths["markdown"].read_text())
     else:
-        from .pipeline import rebuild_report
 
         rebuild_report(a.dir)
         print(f"report: {Path(a.dir) / 'report' / 'index.html'}")
@@ -255,7 +256,6 @@ def _generator_seeds_option(p: argparse.ArgumentParser) -> None:
 def _seed_range(k: int | None) -> tuple[int, ...] | None:
     """``--generator-seeds K`` → (0, …, K − 1); K < 1 is left to the config check, a K above
     its bound stops here (before a list of K seeds is made)."""
-    from .config import MAX_GENERATOR_SEEDS
 
     if k is not None and k > MAX_GENERATOR_SEEDS:
         raise ValueError(f"--generator-seeds takes at most {MAX_GENERATOR_SEEDS} seeds, got {k}")
@@ -263,9 +263,6 @@ def _seed_range(k: int | None) -> tuple[int, ...] | None:
 
 
 def cmd_fit(a) -> int:
-    from .config import FIT_PRESETS, merge, override, parse_assignments, validate
-    from .fitting import fit_run
-    from .runs import to_json
 
     cfg = validate(merge(override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset,
                                   generator_seeds=_seed_range(a.generator_seeds)),
@@ -291,7 +288,6 @@ def cmd_fit(a) -> int:
 
 
 def cmd_explain(a) -> int:
-    from .explain import explain_run
 
     _check_out(Path(a.out or Path(a.run) / "explain"), "--out")
     doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed, device=a.device,
@@ -302,9 +298,6 @@ def cmd_explain(a) -> int:
 
 def cmd_run(a) -> int:
     """The main job: two classifiers, D*, generators, diagnosis and report (see pipeline)."""
-    from .config import RUN_PRESETS, RunConfig, merge, override, parse_assignments, resolve_run, run_preset_for
-    from .pipeline import run_main
-    from .runs import to_json
 
     preset = a.preset or run_preset_for(a.dataset or RunConfig.dataset)
     cfg = override(RUN_PRESETS.get(preset), data_dir=a.data_dir, dataset=a.dataset,
@@ -361,7 +354,6 @@ def _model_file_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import FIT_PRESETS, RUN_PRESETS
 
     p = argparse.ArgumentParser(prog="interpretgan", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
@@ -575,9 +567,6 @@ def main(argv: list[str] | None = None) -> int:
                         + "%(name)s: %(message)s")
     if rank not in (None, "0"):
         a.quiet = True  # one progress bar: rank 0's
-    from .data import DataError
-    from .models import CheckpointMismatchError
-    from .registry import UnknownNameError
 
     try:
         with _sigterm_interrupts():
@@ -604,7 +593,6 @@ def _distributed(a, argv: list[str] | None) -> int:
     """A command that can run on several ranks: ``--devices N`` starts N local ranks
     (each runs this same command line); a launched rank (``--devices`` or torchrun) joins
     its job; one process runs alone. Every rank gets ``a.world``."""
-    from . import distributed
 
     if a.devices < 1:
         raise ValueError(f"--devices takes a number of processes ≥ 1, got {a.devices}")

@@ -2,6 +2,7 @@
 and PNG out), and the pooling study's paired t verdict. Never retrain."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from scipy.stats import t as student_t  # noqa: E402
+import numpy as np  # noqa: E402
+import base64  # noqa: E402
+import html  # noqa: E402
 
-from .gan import LayerReading  # noqa: E402
-from .runs import atomic_write_bytes  # noqa: E402
-
-
-def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Render a matplotlib figure to PNG and write it atomically; closes the figure."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+from ..interpret.gan import LayerReading
+from ..robust.attacks import paper_attacks
+from ..runtime.figures import save_figure
+from ..runtime.runs import atomic_write_bytes, load_checkpoint
 
 
 def _fmt(cell: dict | None) -> str:
@@ -115,7 +111,6 @@ def verdict(model: str, diffs: dict[str, dict[str, Any]]) -> str:
 
 
 def _paper_cols(doc: dict) -> list[str]:
-    from .attacks import paper_attacks
 
     return paper_attacks(doc["config"]["dataset"])
 
@@ -196,7 +191,6 @@ def acc_vul_chart(results: dict, path: Path) -> Path:
 def misclassification_heatmap(counts, path: Path, title: str, classes=None) -> Path:
     """Row-normalised true → adversarial label shares (paper Figure 7); ``counts`` (N, N),
     ``classes``: the N class names for the ticks (default: 0 … N-1)."""
-    import numpy as np
 
     c = np.asarray(counts, dtype=float)
     share = c / np.maximum(c.sum(1, keepdims=True), 1)
@@ -252,7 +246,6 @@ def rgb_explanation_grid(doc: dict, path: Path, dpi: int = 100) -> Path:
     128 px faces stay 128 px; images under 96 px enlarged by a whole factor, 32 px MNIST
     digits to 96 px) with f's label and confidence above it, red where the label is not the
     true one. Grey-scale images are drawn too (one channel)."""
-    import numpy as np
 
     classes = doc.get("classes") or []
     name = lambda c: str(classes[c]) if c < len(classes) else str(c)  # noqa: E731
@@ -295,7 +288,6 @@ def rgb_explanation_grid(doc: dict, path: Path, dpi: int = 100) -> Path:
 
 def _rgb_explanations(root: Path, key: str, rep: Path) -> Path | None:
     """Figures 4–5 of model ``key`` redrawn from its saved explanations, if the run has them."""
-    from .runs import load_checkpoint
 
     src = root / key / "explain" / "explanations.pt"
     if not src.exists():
@@ -304,7 +296,6 @@ def _rgb_explanations(root: Path, key: str, rep: Path) -> Path | None:
 
 
 def _b64(path: Path) -> str:
-    import base64
 
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
@@ -320,7 +311,6 @@ def _table(results: dict) -> str:
     """Layers as columns; per model the rows Acc_i and Vul_i (with 95 % intervals), the
     judge's Acc_i, the share of explanations keeping f's adversarial label, and the
     agreement on natural images."""
-    import html
 
     names, labels = results["layers"], results["layer_labels"]
     head = "".join(f"<th>{html.escape(x)}</th>" for x in labels)
@@ -384,7 +374,6 @@ UNRELIABLE_MARK = " <span class=unreliable title='generators below the agreement
 def _unreliable_note(results: dict) -> str:
     """Why a † marks an Acc_i: the layers whose generators missed the agreement floor, with
     their agreement; nothing when every layer reached it."""
-    import html
 
     missed = []
     for key in ("natural", "adversarially_trained", "user"):
@@ -420,7 +409,6 @@ SETTING_NOTES = {
 
 def _setting_note(results: dict) -> str:
     """The paragraph that names a paper setting (CelebFaces gender), or nothing."""
-    import html
 
     note = SETTING_NOTES.get((results.get("config") or {}).get("dataset"))
     if note is None:
@@ -441,7 +429,6 @@ EXPLANATIONS_NOTE = (
 
 def _generator_table(results: dict, models: list[str]) -> str:
     """Per layer: agreement and KID of the explanations on held-out natural images."""
-    import html
 
     rows = []
     for key in models:
@@ -463,7 +450,6 @@ def _generator_table(results: dict, models: list[str]) -> str:
 def _output_note(output: dict | None) -> str:
     """How a model's logits were read from its forward's output (nothing when the forward
     returns them itself)."""
-    import html
 
     if not output or output.get("selector") is None:
         return ""
@@ -474,7 +460,6 @@ def _output_note(output: dict | None) -> str:
 def _reading_note(results: dict, models: list[str]) -> str:
     """How the generators' compression networks read each layer's output (conv map, vector,
     token grid with its prefix tokens, flat), from ``per_layer``'s ``layer_reading``."""
-    import html
 
     items = []
     for n, label in zip(results["layers"], results["layer_labels"]):
@@ -489,7 +474,6 @@ def _reading_note(results: dict, models: list[str]) -> str:
 def write_main_report(results: dict, root: str | Path) -> Path:
     """``report/index.html`` (self-contained: images inline) and its PNGs, from ``results``
     and the figures the run saved. Never retrains."""
-    import html
 
     root = Path(root)
     rep = root / "report"
@@ -557,6 +541,6 @@ def write_main_report(results: dict, root: str | Path) -> Path:
         parts.append(f"<p>All stages: {b['stages_s']:.0f} s = <b>{b['epoch_units']:.1f}</b> natural "
                      f"training epochs of {unit:.0f} s measured in this run.</p>")
     parts.append(f"<p>Wall time of this call: {results['wall_time_s']:.0f} s.</p>")
-    parts.append("<h2>Config</h2><pre>" + html.escape(__import__("json").dumps(results["config"], indent=2))
+    parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(results["config"], indent=2))
                  + "</pre></body></html>")
     return atomic_write_bytes(rep / "index.html", "".join(parts).encode())

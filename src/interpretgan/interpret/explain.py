@@ -1,0 +1,263 @@
+"""Explanations of natural and adversarial images (paper Figures 3, 5, 8–11).
+
+:func:`explain_images` computes, for each image and each layer, the explanation
+x̂_i = G_i(C_i(f_pre_i(x))) and the label f gives it; :func:`explanation_grid` draws them
+(rows: natural image then its explanations, adversarial image then its explanations);
+:func:`attributions` and :func:`attribution_grid` do the same for Captum's baselines
+(DeepLIFT, saliency, input×gradient, integrated gradients, occlusion).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from ..data.splits import (balanced_order, checkpoint_data_config, dataset_labels, images_at,
+                           load_split)
+from .fit import first_seeds, load_generators
+from .gan import to_classifier
+from .layers import capture, hooked, layer_labels
+from ..models.loading import load_any
+from ..robust.attacks import get_attack
+from ..runtime.devices import eval_mode, module_device, resolve_device
+from ..runtime.figures import save_figure
+from ..runtime.runs import RunLock, save_checkpoint, sweep_temp, write_json
+from ..settings import MAX_EXPLAIN_IMAGES
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("DeepLIFT", "Saliency", "Input×Gradient", "Integrated Gradients", "Occlusion")
+
+
+@torch.no_grad()
+def explain_images(classifier: nn.Module, gans: dict, x: torch.Tensor) -> dict:
+    """x: (N, C, H, W) → ``{"pred": (N,), "pred_conf": (N,), "explanations": {layer:
+    (N, C, H, W)}, "labels": {layer: (N,)}, "confidence": {layer: (N,)}}``: f's label for the
+    input and for every explanation, with f's softmax probability of that label. Runs on the
+    classifier's device (``gans`` there too); the results are CPU tensors."""
+    size = x.shape[-1]
+    x = x.to(module_device(classifier))
+    with eval_mode(classifier):
+        feats = capture(classifier, x, list(gans))
+        conf, pred = classifier(x).float().softmax(1).max(1)
+        out = {"pred": pred.cpu(), "pred_conf": conf.cpu(), "explanations": {}, "labels": {},
+               "confidence": {}}
+        for n, lg in gans.items():
+            with eval_mode(lg):
+                xh = to_classifier(lg.explain(feats[n]), size)
+            out["explanations"][n] = xh.cpu()
+            conf, label = classifier(xh).float().softmax(1).max(1)
+            out["labels"][n], out["confidence"][n] = label.cpu(), conf.cpu()
+    return out
+
+
+def _img(ax, t: torch.Tensor) -> None:
+    a = t.detach().float().cpu().numpy()
+    if a.shape[0] == 1:
+        ax.imshow(a[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(np.clip(a.transpose(1, 2, 0), 0, 1))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
+                     y: torch.Tensor, layer_labels: Sequence[str], path: str | Path,
+                     class_names: Sequence[str] | None = None) -> Path:
+    """Figure 3's layout: for each image, a natural row and an adversarial row; columns are
+    the input and one explanation per layer, each titled with the label f gives it and, where
+    ``nat``/``adv`` hold them (:func:`explain_images`), f's confidence in it (red when the
+    label differs from the true label)."""
+    layers = list(nat["explanations"])
+    n, cols = len(x), len(layers) + 1
+    name = (lambda c: class_names[c]) if class_names else str
+    fig, axes = plt.subplots(2 * n, cols, figsize=(1.25 * cols, 1.35 * 2 * n), squeeze=False)
+    for i in range(n):
+        for r, (res, img, kind) in enumerate([(nat, x, "natural"), (adv, x_adv, "adversarial")]):
+            row = axes[2 * i + r]
+            _img(row[0], img[i])
+            p = int(res["pred"][i])
+            row[0].set_title(f"f: {name(p)}{_conf(res.get('pred_conf'), i)}", fontsize=7,
+                             color="black" if p == int(y[i]) else "red")
+            row[0].set_ylabel("natural" if r == 0 else "adv.", fontsize=7)
+            for j, layer in enumerate(layers, 1):
+                _img(row[j], res["explanations"][layer][i])
+                c = int(res["labels"][layer][i])
+                text = name(c) + _conf(res.get("confidence", {}).get(layer), i)
+                title = f"{layer_labels[j - 1]}\n{text}" if 2 * i + r == 0 else text
+                row[j].set_title(title, fontsize=7, color="black" if c == int(y[i]) else "red")
+    _title(fig, "InterpretGAN explanations per layer (label f gives each; red = not the true label)")
+    return save_figure(fig, path)
+
+
+def _conf(conf, i: int) -> str:
+    """`` 97%``: f's confidence in its label for item ``i`` (empty without confidences)."""
+    return "" if conf is None else f" {100 * float(conf[i]):.0f}%"
+
+
+def save_explanations(path: str | Path, nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
+                      y: torch.Tensor, layer_labels: Sequence[str],
+                      class_names: Sequence[str] | None) -> Path:
+    """The explanations behind the grids, for reports to redraw them (the paper's Figures 4
+    and 5 at the images' own resolution): images as uint8 (N, C, H, W) (inputs) and
+    {layer: (N, C, H, W)}, f's labels and confidences, the true labels (N,)."""
+
+    def u8(t: torch.Tensor) -> torch.Tensor:
+        return (t.clamp(0, 1) * 255).round().to(torch.uint8)
+
+    doc = {"layers": list(nat["explanations"]), "layer_labels": list(layer_labels),
+           "classes": list(class_names) if class_names else None, "true": y.clone()}
+    for kind, res, img in (("natural", nat, x), ("adversarial", adv, x_adv)):
+        doc[kind] = {"input": u8(img), "pred": res["pred"], "pred_conf": res["pred_conf"],
+                     "explanations": {n: u8(v) for n, v in res["explanations"].items()},
+                     "labels": res["labels"], "confidence": res["confidence"]}
+    save_checkpoint(path, doc)
+    return Path(path)
+
+
+def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                 methods: Sequence[str] = BASELINES) -> dict[str, torch.Tensor]:
+    """Captum attributions of ``classifier`` for ``x`` (N, C, H, W) towards ``target`` (N,),
+    computed on the classifier's device. Returns ``{method: (N, C, H, W)}`` as CPU tensors;
+    the model's mode is restored afterwards.
+
+    DeepLIFT needs every nonlinearity module to run once per forward (Captum's rule); for a
+    model that calls one module twice (torchvision's ResNet blocks call ``self.relu`` twice)
+    it is left out with a log line, and the other methods are returned."""
+    from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Occlusion, Saliency
+
+    out = {}
+    dev = module_device(classifier)
+    target = target.to(dev)
+    # occlusion windows of 4 px at 32 px, an eighth of the side above (16 px at 128 px: 225
+    # windows per image where 4 px windows would need 3,969 forward passes)
+    win = max(4, x.shape[-1] // 8)
+    with eval_mode(classifier):
+        x = x.detach().to(dev).clone().requires_grad_(True)
+        makers = {
+            "DeepLIFT": lambda: DeepLift(classifier).attribute(x, target=target),
+            "Saliency": lambda: Saliency(classifier).attribute(x, target=target),
+            "Input×Gradient": lambda: InputXGradient(classifier).attribute(x, target=target),
+            "Integrated Gradients": lambda: IntegratedGradients(classifier).attribute(
+                x, target=target, n_steps=32, internal_batch_size=64),
+            "Occlusion": lambda: Occlusion(classifier).attribute(
+                x, target=target, sliding_window_shapes=(x.shape[1], win, win),
+                strides=(x.shape[1], win // 2, win // 2), perturbations_per_eval=64),
+        }
+        for m in methods:
+            if m == "DeepLIFT" and _reuses_a_module(classifier, x[:1]):
+                log.warning("DeepLIFT baseline left out: the model calls one module more than "
+                            "once per forward, which Captum's DeepLIFT cannot attribute through")
+                continue
+            out[m] = makers[m]().detach().cpu()
+    return out
+
+
+# the nonlinearities DeepLIFT's rules replace (each must run once per forward)
+_DEEPLIFT_NONLINEAR = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softmax,
+                       nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+def _reuses_a_module(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether one forward of ``x`` (1, C, H, W) calls a nonlinearity module more than once."""
+    calls: dict[int, int] = {}
+
+    def count(mod, inp, out):
+        calls[id(mod)] = calls.get(id(mod), 0) + 1
+
+    nonlinear = [m for m in model.modules() if isinstance(m, _DEEPLIFT_NONLINEAR)]
+    with hooked(nonlinear, count), torch.no_grad():
+        model(x)
+    return any(c > 1 for c in calls.values())
+
+
+def attribution_grid(x: torch.Tensor, x_adv: torch.Tensor, attr_nat: dict, attr_adv: dict,
+                     path: str | Path) -> Path:
+    """Figure 5's baselines: per image a natural and an adversarial row, one column per method
+    (heat maps of the attribution summed over channels, symmetric colour scale)."""
+    methods = list(attr_nat)
+    n, cols = len(x), len(methods) + 1
+    fig, axes = plt.subplots(2 * n, cols, figsize=(1.25 * cols, 1.35 * 2 * n), squeeze=False)
+    for i in range(n):
+        for r, (img, att, kind) in enumerate([(x, attr_nat, "natural"), (x_adv, attr_adv, "adversarial")]):
+            row = axes[2 * i + r]
+            _img(row[0], img[i])
+            row[0].set_ylabel("natural" if r == 0 else "adv.", fontsize=7)
+            for j, m in enumerate(methods, 1):
+                a = att[m][i].sum(0).cpu().numpy()
+                v = float(np.abs(a).max()) or 1.0
+                row[j].imshow(a, cmap="bwr", vmin=-v, vmax=v)
+                row[j].set_xticks([])
+                row[j].set_yticks([])
+                if 2 * i + r == 0:
+                    row[j].set_title(m, fontsize=7)
+    _title(fig, "Attribution baselines (Captum) for f's label")
+    return save_figure(fig, path)
+
+
+def _title(fig, text: str) -> None:
+    """A title just above the grid (matplotlib's default top margin is a share of the figure's
+    height, which leaves a wide gap over tall grids)."""
+    height = fig.get_size_inches()[1]
+    top = 1 - 0.7 / height
+    fig.subplots_adjust(top=top)
+    fig.suptitle(text, fontsize=8, y=top + 0.55 / height)
+
+
+def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
+                out_dir: str | Path | None = None, data_dir: str | None = None, seed: int = 0,
+                model: nn.Module | None = None, device: str | torch.device | None = "auto",
+                image_size: int | None = None, model_file: str | None = None) -> dict:
+    """``interpretgan explain``: grids for ``n_images`` test images of a run folder
+    holding ``checkpoints/final.pt`` and ``fit/`` (drawn by a shuffle seeded with ``seed``,
+    balanced by class: :func:`~interpretgan.data.balanced_order`), and their adversarial
+    versions (random starts from a CPU generator seeded with ``seed``). The classifier (``model``, or the run's
+    checkpoint), the generators, the attack and the baselines run on ``device`` (``"auto"``:
+    a GPU if there is one); the figures and ``explain.json`` are made from CPU copies.
+    ``image_size``: the classifier's input side (default: the one its checkpoint records).
+    ``model_file``: the code of a checkpoint saved from a model file (:mod:`.loading`)."""
+
+    dev = resolve_device(device)  # fail before any work on a bad name
+    if not 1 <= n_images <= MAX_EXPLAIN_IMAGES:
+        raise ValueError(f"--images must be in 1 … {MAX_EXPLAIN_IMAGES:,}, got {n_images}")
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints" / "final.pt"
+    classifier = (model.to(dev) if model is not None
+                  else load_any(ckpt, device=dev, model_file=model_file))
+    data = checkpoint_data_config(ckpt, data_dir=data_dir, image_size=image_size)
+    test = load_split(data, "test")
+    x, y = images_at(test, balanced_order(dataset_labels(test), seed)[:n_images])  # spread over classes
+    fitted = load_generators(run_dir / "fit", image_channels=x.shape[1])
+    gans = {n: g.to(dev) for n, g in first_seeds(fitted).items()}  # one generator per layer
+    x_adv = get_attack(attack, data.dataset)(classifier, x.to(dev), y.to(dev),
+                                             generator=torch.Generator().manual_seed(seed)).cpu()
+    nat, adv = explain_images(classifier, gans, x), explain_images(classifier, gans, x_adv)
+    out = Path(out_dir or run_dir / "explain")
+    labels = layer_labels(classifier, list(gans))
+    classes = getattr(test, "classes", None) or None
+    an = attributions(classifier, x, nat["pred"])
+    aa = attributions(classifier, x_adv, adv["pred"])
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        sweep_temp(out)
+        grid = explanation_grid(nat, adv, x, x_adv, y, labels, out / "explanations.png", classes)
+        base = attribution_grid(x, x_adv, an, aa, out / "baselines.png")
+        tensors = save_explanations(out / "explanations.pt", nat, adv, x, x_adv, y, labels, classes)
+        doc = {"attack": attack, "true": y.tolist(), "natural_pred": nat["pred"].tolist(),
+               "adversarial_pred": adv["pred"].tolist(), "layers": list(gans), "layer_labels": labels,
+               "natural_labels": {n: v.tolist() for n, v in nat["labels"].items()},
+               "adversarial_labels": {n: v.tolist() for n, v in adv["labels"].items()},
+               "natural_confidence": {n: v.tolist() for n, v in nat["confidence"].items()},
+               "adversarial_confidence": {n: v.tolist() for n, v in adv["confidence"].items()},
+               "figures": {"explanations": str(grid), "baselines": str(base)},
+               "tensors": str(tensors)}
+        write_json(out / "explain.json", doc)
+    return doc
