@@ -460,7 +460,7 @@ def test_the_run_uses_one_spelling_per_layer(mnist_small, shared_cache, tmp_path
 
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     seen = []
-    monkeypatch.setattr(pipeline, "_run_stages", lambda cfg, *a: seen.append(cfg.layers) or {})
+    monkeypatch.setattr(pipeline, "_run_stages", lambda job: seen.append(job.cfg.layers) or {})
     cfg = dataclasses.replace(tiny(), layers=("feature_extractor.relu1@0", "classifier.fc3"))
     pipeline.run_main(cfg, tmp_path / "run", progress=False)
     assert seen == [("feature_extractor.relu1", "classifier.fc3")]  # cached as one layer

@@ -53,6 +53,12 @@ class _Mismatch(Exception):
     pass
 
 
+# The scalar types a value must already have (a bool is no int here).
+_EXACT = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}
+
+
 def _coerce(value: Any, hint: Any) -> Any:
     """``value`` as type ``hint`` (an int for a float field becomes a float, a list for a
     tuple field a tuple); raises :class:`_Mismatch` where it does not fit."""
@@ -69,21 +75,13 @@ def _coerce(value: Any, hint: Any) -> Any:
                 except _Mismatch:
                     pass
         raise _Mismatch
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+    if hint in _EXACT:
+        if _EXACT[hint](value):
             return value
         raise _Mismatch
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise _Mismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
         raise _Mismatch
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -300,7 +298,6 @@ def same_config(saved: dict, cfg: Any) -> bool:
 
 
 def eval_type(cls: type, name: str) -> Any:
-
     return typing.get_type_hints(cls)[name]
 
 

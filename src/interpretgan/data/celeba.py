@@ -104,7 +104,6 @@ class CelebA(Dataset):
         return (3, self.size, self.size)
 
     def __getitem__(self, i):
-
         path = self.image_dir / self.files[i]
         if not path.is_file():
             raise DataError(f"{path}: missing (listed in {self.root / 'list_attr_celeba.txt'}); "

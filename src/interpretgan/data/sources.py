@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from .config import DataError, DATASETS
 from .transforms import _resize_uint8
+from ..runtime.runs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,11 @@ def _offline() -> bool:
 
 def download(url: str, dest: Path, timeout: float = 20.0) -> Path:
     """Download ``url`` to ``dest`` atomically (``file://`` URLs work too)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
+    def fetch(out, tmp):
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             shutil.copyfileobj(r, out)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+
+    return atomic_write(dest, fetch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,30 +82,34 @@ def _candidates(folder: Path, fname: str) -> list[Path]:
     return [folder / fname, folder / (fname + ".gz")]
 
 
+class _Unreadable(Exception):
+    """Inside :func:`_verified_copy`'s atomic write: the source cannot be read or does not
+    match its hash (raised as a :class:`DataError` once the temp file is gone)."""
+
+
 def _verified_copy(src: Path, dest: Path, sha: str | None) -> Path:
     """Copy (gunzipping if needed) ``src`` to ``dest`` atomically, verifying ``sha``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        opener = gzip.open if src.suffix == ".gz" else open
+    opener = gzip.open if src.suffix == ".gz" else open
+
+    def copy(fout, tmp):
         try:
-            with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+            with opener(src, "rb") as fin:
                 shutil.copyfileobj(fin, fout)
         except (OSError, EOFError) as e:
-            raise DataError(f"{src}: cannot be read ({e}); delete it and run again") from e
+            raise _Unreadable(f"{src}: cannot be read ({e}); delete it and run again") from e
+        fout.flush()
         if sha is not None:
             got = file_digest(tmp)
             if got != sha:
-                raise DataError(
+                raise _Unreadable(
                     f"{src}: SHA-256 mismatch (expected {sha[:12]}…, got {got[:12]}…); "
                     "the file is truncated or corrupted — delete it and run again"
                 )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+
+    try:
+        return atomic_write(dest, copy)
+    except _Unreadable as e:  # (a DataError inside the write would be taken for a disk error)
+        raise DataError(str(e)) from e.__cause__
 
 
 def _check(path: Path, sha: str | None) -> None:

@@ -15,6 +15,7 @@ D* stays in CPU memory and is moved there a batch at a time.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -26,8 +27,8 @@ import torch.nn.functional as F
 
 from ..data.sources import subset_indices
 from ..data.splits import balanced_order, batches, dataset_labels, num_batches, take
-from ..interpret.fit import member_features, members_by_layer
-from ..interpret.gan import to_classifier
+from ..interpret.explainer import explain_and_label
+from ..interpret.fit import members_by_layer
 from ..interpret.layers import capture, layer_labels, list_layers, resolve
 from ..robust.attacks import get_attack
 from ..runtime.devices import eval_mode, module_device
@@ -102,66 +103,101 @@ def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int,
     Acc_i and Vul_i of each seed's generators alone, and ``acc_seed_range`` their [min, max].
     """
     x, xa, y = dstar["x"], dstar["x_adv"], dstar["y"]
-    groups = members_by_layer(list(gans))
-    names = list(groups)
-    n_img = len(y)
-    if judge is not None:
-        f_adv, j_adv = explanation_labels(model, gans, xa, judge=judge)
-    else:
-        f_adv, j_adv = explanation_labels(model, gans, xa), None
-    f_nat = explanation_labels(model, gans, x)
-    fx = predict(model, x)
-
-    def hit_share(labels: dict, ref: torch.Tensor, layer: str) -> torch.Tensor:
-        """Per image, the share of the layer's seeds whose explanation gets label ``ref``: (N,)."""
-        return torch.stack([(labels[k] == ref).double() for k in groups[layer]]).mean(0)
-
-    hits = {n: hit_share(f_adv, y, n) for n in names}
-    hits_nat = {n: hit_share(f_nat, y, n) for n in names}
+    e = _explain_dstar(model, gans, dstar, judge, z)
+    names, n_img = list(e.groups), e.n
+    hits = {n: e.hit_share(e.f_adv, y, n) for n in names}
+    hits_nat = {n: e.hit_share(e.f_nat, y, n) for n in names}
     accs = [hits[n].mean().item() if n_img else 0.0 for n in names]
     accs_nat = [hits_nat[n].mean().item() if n_img else 0.0 for n in names]
     vul, vul_nat = vulnerability(accs), vulnerability(accs_nat)
     vul_ci = vul_intervals([hits[n] for n in names], z)
-    marked = large_vulnerability_ci(vul, vul_ci)
+    stats = {"hits": hits, "hits_nat": hits_nat, "vul": vul, "vul_nat": vul_nat, "vul_ci": vul_ci,
+             "marked": large_vulnerability_ci(vul, vul_ci), "per_seed": _per_seed_acc(e)}
     table = misclassification_table(y, dstar["pred_adv"], num_classes)
-    seeds = max(len(v) for v in groups.values())
-    per_seed = [[(f_adv[ks[i]] == y).double().mean().item() if n_img else 0.0
-                 for ks in groups.values()] for i in range(seeds)] if seeds > 1 else []
-
-    def share(h: torch.Tensor) -> tuple[float, list[float]]:
-        k = float(h.sum())
-        return (k / n_img if n_img else 0.0), list(wilson_interval(k, n_img, z))
-
-    per_layer = []
-    for i, n in enumerate(names):
-        acc, acc_ci = share(hits[n])
-        acc_nat, acc_nat_ci = share(hits_nat[n])
-        agree, agree_ci = share(hit_share(f_nat, fx, n))
-        keeps, keeps_ci = share(hit_share(f_adv, dstar["pred_adv"], n))
-        judged, judged_ci = share(hit_share(j_adv, y, n)) if j_adv is not None else (None, None)
-        carry = fidelity_carry_over(torch.stack([f_adv[k] for k in groups[n]]), y, dstar["pred_adv"], agree, z)
-        row = {
-            "layer": n, "acc": acc, "acc_ci": acc_ci, "vul": vul[i], "vul_ci": list(vul_ci[i]),
-            "large_vul": marked[i], "acc_natural": acc_nat, "acc_natural_ci": acc_nat_ci,
-            "vul_natural": vul_nat[i], "agreement_natural": agree, "agreement_natural_ci": agree_ci,
-            "keeps_adversarial_label": keeps, "keeps_adversarial_label_ci": keeps_ci,
-            "acc_judge": judged, "acc_judge_ci": judged_ci, **carry}
-        if per_seed:
-            row["acc_seeds"] = [a[i] for a in per_seed]
-            row["vul_seeds"] = [vulnerability(a)[i] for a in per_seed]
-            row["acc_seed_range"] = [min(row["acc_seeds"]), max(row["acc_seeds"])]
-        per_layer.append(row)
     return {
         "layers": names, "layer_labels": layer_labels(model, names),
         "clean_accuracy": (dstar["pred_clean"] == y).float().mean().item(),
         "adversarial_accuracy": (dstar["pred_adv"] == y).float().mean().item(),
         "n": n_img, "attack": dstar["attack"], "judged": judge is not None, "z": z,
-        "generator_seeds": seeds,
-        "per_layer": per_layer,
+        "generator_seeds": max(len(v) for v in e.groups.values()),
+        "per_layer": [_layer_row(e, i, n, stats) for i, n in enumerate(names)],
         "maxpool_index_change": maxpool_index_change(model, x, xa),
         "misclassification": table.tolist(),
         "top_targets": top_targets(table),
     }
+
+
+@dataclasses.dataclass
+class _Explained:
+    """f's labels of D*'s explanations, per member (layer × seed): ``f_adv`` of x*'s, ``f_nat``
+    of x's, ``j_adv`` the judge's of x*'s (or None); ``fx`` f(x), ``y`` the true labels,
+    ``pred_adv`` f(x*), all (N,); ``groups`` the members per layer."""
+
+    groups: dict[str, list[str]]
+    y: torch.Tensor
+    pred_adv: torch.Tensor
+    fx: torch.Tensor
+    f_adv: dict[str, torch.Tensor]
+    f_nat: dict[str, torch.Tensor]
+    j_adv: dict[str, torch.Tensor] | None
+    z: float
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    def hit_share(self, labels: dict, ref: torch.Tensor, layer: str) -> torch.Tensor:
+        """Per image, the share of the layer's seeds whose explanation gets label ``ref``: (N,)."""
+        return torch.stack([(labels[k] == ref).double() for k in self.groups[layer]]).mean(0)
+
+    def share(self, h: torch.Tensor) -> tuple[float, list[float]]:
+        """The mean of per-image hits ``h`` (N,) and its Wilson interval."""
+        k = float(h.sum())
+        return (k / self.n if self.n else 0.0), list(wilson_interval(k, self.n, self.z))
+
+
+def _explain_dstar(model: nn.Module, gans: dict, dstar: dict, judge: nn.Module | None,
+                   z: float) -> _Explained:
+    """Explain D*'s natural and adversarial images with every member and label them with f
+    (and the judge)."""
+    x, xa = dstar["x"], dstar["x_adv"]
+    f_adv, j_adv = explain_and_label(model, gans, xa, judge=judge)
+    f_nat, _ = explain_and_label(model, gans, x)
+    return _Explained(members_by_layer(list(gans)), dstar["y"], dstar["pred_adv"], predict(model, x),
+                      f_adv, f_nat, j_adv, z)
+
+
+def _per_seed_acc(e: _Explained) -> list[list[float]]:
+    """Acc_i of each seed's generators alone, ``[seed][layer]``; [] for one seed per layer."""
+    seeds = max(len(v) for v in e.groups.values())
+    if seeds <= 1:
+        return []
+    return [[(e.f_adv[ks[i]] == e.y).double().mean().item() if e.n else 0.0
+             for ks in e.groups.values()] for i in range(seeds)]
+
+
+def _layer_row(e: _Explained, i: int, n: str, stats: dict) -> dict:
+    """Layer ``n``'s (the ``i``-th) row of :func:`diagnose_model`'s ``per_layer``."""
+    y, pred_adv = e.y, e.pred_adv
+    acc, acc_ci = e.share(stats["hits"][n])
+    acc_nat, acc_nat_ci = e.share(stats["hits_nat"][n])
+    agree, agree_ci = e.share(e.hit_share(e.f_nat, e.fx, n))
+    keeps, keeps_ci = e.share(e.hit_share(e.f_adv, pred_adv, n))
+    judged, judged_ci = e.share(e.hit_share(e.j_adv, y, n)) if e.j_adv is not None else (None, None)
+    carry = fidelity_carry_over(torch.stack([e.f_adv[k] for k in e.groups[n]]), y, pred_adv, agree, e.z)
+    row = {
+        "layer": n, "acc": acc, "acc_ci": acc_ci, "vul": stats["vul"][i],
+        "vul_ci": list(stats["vul_ci"][i]), "large_vul": stats["marked"][i],
+        "acc_natural": acc_nat, "acc_natural_ci": acc_nat_ci, "vul_natural": stats["vul_nat"][i],
+        "agreement_natural": agree, "agreement_natural_ci": agree_ci,
+        "keeps_adversarial_label": keeps, "keeps_adversarial_label_ci": keeps_ci,
+        "acc_judge": judged, "acc_judge_ci": judged_ci, **carry}
+    per_seed = stats["per_seed"]
+    if per_seed:
+        row["acc_seeds"] = [a[i] for a in per_seed]
+        row["vul_seeds"] = [vulnerability(a)[i] for a in per_seed]
+        row["acc_seed_range"] = [min(row["acc_seeds"]), max(row["acc_seeds"])]
+    return row
 
 
 def fidelity_carry_over(labels: torch.Tensor, y: torch.Tensor, pred_adv: torch.Tensor,
@@ -289,30 +325,10 @@ def predict(classifier: nn.Module, x: torch.Tensor, batch_size: int = 500) -> to
 @torch.no_grad()
 def explanation_labels(classifier: nn.Module, gans: dict, x: torch.Tensor, judge: nn.Module | None = None,
                        batch_size: int = 250):
-    """Per member (layer, or layer and generator seed), the label f gives each explanation
-    x̂_i = G_i(C_i(f_pre_i(x))) of ``x`` (N, C, H, W): ``{member: (N,) int64}`` on the CPU. With a ``judge`` (a classifier on the
-    same device taking the same input size), also the judge's labels of the same
-    explanations: a pair ``(by_f, by_judge)``."""
-    dev = module_device(classifier)
-    size = x.shape[-1]
-    by_f = {n: [] for n in gans}
-    by_j = {n: [] for n in gans}
-    with eval_mode(classifier):
-        for s in range(0, len(x), batch_size):
-            xb = x[s: s + batch_size].to(dev)
-            feats = member_features(classifier, xb, list(gans))
-            for n, lg in gans.items():
-                with eval_mode(lg):
-                    xh = to_classifier(lg.explain(feats[n]), size)
-                by_f[n].append(classifier(xh).argmax(1).cpu())
-                if judge is not None:
-                    with eval_mode(judge):
-                        by_j[n].append(judge(xh).argmax(1).cpu())
-    empty = torch.zeros(0, dtype=torch.long)
-    f_labels = {n: torch.cat(v) if v else empty for n, v in by_f.items()}
-    if judge is None:
-        return f_labels
-    return f_labels, {n: torch.cat(v) if v else empty for n, v in by_j.items()}
+    """The name of 0.1: :func:`~interpretgan.interpret.explainer.explain_and_label`'s labels by
+    f, or with a ``judge`` the pair ``(by_f, by_judge)``."""
+    by_f, by_judge = explain_and_label(classifier, gans, x, judge=judge, batch_size=batch_size)
+    return by_f if judge is None else (by_f, by_judge)
 
 
 def layer_hits(classifier: nn.Module, gans: dict, x: torch.Tensor, labels: torch.Tensor,
@@ -320,7 +336,7 @@ def layer_hits(classifier: nn.Module, gans: dict, x: torch.Tensor, labels: torch
     """Per layer, which images of ``x`` (N, C, H, W) have an explanation f labels ``labels``
     (N,): ``{layer: (N,) bool}`` on the CPU (Acc_i's per-image hits)."""
     y = labels.cpu()
-    return {n: p == y for n, p in explanation_labels(classifier, gans, x, batch_size=batch_size).items()}
+    return {n: p == y for n, p in explain_and_label(classifier, gans, x, batch_size=batch_size)[0].items()}
 
 
 def layer_accuracy(classifier: nn.Module, gans: dict, x: torch.Tensor, y: torch.Tensor,

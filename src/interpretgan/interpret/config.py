@@ -123,7 +123,6 @@ FIT_PRESETS.register("celeba", FitConfig(
 
 @rules(FitConfig)
 def _fit_rules(cfg: FitConfig, p: str) -> None:
-
     known(p + "gan_loss", cfg.gan_loss, GAN_LOSSES)
     at_least(cfg, p, 1, "code_dim", "batch_size", "eval_images", "ckpt_every")
     at_most(cfg, p, MAX_BATCH, "batch_size", "code_dim", "g_channels", "d_channels")

@@ -25,7 +25,7 @@ from ..data.splits import (balanced_order, checkpoint_data_config, dataset_label
 from .fit import first_seeds, load_generators
 from .gan import to_classifier
 from .layers import capture, hooked, layer_labels
-from ..models.loading import load_any
+from ..models.loading import load_model
 from ..robust.attacks import get_attack
 from ..runtime.devices import eval_mode, module_device, resolve_device
 from ..runtime.figures import save_figure
@@ -72,43 +72,27 @@ def _img(ax, t: torch.Tensor) -> None:
 def explanation_grid(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
                      y: torch.Tensor, layer_labels: Sequence[str], path: str | Path,
                      class_names: Sequence[str] | None = None) -> Path:
-    """Figure 3's layout: for each image, a natural row and an adversarial row; columns are
-    the input and one explanation per layer, each titled with the label f gives it and, where
-    ``nat``/``adv`` hold them (:func:`explain_images`), f's confidence in it (red when the
-    label differs from the true label)."""
-    layers = list(nat["explanations"])
-    n, cols = len(x), len(layers) + 1
-    name = (lambda c: class_names[c]) if class_names else str
-    fig, axes = plt.subplots(2 * n, cols, figsize=(1.25 * cols, 1.35 * 2 * n), squeeze=False)
-    for i in range(n):
-        for r, (res, img, kind) in enumerate([(nat, x, "natural"), (adv, x_adv, "adversarial")]):
-            row = axes[2 * i + r]
-            _img(row[0], img[i])
-            p = int(res["pred"][i])
-            row[0].set_title(f"f: {name(p)}{_conf(res.get('pred_conf'), i)}", fontsize=7,
-                             color="black" if p == int(y[i]) else "red")
-            row[0].set_ylabel("natural" if r == 0 else "adv.", fontsize=7)
-            for j, layer in enumerate(layers, 1):
-                _img(row[j], res["explanations"][layer][i])
-                c = int(res["labels"][layer][i])
-                text = name(c) + _conf(res.get("confidence", {}).get(layer), i)
-                title = f"{layer_labels[j - 1]}\n{text}" if 2 * i + r == 0 else text
-                row[j].set_title(title, fontsize=7, color="black" if c == int(y[i]) else "red")
-    _title(fig, "InterpretGAN explanations per layer (label f gives each; red = not the true label)")
-    return save_figure(fig, path)
-
-
-def _conf(conf, i: int) -> str:
-    """`` 97%``: f's confidence in its label for item ``i`` (empty without confidences)."""
-    return "" if conf is None else f" {100 * float(conf[i]):.0f}%"
+    """For each image, a natural row and an adversarial row; columns are the input and one
+    explanation per layer, each titled with the label f gives it and f's confidence in it (red
+    when the label differs from the true label): :func:`draw_explanations` of ``nat``/``adv``
+    (:func:`explain_images`)."""
+    return draw_explanations(explanations_doc(nat, adv, x, x_adv, y, layer_labels, class_names), path)
 
 
 def save_explanations(path: str | Path, nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor,
                       y: torch.Tensor, layer_labels: Sequence[str],
                       class_names: Sequence[str] | None) -> Path:
-    """The explanations behind the grids, for reports to redraw them (the paper's Figures 4
-    and 5 at the images' own resolution): images as uint8 (N, C, H, W) (inputs) and
-    {layer: (N, C, H, W)}, f's labels and confidences, the true labels (N,)."""
+    """The explanations behind the grids (:func:`explanations_doc`), for reports to redraw
+    them."""
+    save_checkpoint(path, explanations_doc(nat, adv, x, x_adv, y, layer_labels, class_names))
+    return Path(path)
+
+
+def explanations_doc(nat: dict, adv: dict, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                     layer_labels: Sequence[str], class_names: Sequence[str] | None) -> dict:
+    """What an explanation grid shows (the paper's Figures 4 and 5 at the images' own
+    resolution): images as uint8 (N, C, H, W) (inputs) and {layer: (N, C, H, W)}, f's labels
+    and confidences, the true labels (N,)."""
 
     def u8(t: torch.Tensor) -> torch.Tensor:
         return (t.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -119,8 +103,7 @@ def save_explanations(path: str | Path, nat: dict, adv: dict, x: torch.Tensor, x
         doc[kind] = {"input": u8(img), "pred": res["pred"], "pred_conf": res["pred_conf"],
                      "explanations": {n: u8(v) for n, v in res["explanations"].items()},
                      "labels": res["labels"], "confidence": res["confidence"]}
-    save_checkpoint(path, doc)
-    return Path(path)
+    return doc
 
 
 def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
@@ -231,7 +214,7 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "final.pt"
     classifier = (model.to(dev) if model is not None
-                  else load_any(ckpt, device=dev, model_file=model_file))
+                  else load_model(ckpt, device=dev, model_file=model_file))
     data = checkpoint_data_config(ckpt, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     x, y = images_at(test, balanced_order(dataset_labels(test), seed)[:n_images])  # spread over classes
@@ -261,3 +244,51 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
                "tensors": str(tensors)}
         write_json(out / "explain.json", doc)
     return doc
+
+
+def draw_explanations(doc: dict, path: str | Path, dpi: int = 100) -> Path:
+    """The one explanation-grid renderer: the paper's Figures 4 and 5 from explanations as
+    :func:`explanations_doc` holds them (also saved as ``explain/explanations.pt``): per image a natural row and an
+    adversarial row; columns the input, then one explanation per interpreted layer (conv
+    blocks, FC layers), each drawn at its own resolution (one image pixel per figure pixel:
+    128 px faces stay 128 px; images under 96 px enlarged by a whole factor, 32 px MNIST
+    digits to 96 px) with f's label and confidence above it, red where the label is not the
+    true one. Grey-scale images are drawn too (one channel)."""
+
+    classes = doc.get("classes") or []
+    name = lambda c: str(classes[c]) if c < len(classes) else str(c)  # noqa: E731
+    true = [int(t) for t in doc["true"]]
+    layers, labels = doc["layers"], doc["layer_labels"]
+    n, cols = len(true), len(layers) + 1
+    side = int(doc["natural"]["input"].shape[-1])
+    zoom = max(1, -(-96 // side))  # a whole number of figure pixels per image pixel
+    pw = side * zoom / dpi  # panel side in inches
+    gap, head, left, group = 0.08, 0.36, 0.32, 0.16
+    width = left + cols * (pw + gap)
+    height = 0.35 + n * (2 * (pw + head) + group)
+    fig = plt.figure(figsize=(width, height))
+    for i in range(n):
+        for r, kind in enumerate(("natural", "adversarial")):
+            res = doc[kind]
+            top = 0.35 + i * (2 * (pw + head) + group) + r * (pw + head) + head
+            y0 = 1 - (top + pw) / height
+            panels = [(res["input"][i], int(res["pred"][i]), float(res["pred_conf"][i]), "input")]
+            panels += [(res["explanations"][l][i], int(res["labels"][l][i]),
+                        float(res["confidence"][l][i]), lab) for l, lab in zip(layers, labels)]
+            for j, (img, lab, conf, col) in enumerate(panels):
+                ax = fig.add_axes(((left + j * (pw + gap)) / width, y0, pw / width, pw / height))
+                a = img.numpy()
+                if a.shape[0] == 1:
+                    ax.imshow(a[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+                else:
+                    ax.imshow(np.ascontiguousarray(a.transpose(1, 2, 0)), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                head_text = f"{col}\n" if i == 0 and r == 0 else ""
+                ax.set_title(f"{head_text}{name(lab)} {100 * conf:.0f}%", fontsize=7, pad=2,
+                             color="black" if lab == true[i] else "#d62728")
+                if j == 0:
+                    ax.set_ylabel("natural" if r == 0 else "adversarial", fontsize=7)
+    fig.suptitle("InterpretGAN explanations per layer: f's label and confidence above each "
+                 "(red: not the true label)", fontsize=8, y=1 - 0.12 / height)
+    return save_figure(fig, path, dpi=dpi)

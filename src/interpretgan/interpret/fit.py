@@ -254,9 +254,12 @@ def check_readings(classifier: nn.Module, x: torch.Tensor, layers: Sequence[str]
     return layer_readings(layer_shapes(classifier, x, names), cfg.tokens)
 
 
-def LayerGAN(layer: str, shape: Sequence[int], image_channels: int, cfg: FitConfig) -> GanBank:  # noqa: N802
+def layer_bank(layer: str, shape: Sequence[int], image_channels: int, cfg: FitConfig) -> GanBank:
     """One layer's C, G and D: a one-member :class:`GanBank` (initialised like ``build``)."""
     return GanBank.build([(layer, shape)], image_channels, cfg)
+
+
+LayerGAN = layer_bank  # the name of 0.1 (a function, not a class)
 
 
 def stacked(cfg: FitConfig, device: torch.device) -> bool:
@@ -412,6 +415,32 @@ def agreement(classifier: nn.Module, gans: dict[str, GanBank], x: torch.Tensor,
     return {n: h / len(x) for n, h in hits.items()}
 
 
+def _fit_setup(classifier: nn.Module, eval_x: torch.Tensor, cfg: FitConfig, layers: Sequence[str] | None):
+    """The fit's setup, before any work: the classifier frozen in eval mode, the layers, their
+    output shapes and readings (an unreadable token layer fails here), the image's channels
+    and size, and ``cfg`` with the generators' scales following that size. Returns
+    ``(cfg, names, shapes, readings, (channels, size))``."""
+    classifier.eval()
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    names = list(layers or cfg.layers or default_layers(classifier))
+    x0 = eval_x[:2].to(module_device(classifier))
+    shapes = layer_shapes(classifier, x0, names)
+    readings = layer_readings(shapes, cfg.tokens)  # an unreadable token layer: before any work
+    image_channels, image_size = x0.shape[1], x0.shape[-1]
+    sized = fit_for_image_size(cfg, image_size)  # the generators' scales follow the input size
+    if sized != cfg:
+        log.info("%d px inputs: %d generator scales (g_channels %s, steps %s)", image_size,
+                 len(sized.g_channels), list(sized.g_channels), list(sized.steps_per_scale))
+        cfg = sized
+    if 4 * 2 ** (len(cfg.g_channels) - 1) != image_size:
+        log.info("generator renders %d px; explanations are resized to the classifier's %d px",
+                 4 * 2 ** (len(cfg.g_channels) - 1), image_size)
+    for n, r in readings.items():
+        log.info("%s: read as %s", n, r.describe())
+    return cfg, names, shapes, readings, (image_channels, image_size)
+
+
 def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: FitConfig,
                    out_dir: str | Path, layers: Sequence[str] | None = None,
                    progress: bool = True, stop_after: int | None = None,
@@ -438,23 +467,8 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = module_device(classifier)
-    classifier.eval()
-    for p in classifier.parameters():
-        p.requires_grad_(False)
-    names = list(layers or cfg.layers or default_layers(classifier))
+    cfg, names, shapes, readings, (image_channels, image_size) = _fit_setup(classifier, eval_x, cfg, layers)
     keys = [member_key(n, g) for n in names for g in cfg.generator_seeds]
-    x0 = eval_x[:2].to(device)
-    shapes = layer_shapes(classifier, x0, names)
-    readings = layer_readings(shapes, cfg.tokens)  # an unreadable token layer: before any work
-    image_channels, image_size = x0.shape[1], x0.shape[-1]
-    sized = fit_for_image_size(cfg, image_size)  # the generators' scales follow the input size
-    if sized != cfg:
-        log.info("%d px inputs: %d generator scales (g_channels %s, steps %s)", image_size,
-                 len(sized.g_channels), list(sized.g_channels), list(sized.steps_per_scale))
-        cfg = sized
-    if 4 * 2 ** (len(cfg.g_channels) - 1) != image_size:
-        log.info("generator renders %d px; explanations are resized to the classifier's %d px",
-                 4 * 2 ** (len(cfg.g_channels) - 1), image_size)
     amp = use_amp(cfg.amp, device)
     total = sum(cfg.steps_per_scale)
 
@@ -469,8 +483,6 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
         write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names, "members": keys,
                                          "shapes": {n: list(s) for n, s in shapes.items()},
                                          "readings": {n: r.as_dict() for n, r in readings.items()}})
-    for n, r in readings.items():
-        log.info("%s: read as %s", n, r.describe())
     if not members:
         log.warning("rank %d has no layer to fit: %d ranks for %d members (a member's batch is "
                     "not split across ranks, see distributed.py)", world.rank, world.size, len(keys))
@@ -484,14 +496,21 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
              "one stacked bank" if len(banks) == 1 else f"{len(banks)} banks")
     run = _FitRun(classifier, cfg, out, eval_x, image_size, image_channels, GAN_LOSSES.get(cfg.gan_loss)(),
                   amp, world, disk, train_set, log_every, progress, stop_after, start)
+    return _scheduled_then_floor(run, banks, opts, start, total, (frozen, floor, mine))
+
+
+def _scheduled_then_floor(run: "_FitRun", banks, opts, start: int, total: int, floor_state) -> dict:
+    """The scheduled steps from ``start`` (a resumed fit: past the saved step), then, where
+    ``cfg.min_agreement`` asks for it, the agreement floor (:func:`_fit_to_floor`, given
+    ``floor_state``: the frozen members, the saved floor, this rank's members)."""
     if start < total:
         if start > 0:
             log.info("resuming generator fitting at step %d of %d", start, total)
-        if _run_steps(run, banks, opts, start, total, {}, None) or cfg.min_agreement <= 0:
+        if _run_steps(run, banks, opts, start, total, {}, None) or run.cfg.min_agreement <= 0:
             return _views(banks)
-    elif cfg.min_agreement <= 0:
+    elif run.cfg.min_agreement <= 0:
         return _views(banks)
-    return _fit_to_floor(run, banks, opts, max(start, total), frozen, floor, mine)
+    return _fit_to_floor(run, banks, opts, max(start, total), *floor_state)
 
 
 @dataclasses.dataclass

@@ -281,6 +281,30 @@ def layer_shapes(model: nn.Module, example: torch.Tensor, names: Sequence[str]) 
     return {n: tuple(v.shape[1:]) for n, v in feats.items()}
 
 
+def _substituting_hook(point, name: str, l: torch.Tensor) -> Callable:
+    """A forward hook for ``point``'s module that replaces the layer's output (at its call and
+    tuple element) by a copy of ``l``, for :func:`split`'s ``f_post``."""
+    calls = {"n": 0}
+
+    def hook(mod, inp, output):
+        i = calls["n"]
+        calls["n"] += 1
+        if point.call is None or point.call == i:
+            now = _element(output, point.index, name, "returns")
+            if now.shape != l.shape:
+                raise ValueError(f"f_post({name}) got shape {tuple(l.shape)}, the layer "
+                                 f"gives {tuple(now.shape)}")
+            new = l.clone()  # the rest of the forward may work in place: never on l
+            if point.index is None:
+                return new
+            items = [new if j == point.index else o for j, o in enumerate(output)]
+            if isinstance(output, list):
+                return items
+            return type(output)(*items) if hasattr(output, "_fields") else tuple(items)
+
+    return hook
+
+
 def split(model: nn.Module, name: str,
           example: torch.Tensor | None = None) -> tuple[Callable, Callable]:
     """``(f_pre, f_post)`` with ``f_post(f_pre(x)) == model(x)`` for the named layer.
@@ -302,30 +326,12 @@ def split(model: nn.Module, name: str,
         return capture(model, x, [name])[name]
 
     def _post(l: torch.Tensor, fill: str) -> torch.Tensor:
-        calls = {"n": 0}
-
-        def hook(mod, inp, output):
-            i = calls["n"]
-            calls["n"] += 1
-            if point.call is None or point.call == i:
-                now = _element(output, point.index, name, "returns")
-                if now.shape != l.shape:
-                    raise ValueError(f"f_post({name}) got shape {tuple(l.shape)}, the layer "
-                                     f"gives {tuple(now.shape)}")
-                new = l.clone()  # the rest of the forward may work in place: never on l
-                if point.index is None:
-                    return new
-                items = [new if j == point.index else o for j, o in enumerate(output)]
-                if isinstance(output, list):
-                    return items
-                return type(output)(*items) if hasattr(output, "_fields") else tuple(items)
-
         shape = (l.shape[0], *state["shape"])
         dev = l.device
         dummy = (torch.zeros(shape, dtype=state["dtype"], device=dev) if fill == "zeros"
                  else torch.rand(shape, generator=torch.Generator().manual_seed(0),
                                  dtype=state["dtype"]).to(dev))
-        with hooked([point.module], hook):
+        with hooked([point.module], _substituting_hook(point, name, l)):
             return model(dummy)
 
     def f_post(l: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,8 @@ This package re-exports the public names of its modules (``from interpretgan.mod
 create``)."""
 from .config import ModelConfig  # noqa: F401
 from .loading import (CheckpointMismatchError, ModelFileError, classifier_from, file_sha256,
-                      import_model_file, load_any, load_classifier, load_model_file,
-                      load_state_dict_strict, model_file_record, split_spec)  # noqa: F401
+                      import_model_file, load_any, load_classifier, load_model, load_model_file,
+                      load_state_dict_strict, model_and_example, model_file_record, split_spec)  # noqa: F401
 from .wrappers import (Normalize, output_selection, read_output, select_output, split_normalization,
                        with_normalization)  # noqa: F401
 from .zoo import (BasicBlock, MODELS, NetworkBlock, POOLS, SmallCNN, VGG16, VGG16_CFG, WideResNet,

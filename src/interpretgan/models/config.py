@@ -17,7 +17,6 @@ class ModelConfig:
 
 @rules(ModelConfig)
 def _model_rules(cfg: ModelConfig, p: str) -> None:
-
     known(p + "name", cfg.name, MODELS)
     one_of(p + "pool", cfg.pool, POOLS)
     params = inspect.signature(MODELS.get(cfg.name)).parameters

@@ -14,7 +14,7 @@ builds the model — raise, call ``sys.exit``, parse the command line with ``arg
 one :class:`ModelFileError` naming the file and what it did; Ctrl-C stays Ctrl-C.
 
 >>> net = load_model_file("my_model.py:build")
->>> clf = load_any("runs/own/user/checkpoints/final.pt", model_file="my_model.py:build")
+>>> clf = load_model("runs/own/user/checkpoints/final.pt", model_file="my_model.py:build")
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from .wrappers import select_output, with_normalization
-from .zoo import create, fast_layout
+from .zoo import create, fast_layout, input_channels
 from ..runtime.runs import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def _bare_state(ck, path: Path) -> dict:
     return state
 
 
-def load_any(ckpt: str | Path, device: str | torch.device = "cpu", model_file: str | None = None,
+def load_model(ckpt: str | Path, device: str | torch.device = "cpu", model_file: str | None = None,
              model: str | None = None, flag: str = "--model-file", **model_kwargs) -> nn.Module:
     """Any classifier checkpoint, on ``device``, in eval mode:
 
@@ -192,6 +192,30 @@ def load_any(ckpt: str | Path, device: str | torch.device = "cpu", model_file: s
     else:
         return classifier_from(ck, path, model, device, **model_kwargs)
     return net.to(device).eval()
+
+
+load_any = load_model  # the name of 0.1
+
+
+def model_and_example(checkpoint: str | None = None, model: str = "smallcnn", model_file: str | None = None,
+                      input_size: int | None = None, pool: str = "max",
+                      channels: int | None = None) -> tuple[nn.Module, torch.Tensor]:
+    """A classifier in eval mode and a zero input (1, C, S, S) for reading its layers: from a
+    ``checkpoint`` (``input_size``: for a bare ``state_dict`` of a zoo ``model``), else a
+    user's ``model_file`` (its shapes do not depend on its weights), else an untrained zoo
+    ``model``. ``channels``: the input channels where the model has no Conv2d to tell them."""
+    if checkpoint:
+        size_kw = {"input_size": input_size} if input_size and not model_file else {}
+        net = load_model(checkpoint, model=model, model_file=model_file, **size_kw)
+    elif model_file:
+        net = load_model_file(model_file)
+    else:
+        net = create(model, pool=pool, **({"input_size": input_size} if input_size else {}))
+    size = input_size or getattr(net, "model_kwargs", {}).get("input_size", 32)
+    chans = channels or getattr(net, "model_kwargs", {}).get("in_channels") or input_channels(net)
+    if chans is None:
+        raise ValueError("the model has no Conv2d to tell its input channels: pass --channels")
+    return net.eval(), torch.zeros(1, chans, size, size)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -231,7 +255,7 @@ def load_classifier(path: str | Path, model: str | None = None,
     model: ``load_classifier("model-nn-epoch100.pt", "smallcnn", input_size=28)``.
     Returns the model in eval mode on ``device`` (on the CPU in :func:`fast_layout`).
     A checkpoint saved from a user's model file needs that file:
-    :func:`interpretgan.loading.load_any`.
+    :func:`interpretgan.loading.load_model`.
     """
     return classifier_from(load_checkpoint(path), path, model, device, **model_kwargs)
 

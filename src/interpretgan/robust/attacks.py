@@ -42,6 +42,14 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: bo
     return grad, logits.detach()
 
 
+def _step_and_project(xa: torch.Tensor, direction: torch.Tensor, x0: torch.Tensor, alpha: float,
+                      eps: float, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+    """One step ``alpha · direction`` from ``xa``, projected onto the l∞ ball of radius ``eps``
+    around ``x0`` and into ``[lo, hi]`` (every PGD-style attack's update; all (B, ...))."""
+    xa = xa + alpha * direction
+    return torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp_(lo, hi)
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.3, alpha: float = 0.01,
         steps: int = 40, random_start: bool = True, momentum: float = 0.0, targeted: bool = False,
         bounds: tuple[float, float] = (0.0, 1.0), early_stop: bool = False, amp: bool = False,
@@ -84,9 +92,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.3, al
                 direction = g[active].sign()
             else:
                 direction = grad.sign()
-            xa = xa + alpha * direction
-            x0 = x[active]
-            x_adv[active] = torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp_(lo, hi)
+            x_adv[active] = _step_and_project(xa, direction, x[active], alpha, eps, lo, hi)
     return x_adv.detach()
 
 
@@ -209,6 +215,5 @@ def kl_attack(model: nn.Module, x: torch.Tensor, x_start: torch.Tensor, eps: flo
                 logits = model(x_adv)
             loss = F.kl_div(F.log_softmax(logits.float(), 1), p_nat, reduction="sum")
             (grad,) = torch.autograd.grad(loss, [x_adv])
-            x_adv = x_adv.detach() + alpha * grad.sign()
-            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+            x_adv = _step_and_project(x_adv.detach(), grad.sign(), x, alpha, eps)
     return x_adv.detach()

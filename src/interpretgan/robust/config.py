@@ -116,7 +116,6 @@ def train_preset_for(dataset: str, method: str) -> TrainConfig:
 
 @rules(TrainConfig)
 def _train_rules(cfg: TrainConfig, p: str) -> None:
-
     known(p + "method", cfg.method, TRAIN_METHODS)
     at_least(cfg, p, 1, "epochs", "batch_size", "eval_batch_size", "attack_steps",
              "eval_attack_subset")

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..data.splits import batches, checkpoint_data_config, load_split, num_batches
-from ..models.loading import load_any
+from ..models.loading import load_model
 from .attacks import Attack, get_attack
 from ..runtime.devices import eval_mode, module_device, resolve_device
 from ..runtime.progress import progress_bar
@@ -47,7 +47,7 @@ def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: 
                         device: str | None = "auto", model_file: str | None = None,
                         **model_kwargs) -> list[dict]:
     """Load ``path`` (ours, a bare state_dict with ``model`` named, or one saved from or for
-    the user's ``model_file``: :func:`~interpretgan.loading.load_any`) and evaluate it on
+    the user's ``model_file``: :func:`~interpretgan.loading.load_model`) and evaluate it on
     ``device`` (``"auto"``: a GPU if there is one).
 
     Writes ``evaluation.json`` (and ``evaluation.jsonl``, a row per attack) into
@@ -60,7 +60,7 @@ def evaluate_checkpoint(path: str | Path, attacks: Sequence[str] = (), out_dir: 
             raise ValueError(f"{name} must be at most {most:,}, got {value}")
     for a in attacks:  # a bad name (or pgd-0) fails before loading anything
         get_attack(a, dataset or "mnist")
-    net = load_any(path, resolve_device(device), model_file=model_file, model=model, **model_kwargs)
+    net = load_model(path, resolve_device(device), model_file=model_file, model=model, **model_kwargs)
     data = checkpoint_data_config(path, dataset, data_dir=data_dir, test_subset=subset)
     test_set = load_split(data, "test")
     out = Path(out_dir) if out_dir is not None else default_out(Path(path))

@@ -2,6 +2,8 @@
 perturbation kept per training example), each a :class:`Method` in :data:`TRAIN_METHODS`."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,12 +25,19 @@ def _sgd_update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 def natural_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                  y: torch.Tensor, amp: bool = False) -> dict[str, float]:
     """One SGD step on CE(f(x), y). x: (B, C, H, W), y: (B,). ``amp``: bf16 autocast."""
+    return _ce_update(model, optimizer, x, y, amp, "acc")
+
+
+def _ce_update(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               amp: bool, acc_key: str) -> dict[str, float]:
+    """One SGD step on CE(f(x), y) in train mode; returns the loss and the batch accuracy
+    (under ``acc_key``)."""
     model.train()
     with autocast(amp, x.device):
         logits = model(x).float()
     loss = F.cross_entropy(logits, y)
     _sgd_update(optimizer, loss)
-    return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+    return {"loss": loss.item(), acc_key: (logits.argmax(1) == y).float().mean().item()}
 
 
 def trades_update(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -77,15 +86,30 @@ def pgd_at_step(model, optimizer, x, y, eps: float = 0.3, alpha: float = 0.01, s
     its uniform draws when given, see :func:`~interpretgan.attacks.pgd`)."""
     x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, generator=generator, amp=amp,
                 noise=noise)
-    model.train()
-    with autocast(amp, x.device):
-        logits = model(x_adv).float()
-    loss = F.cross_entropy(logits, y)
-    _sgd_update(optimizer, loss)
-    return {"loss": loss.item(), "adv_acc": (logits.argmax(1) == y).float().mean().item()}
+    return _ce_update(model, optimizer, x_adv, y, amp, "adv_acc")
 
 
 # --------------------------------------------------------------------------- methods
+@dataclasses.dataclass
+class Batch:
+    """What one training step gets (:meth:`Method.step`): this rank's examples ``x`` (B, C, H, W)
+    and ``y`` (B,), their rows ``idx`` in this rank's state, the crop + flip ``aug`` they were
+    given (``(dy, dx, flip)``, or None), the method's ``state``, the run's ``cfg``
+    (:class:`~interpretgan.robust.config.TrainConfig`), the random stream ``gen`` and the
+    rank's ``share`` of the global batch (None for a lone process)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    idx: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    aug: tuple | None
+    state: dict
+    cfg: object
+    gen: torch.Generator
+    share: BatchShare | None
+
+
 class Method:
     """Binds a step function to the training loop: per-run state and per-batch call.
 
@@ -104,9 +128,9 @@ class Method:
     def on_epoch_start(self, state: dict, cfg, epoch: int, world: World) -> None:
         pass
 
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share) -> dict[str, float]:
-        """One step on this rank's examples (x, y; ``share``: their rows in the global batch,
-        see :func:`_share_noise`)."""
+    def step(self, b: Batch) -> dict[str, float]:
+        """One step on this rank's examples ``b.x``, ``b.y`` (``b.share``: their rows in the
+        global batch, see :func:`_share_noise`)."""
         raise NotImplementedError
 
     def local_state(self, state: dict, world: World) -> dict:
@@ -133,21 +157,23 @@ def _share_noise(x: torch.Tensor, gen: torch.Generator, share: BatchShare | None
 
 
 class _Natural(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
-        return natural_step(model, optimizer, x, y, use_amp(cfg.amp, x.device))
+    def step(self, b):
+        return natural_step(b.model, b.optimizer, b.x, b.y, use_amp(b.cfg.amp, b.x.device))
 
 
 class _Trades(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
-        return trades_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps,
-                           cfg.beta, gen, use_amp(cfg.amp, x.device),
-                           noise=_share_noise(x, gen, share, normal=True))
+    def step(self, b):
+        cfg, x = b.cfg, b.x
+        return trades_step(b.model, b.optimizer, x, b.y, cfg.eps, cfg.step_size, cfg.attack_steps,
+                           cfg.beta, b.gen, use_amp(cfg.amp, x.device),
+                           noise=_share_noise(x, b.gen, b.share, normal=True))
 
 
 class _PgdAT(Method):
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
-        return pgd_at_step(model, optimizer, x, y, cfg.eps, cfg.step_size, cfg.attack_steps, gen,
-                           use_amp(cfg.amp, x.device), noise=_share_noise(x, gen, share, normal=False))
+    def step(self, b):
+        cfg, x = b.cfg, b.x
+        return pgd_at_step(b.model, b.optimizer, x, b.y, cfg.eps, cfg.step_size, cfg.attack_steps, b.gen,
+                           use_amp(cfg.amp, x.device), noise=_share_noise(x, b.gen, b.share, normal=False))
 
 
 class _AttaTrades(Method):
@@ -199,8 +225,9 @@ class _AttaTrades(Method):
             full[r::w] = s["delta"]
         return {**shards[0], "delta": full}
 
-    def step(self, model, optimizer, idx, x, y, aug, state, cfg, gen, share):
-        store = state["delta"]  # (N, C, H, W) on the CPU; idx and aug are CPU tensors
+    def step(self, b):
+        model, optimizer, idx, x, y, aug, cfg = b.model, b.optimizer, b.idx, b.x, b.y, b.aug, b.cfg
+        store = b.state["delta"]  # (N, C, H, W) on the CPU; idx and aug are CPU tensors
         if aug is None:
             delta = store[idx]
         else:

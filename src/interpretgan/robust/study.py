@@ -68,7 +68,6 @@ def study_train_config(cfg: StudyConfig, model: str, pool: str, seed: int):
 
 @rules(StudyConfig)
 def _study_rules(cfg: StudyConfig, p: str) -> None:
-
     need(cfg.dataset in THREAT_MODELS, p + "dataset", f"one of {', '.join(THREAT_MODELS)}",
          cfg.dataset)
     known(p + "method", cfg.method, TRAIN_METHODS)

@@ -29,11 +29,12 @@ from ..data.sources import ImageDataset
 from ..data.splits import batches, load_split, num_batches
 from ..data.transforms import random_crop_flip
 from ..models import zoo
+from ..models.loading import load_state_dict_strict
 from ..models.zoo import build_model, dataset_classes, dataset_shape
 from .attacks import get_attack
 from .config import TrainConfig
 from .evaluate import accuracy, robust_accuracy
-from .methods import Method, TRAIN_METHODS
+from .methods import Batch, Method, TRAIN_METHODS
 from ..runtime.devices import resolve_device
 from ..runtime.distributed import (BatchShare, World, all_sum, average_gradients, batch_share,
                                    share_dropout, sync_buffers)
@@ -225,7 +226,7 @@ def _resume(job: _Job) -> tuple[int, float, dict | None]:
     if not same_config(ck.get("config", {}), cfg):
         raise ValueError(f"{rd.last} was written with another config; use a new run "
                          "directory or --no-resume")
-    zoo.load_state_dict_strict(job.model, ck["state_dict"], str(rd.last))
+    load_state_dict_strict(job.model, ck["state_dict"], str(rd.last))
     job.optimizer.load_state_dict(ck["optimizer"])
     part = ck.get("within_epoch")
     job.state, job.shard = _resume_state(rd, ck, job.method, job.world)
@@ -305,8 +306,8 @@ def _one_step(job: _Job, idx, x, y) -> tuple[dict[str, float], int]:
             job.optimizer.step()
             return {}, 0
     x, y = x.to(job.device, non_blocking=True), y.to(job.device, non_blocking=True)
-    out = job.method.step(job.model, job.optimizer, idx // world.size, x, y, aug, job.state, cfg,
-                          job.gen, job.share if world.distributed else None)
+    out = job.method.step(Batch(job.model, job.optimizer, idx // world.size, x, y, aug, job.state, cfg,
+                                job.gen, job.share if world.distributed else None))
     return out, len(y)
 
 
@@ -445,7 +446,6 @@ def _resume_state(rd: RunDir, ck: dict, method: Method, world: World) -> tuple[d
 
 
 def read_jsonl_last(path: Path) -> dict:
-
     rows = read_jsonl(path)
     if not rows:
         raise RuntimeError(f"{path} has no rows")

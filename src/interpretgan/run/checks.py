@@ -12,14 +12,14 @@ import torch.nn as nn
 from ..data.config import DataConfig
 from ..data.splits import images_at, load_split, native_size
 from ..interpret.config import FitConfig
-from ..interpret.fit import check_readings
-from ..interpret.layers import LayerNameError, canonical_names, capture, resolve
-from ..models.loading import ModelFileError, load_any
-from ..models.wrappers import read_output, select_output
+from ..interpret.fit import check_fit_data, check_readings
+from ..interpret.layers import LayerNameError, canonical_names, capture, default_layers, resolve
+from ..models.loading import ModelFileError, load_model
+from ..models.wrappers import read_output, select_output, with_normalization
 from ..models.zoo import build_model, dataset_classes, dataset_shape, input_channels
 from ..registry import UnknownNameError
 from ..robust.config import TrainConfig
-from .config import RunConfig
+from .config import ResolvedRun, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
 
 
-def _user_data(net: nn.Module, cfg: RunConfig, layers: list[str] | None) -> DataConfig:
+def _probe_user_data(net: nn.Module, cfg: RunConfig, layers: list[str] | None) -> DataConfig:
     """The data config the user's model is diagnosed on: the run's data set at
     ``cfg.image_size``, or else at the first size the model accepts of the data set's native
     size and 32. Checks, each failing in one line (``ValueError``): the model takes the
@@ -191,7 +191,7 @@ def _load_judge(judge: str | Path, judge_model_file: str | None,
     """The ``--judge`` classifier (built by ``--judge-model-file`` where it was saved from a
     model file), or one line (``ValueError``)."""
     try:
-        return load_any(Path(judge), device, model_file=judge_model_file, flag="--judge-model-file")
+        return load_model(Path(judge), device, model_file=judge_model_file, flag="--judge-model-file")
     except ModelFileError:
         raise
     except Exception as e:  # torch.load / a checkpoint that fits no model may raise anything
@@ -220,3 +220,52 @@ def _judge_fits(judge: nn.Module, model: nn.Module, x: torch.Tensor, what: str) 
     if got != want:
         raise ValueError(f"{what} gives output {got} on input {tuple(x.shape)} where the model "
                          f"gives {want}: the judge must take the same input size and classes")
+
+
+def check_own_model(cfg: RunConfig, resolved: ResolvedRun, model_file: str | None,
+                    checkpoint: str | None, judge_model_file: str | None,
+                    device: torch.device) -> tuple[nn.Module, DataConfig, list[str] | None]:
+    """Check a run on the user's model before any work: load it, find the data it takes,
+    check its layers, their readings, the fit's data, the largest batch and the judge.
+    Returns the model (normalisation inside), its data config and the layers, one spelling
+    each (None: its default layers)."""
+    if not (model_file and checkpoint):
+        raise ValueError("--model-file and --checkpoint go together: give both")
+    layers = list(cfg.layers) or None
+    user = load_model(checkpoint, model_file=model_file)
+    _check_layers(user, None, layers, "your model")
+    if cfg.normalize is not None:
+        with_normalization(user, cfg.normalize)
+    user_data = _probe_user_data(user, cfg, layers)
+    layers = _check_layers(user, _example(user_data), layers, "your model")
+    _check_readings(user, user_data, layers, resolved.fit)
+    check_fit_data(len(load_split(user_data, "train")), resolved.fit)
+    _check_batch_size(user, user_data, largest_batch(cfg, resolved.fit, layers or default_layers(user)),
+                      device)
+    if cfg.judge is not None:
+        _check_judge(cfg.judge, judge_model_file, user, user_data)
+    return user, user_data, layers
+
+
+def check_trained(cfg: RunConfig, resolved: ResolvedRun, judge_model_file: str | None) -> list[str] | None:
+    """Check a run that trains its classifiers before any work: the options that only fit a
+    user's model, the judge, the layers on each untrained classifier and the fit's data.
+    Returns the layers, one spelling each (None: the default layers)."""
+    if cfg.judge is not None and resolved.adversarial is not None:
+        raise ValueError("--judge is for your own model (--model-file) or a natural classifier "
+                         "trained alone: the two trained classifiers are judged by each other")
+    if cfg.normalize is not None:
+        raise ValueError("--normalize wraps your own model: give it with --model-file and "
+                         "--checkpoint (the trained classifiers take [0, 1] images)")
+    if cfg.output is not None:
+        raise ValueError("--output reads your own model's output: give it with --model-file "
+                         "and --checkpoint (the trained classifiers return their logits)")
+    if cfg.judge is not None:
+        _load_judge(cfg.judge, judge_model_file)
+    layers = list(cfg.layers) or None
+    for tcfg in _trained_configs(resolved).values():
+        net, x = _untrained(tcfg)
+        layers = _check_layers(net, x, layers, f"the {tcfg.model.name} classifier")
+        check_fit_data(len(load_split(dataclasses.replace(tcfg.data, train_subset=None), "train")),
+                       resolved.fit)
+    return layers

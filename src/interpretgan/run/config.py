@@ -75,7 +75,6 @@ def run_preset_for(dataset: str | None) -> str:
 
 @rules(RunConfig)
 def _run_rules(cfg: RunConfig, p: str) -> None:
-
     known(p + "dataset", cfg.dataset, DATASETS)
     known(p + "natural", cfg.natural, TRAIN_PRESETS)
     if cfg.adversarial is not None:

@@ -12,7 +12,7 @@ from ..diagnosis.diagnose import dstar_indices
 from ..interpret.config import FitConfig
 from ..interpret.fit import check_readings, fit_and_summarize
 from ..interpret.layers import canonical_names
-from ..models.loading import load_any
+from ..models.loading import load_model
 from .config import RunConfig
 from ..runtime.devices import resolve_device
 from ..runtime.distributed import World
@@ -40,7 +40,7 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
         device = world.device
 
     dev = resolve_device(device)  # fail before any work on a bad name
-    classifier = load_any(checkpoint, device=dev, model_file=model_file)
+    classifier = load_model(checkpoint, device=dev, model_file=model_file)
     data = checkpoint_data_config(checkpoint, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     example = images_at(test, torch.arange(min(2, len(test))))[0].to(dev)

@@ -140,7 +140,7 @@ class World:
 
     def everyone(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Rank 0: have every rank run ``fn(world, *args)`` (the others get it through
-        :func:`follow`), run it here too and return its result. ``fn`` must be a
+        :func:`serve_rank0`), run it here too and return its result. ``fn`` must be a
         module-level function and ``args`` picklable."""
         self.post(("run", fn, args))
         return fn(self, *args)
@@ -154,9 +154,9 @@ class World:
         raise TypeError("a World belongs to its process; pass it as the first argument of fn")
 
 
-def follow(world: World) -> None:
+def serve_rank0(world: World) -> None:
     """Ranks other than 0: run what rank 0 hands over with :meth:`World.everyone` until it
-    posts the end (:func:`release`)."""
+    posts the end (:func:`end_handover`)."""
     while True:
         msg = world.receive()
         if msg[0] == "end":
@@ -165,10 +165,13 @@ def follow(world: World) -> None:
         fn(world, *args)
 
 
-def release(world: World) -> None:
-    """Rank 0: let the ranks in :func:`follow` return."""
+def end_handover(world: World) -> None:
+    """Rank 0: let the ranks in :func:`serve_rank0` return."""
     if world.main:
         world.post(("end",))
+
+
+follow, release = serve_rank0, end_handover  # the names of 0.1
 
 
 # ---------------------------------------------------------------------------- launching

@@ -121,6 +121,12 @@ def _os_error_in(e: BaseException) -> OSError | None:
     return None
 
 
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Write ``path`` atomically and durably: ``write(file, temp_path)`` fills a temp file next
+    to it (an exception there leaves ``path`` as it was), which is then fsynced and renamed."""
+    return _atomic_write(path, write)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and durably (temp file, fsync, rename, fsync)."""
     return _atomic_write(path, lambda f, tmp: f.write(data))
@@ -398,29 +404,12 @@ class RunDir:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def metrics_jsonl(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def final(self) -> Path:
-        return self.checkpoints / "final.pt"
+    config = property(lambda self: self.root / "config.json")
+    metrics_jsonl = property(lambda self: self.root / "metrics.jsonl")
+    metrics = property(lambda self: self.root / "metrics.json")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    last = property(lambda self: self.root / "checkpoints" / "last.pt")
+    final = property(lambda self: self.root / "checkpoints" / "final.pt")
 
     def mkdir(self) -> "RunDir":
         self.checkpoints.mkdir(parents=True, exist_ok=True)
