@@ -115,6 +115,7 @@ def attributions(classifier: nn.Module, x: torch.Tensor, target: torch.Tensor,
     DeepLIFT needs every nonlinearity module to run once per forward (Captum's rule); for a
     model that calls one module twice (torchvision's ResNet blocks call ``self.relu`` twice)
     it is left out with a log line, and the other methods are returned."""
+    # captum is heavy to import (seconds) and only the baselines need it: imported here.
     from captum.attr import DeepLift, InputXGradient, IntegratedGradients, Occlusion, Saliency
 
     out = {}

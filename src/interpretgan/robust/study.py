@@ -105,7 +105,7 @@ def autoattack_accuracy(model, ds, eps: float, n_classes: int, batch_size: int =
                         seed: int = 0) -> float:
     """Accuracy under AutoAttack's gradient components: APGD-CE, then APGD-T (DLR) on the
     survivors (torchattacks' implementations; an optional dependency)."""
-    try:
+    try:  # an optional dependency, only for this column: imported here
         import torchattacks
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise RuntimeError("the AutoAttack column needs torchattacks: "
