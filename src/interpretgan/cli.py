@@ -440,7 +440,7 @@ def _explain_parser(sub) -> None:
 def _study_parser(sub) -> None:
     p = sub.add_parser("study", help="robustness studies")
     p.add_argument("kind", choices=["pooling"])
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
+    p.add_argument("--dataset", default="mnist", choices=STUDY_PRESETS.names())
     p.add_argument("--seeds", type=int, help="number of seeds (0, 1, …)")
     p.add_argument("--models", help="comma list (default: the paper's for the dataset)")
     p.add_argument("--attacks", help="comma list (default: the paper's columns)")
