@@ -14,7 +14,8 @@ def forward(old: str, *modules: str) -> tuple[Callable, Callable]:
             mod = importlib.import_module(m)
             if hasattr(mod, name):
                 return getattr(mod, name)
-        raise AttributeError(f"module {old!r} has no attribute {name!r} (it moved to {', '.join(modules)})")
+        raise AttributeError(f"module {old!r} has no attribute {name!r} "
+                             f"(its contents moved to {', '.join(modules)})")
 
     def __dir__() -> list[str]:
         return sorted({n for m in modules for n in dir(importlib.import_module(m))})

@@ -1,4 +1,5 @@
-"""Moved to :mod:`interpretgan.runtime.devices`; this name is an alias of it, kept for one release."""
+"""Moved to :mod:`interpretgan.runtime.devices`; this name is an alias of it, kept for one
+release."""
 import sys
 
 from .runtime import devices as _moved

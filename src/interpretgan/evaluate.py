@@ -1,4 +1,5 @@
-"""Moved to :mod:`interpretgan.robust.evaluate`; this name is an alias of it, kept for one release."""
+"""Moved to :mod:`interpretgan.robust.evaluate`; this name is an alias of it, kept for one
+release."""
 import sys
 
 from .robust import evaluate as _moved

@@ -1,4 +1,5 @@
-"""Moved to :mod:`interpretgan.interpret.explain`; this name is an alias of it, kept for one release."""
+"""Moved to :mod:`interpretgan.interpret.explain`; this name is an alias of it, kept for one
+release."""
 import sys
 
 from .interpret import explain as _moved

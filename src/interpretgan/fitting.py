@@ -1,4 +1,5 @@
-"""Moved to :mod:`interpretgan.interpret.fit`, :mod:`interpretgan.run.fit_job`; this name forwards to them, kept for one release."""
+"""Moved to :mod:`interpretgan.interpret.fit`, :mod:`interpretgan.run.fit_job`; this name forwards
+to them, kept for one release."""
 from ._moved import forward
 
 __getattr__, __dir__ = forward(__name__, "interpretgan.interpret.fit", "interpretgan.run.fit_job")

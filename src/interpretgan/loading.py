@@ -1,4 +1,5 @@
-"""Moved to :mod:`interpretgan.models.loading`; this name is an alias of it, kept for one release."""
+"""Moved to :mod:`interpretgan.models.loading`; this name is an alias of it, kept for one
+release."""
 import sys
 
 from .models import loading as _moved

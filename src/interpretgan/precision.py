@@ -1,4 +1,5 @@
-"""Moved to :mod:`interpretgan.runtime.precision`; this name is an alias of it, kept for one release."""
+"""Moved to :mod:`interpretgan.runtime.precision`; this name is an alias of it, kept for one
+release."""
 import sys
 
 from .runtime import precision as _moved
