@@ -77,7 +77,8 @@ def save_kind(path: Path) -> str:
 def child(plan: dict, args: list[str]) -> int:
     """Run the command with a hook: count steps and saves into ``plan["counts"]`` (a file),
     and SIGKILL this process at ``plan["kind"]``'s ``plan["at"]``-th event."""
-    from interpretgan import cli, runs, training
+    from interpretgan import cli, runs
+    from interpretgan.robust import training
 
     counts: Counter = Counter()
     kind, at = plan.get("kind"), plan.get("at")

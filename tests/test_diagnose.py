@@ -151,7 +151,7 @@ def test_heldout_images_are_outside_dstar_and_apart(caplog):
 def test_fit_and_summarize_judges_on_heldout_images_only(tmp_path, monkeypatch):
     """Both the fit's running agreement and the summary (agreement images and KID's real
     reference) get test images outside D*, and two different sets of them."""
-    from interpretgan import fitting
+    from interpretgan.interpret import fit as fitting
     from interpretgan.runs import read_json
 
     test, seen = numbered(60), {}

@@ -59,8 +59,8 @@ def test_a_streamed_split_holds_names_and_reads_only_what_is_asked(tmp_path, mon
     data.load_folder("train", 32, root, cache_dir=tmp_path)  # the header scan, cached
     decoded = []
     real = data.decode_image
-    monkeypatch.setattr(data, "decode_image", lambda p, m, s: decoded.append(p) or real(p, m, s))
-    monkeypatch.setattr(data, "_header_mode", lambda p: pytest.fail("scanned again"))
+    monkeypatch.setattr(data.folder, "decode_image", lambda p, m, s: decoded.append(p) or real(p, m, s))
+    monkeypatch.setattr(data.folder, "_header_mode", lambda p: pytest.fail("scanned again"))
     ds = data.load_folder("train", 32, root, cache_dir=tmp_path, in_memory_bytes=0)
     sample = ds.subset(5, seed=2)
     assert decoded == [] and not hasattr(ds, "images")
@@ -121,7 +121,7 @@ def test_a_class_sorted_folder_is_diagnosed_and_explained_across_its_classes(tmp
             "--set", "explain_images=3", "--set", "fit.eval_images=4"]
     results = {}
     for limit in (data.FOLDER_IN_MEMORY_BYTES, 0):  # in memory, then read a batch at a time
-        monkeypatch.setattr(data, "FOLDER_IN_MEMORY_BYTES", limit)
+        monkeypatch.setattr(data.folder, "FOLDER_IN_MEMORY_BYTES", limit)
         root = tmp_path / f"run{limit}"
         cli = tiny_cli(root, "cpu")
         cli[cli.index("--dstar-images") + 1] = "18"  # the whole test split

@@ -192,7 +192,7 @@ def test_kill_during_fitting_then_rerun_loses_at_most_one_checkpoint_interval(
     continues the generators from their last checkpoint (every 2 steps here)."""
     import logging
 
-    from interpretgan import fitting
+    from interpretgan.interpret import fit as fitting
 
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     cfg = dataclasses.replace(tiny(), fit_overrides={**TINY_FIT, "steps_per_scale": (2, 2, 2, 4),

@@ -455,12 +455,12 @@ def test_a_layer_never_reached_fails_before_training(layers, msg, mnist_small, s
 
 
 def test_the_run_uses_one_spelling_per_layer(mnist_small, shared_cache, tmp_path, monkeypatch):
-    from interpretgan import pipeline
+    from interpretgan.run import pipeline
     from test_pipeline import tiny
 
     monkeypatch.setenv("INTERPRETGAN_CACHE", str(shared_cache))
     seen = []
-    monkeypatch.setattr(pipeline, "_run_stages", lambda cfg, *a: seen.append(cfg.layers) or {})
+    monkeypatch.setattr(pipeline, "_run_stages", lambda job: seen.append(job.cfg.layers) or {})
     cfg = dataclasses.replace(tiny(), layers=("feature_extractor.relu1@0", "classifier.fc3"))
     pipeline.run_main(cfg, tmp_path / "run", progress=False)
     assert seen == [("feature_extractor.relu1", "classifier.fc3")]  # cached as one layer
@@ -469,9 +469,9 @@ def test_the_run_uses_one_spelling_per_layer(mnist_small, shared_cache, tmp_path
 # --------------------------------------------------------------------------- non-finite
 def test_nan_loss_stops_training_naming_the_model(mnist_small, shared_cache, tmp_path, monkeypatch,
                                                   caplog):
-    from interpretgan import training
+    from interpretgan.robust import methods
 
-    real = training.natural_step
+    real = methods.natural_step
     calls = []
 
     def poisoned(*a, **kw):
@@ -479,7 +479,7 @@ def test_nan_loss_stops_training_naming_the_model(mnist_small, shared_cache, tmp
         calls.append(1)
         return {**out, "loss": float("nan")} if len(calls) == 2 else out
 
-    monkeypatch.setattr(training, "natural_step", poisoned)
+    monkeypatch.setattr(methods, "natural_step", poisoned)
     with pytest.raises(NonFiniteError, match=r"smallcnn \(natural\).*loss is nan at epoch 1, batch 2"):
         train_classifier(_tiny_train(shared_cache), tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "checkpoints" / "final.pt").exists()

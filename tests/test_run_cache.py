@@ -218,14 +218,14 @@ def test_a_lock_covers_the_folders_inside_and_around_it(tmp_path, holder):
 
 # --------------------------------------------------------------------------- config.json
 def test_a_failed_change_leaves_config_json_byte_for_byte(run, monkeypatch):
-    from interpretgan import diagnose
+    from interpretgan.run import pipeline
 
     config, results = (run / "config.json").read_bytes(), (run / "results.json").read_bytes()
 
     def nan(*a, **k):
         raise NonFiniteError("forced: the diagnosis is not finite")
 
-    monkeypatch.setattr(diagnose, "diagnose_model", nan)
+    monkeypatch.setattr(pipeline, "diagnose_model", nan)
     with pytest.raises(NonFiniteError, match="stage diagnose:natural"):
         run_main(dataclasses.replace(tiny(), seed=7), run, progress=False, device="cpu")
     assert (run / "config.json").read_bytes() == config

@@ -1,14 +1,13 @@
 """interpretgan: see how adversarial perturbations travel through a classifier, layer by layer.
 
-Modules, from the bottom up: ``registry`` (name → factory), ``config`` (dataclasses and
-presets), ``runs`` (run folders, atomic checkpoints), ``progress``, ``devices`` and
-``precision`` (where and in which float format work runs), ``distributed`` (ranks and
-sharding), ``data`` (datasets), ``models`` (classifier zoo), ``layers`` (naming and tapping
-hidden layers), ``attacks`` (FGSM/PGD/M-PGD), ``training`` (natural and adversarial training),
-``evaluate``, ``gan`` (InterpretGAN networks and losses), ``fitting`` (fitting the generators),
-``metrics`` (KID), ``diagnose`` (D*, Acc_i/Vul_i, max-pool index change), ``explain``
-(explanation grids and Captum baselines), ``study`` (the pooling study), ``report``
-(Markdown, HTML and figures from saved results), ``pipeline`` (the main job, ``interpretgan
-run``) and ``cli``.
+Parts, from the bottom up (each imports only from itself and the parts below it; the map is
+docs/design.md): ``registry``, ``settings`` (config machinery), ``paper`` (the paper's
+reference numbers), ``runtime`` (run folders and checkpoints, devices, precision, ranks,
+progress), ``data``, ``models`` (the zoo, wrappers, loading any classifier), ``robust``
+(attacks, training methods and loop, evaluation, the pooling study), ``interpret`` (layers,
+G/C/D and their losses, the fit, the explainer, explanation grids, KID), ``diagnosis`` (D*,
+Acc_i/Vul_i, max-pool index change), ``report``, ``run`` (the main job, ``interpretgan run``)
+and ``cli``. The flat module names of 0.1 (``interpretgan.gan``, ``interpretgan.pipeline``, …)
+still import, for one release.
 """
 __version__ = "0.1.0"

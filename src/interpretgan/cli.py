@@ -13,6 +13,30 @@ import threading
 from pathlib import Path
 
 from . import __version__
+from .data.config import DataError
+from .data.splits import load_dataset
+from .interpret.config import FIT_PRESETS
+from .interpret.explain import explain_run
+from .interpret.gan import TokenLayoutError, parse_tokens, read_layer
+from .interpret.layers import default_layers, layer_shapes, list_layers
+from .models.loading import CheckpointMismatchError, model_and_example
+from .models.zoo import POOLS, list_models
+from .registry import UnknownNameError
+from .report.html import write_study_report
+from .robust.config import TRAIN_PRESETS, train_preset_for
+from .robust.evaluate import default_out, evaluate_checkpoint
+from .robust.methods import TRAIN_METHODS
+from .robust.study import STUDY_PRESETS, run_pooling_study
+from .robust.training import train_classifier
+from .run.config import RUN_PRESETS, RunConfig, resolve_run, run_preset_for
+from .run.fit_job import fit_run
+from .run.pipeline import run_main
+from .run.results import rebuild_report
+from .run.stages import refuse_inside_main_run
+from .runtime import distributed
+from .runtime.devices import resolve_device
+from .runtime.runs import check_free, read_json, to_json
+from .settings import MAX_GENERATOR_SEEDS, merge, override, parse_assignments, validate
 
 log = logging.getLogger("interpretgan")
 
@@ -35,7 +59,6 @@ def _layers(s: str | None) -> list[str] | None:
 
 def _tokens(s: str) -> str:
     """``--tokens``: auto, flat or grid:K (checked by argparse: one line, exit status 2)."""
-    from .gan import parse_tokens
 
     try:
         parse_tokens(s)
@@ -58,16 +81,12 @@ def _floats(s: str | None, option: str) -> tuple[float, ...] | None:
 def _check_out(out: Path, option: str) -> None:
     """Before any work: ``out`` is in no folder another process holds, and inside no main
     job's run folder (whose stages own it); else one line naming ``option``."""
-    from .pipeline import refuse_inside_main_run
-    from .runs import check_free
 
     check_free(out)
     refuse_inside_main_run(out, option)
 
 
 def cmd_data(a) -> int:
-    from .data import load_dataset
-
     for split in ("train", "test"):
         kw = {"data_dir": a.data_dir, "cache_dir": a.cache_dir}
         if a.dataset in ("mnist", "fashion-mnist"):
@@ -79,39 +98,16 @@ def cmd_data(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from .models import list_models
-
     print("\n".join(list_models()))
     return 0
 
 
 def _model_from_args(a):
-    import torch
-
-    from . import models
-    from .loading import load_any, load_model_file
-
-    if a.checkpoint:  # --input-size: for a bare state_dict
-        size_kw = {"input_size": a.input_size} if a.input_size and not a.model_file else {}
-        net = load_any(a.checkpoint, model=a.model, model_file=a.model_file, **size_kw)
-    elif a.model_file:  # a user's model: its shapes do not depend on its weights
-        net = load_model_file(a.model_file)
-    else:
-        kw = {"pool": a.pool}
-        if a.input_size:
-            kw["input_size"] = a.input_size
-        net = models.create(a.model, **kw)
-    size = a.input_size or getattr(net, "model_kwargs", {}).get("input_size", 32)
-    chans = (getattr(a, "channels", None) or getattr(net, "model_kwargs", {}).get("in_channels")
-             or models.input_channels(net))
-    if chans is None:
-        raise ValueError("the model has no Conv2d to tell its input channels: pass --channels")
-    return net.eval(), torch.zeros(1, chans, size, size)
+    return model_and_example(a.checkpoint, a.model, a.model_file, a.input_size, a.pool,
+                             getattr(a, "channels", None))
 
 
 def cmd_layers(a) -> int:
-    from .layers import default_layers, layer_shapes, list_layers
-
     net, example = _model_from_args(a)
     names = list_layers(net, example)
     shapes = layer_shapes(net, example, names)
@@ -127,7 +123,6 @@ def cmd_layers(a) -> int:
 def _reading(shape: tuple, tokens: str) -> str:
     """What a generator's C reads a layer output of ``shape`` as (a token layer without the
     grid ``tokens`` asks for: the settings that read it)."""
-    from .gan import TokenLayoutError, read_layer
 
     try:
         return read_layer(shape, tokens).describe().rsplit(" (", 1)[0]
@@ -136,8 +131,6 @@ def _reading(shape: tuple, tokens: str) -> str:
 
 
 def _train_config(a):
-    from .config import TRAIN_PRESETS, override, train_preset_for
-
     base = TRAIN_PRESETS.get(a.preset) if a.preset else train_preset_for(a.dataset, a.method)
     over = {
         "method": a.method if a.preset is None else None, "epochs": a.epochs,
@@ -155,10 +148,6 @@ def _train_config(a):
 
 
 def cmd_train(a) -> int:
-    from .config import validate
-    from .runs import to_json
-    from .training import train_classifier
-
     cfg = validate(_train_config(a))
     run_dir = a.run_dir or Path("runs") / (f"{cfg.data.dataset}-{cfg.model.name}-{cfg.model.pool}-"
                                            f"{cfg.method}-s{cfg.seed}")
@@ -176,9 +165,6 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import default_out, evaluate_checkpoint
-    from .runs import check_free
-
     check_free(Path(a.out) if a.out else default_out(Path(a.checkpoint)))  # not into a busy run
 
     kw = {}
@@ -194,11 +180,6 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_study(a) -> int:
-    from .config import merge, override, parse_assignments, validate
-    from .report import write_study_report
-    from .devices import resolve_device
-    from .study import STUDY_PRESETS, run_pooling_study
-
     cfg = STUDY_PRESETS.get(a.dataset)
     sets = parse_assignments(a.set)
     train_over = {k[len("train."):]: v for k, v in sets.items() if k.startswith("train.")}
@@ -219,7 +200,6 @@ def cmd_study(a) -> int:
     root = Path(a.run_dir or f"runs/study-pooling-{cfg.dataset}")
     if a.dry_run:
         resolve_device(a.device)  # the device must exist
-        from .runs import to_json
         print(to_json(dataclasses.asdict(cfg)))
         return 0
     doc = run_pooling_study(cfg, root, progress=not a.quiet, device=a.device)
@@ -231,15 +211,12 @@ def cmd_study(a) -> int:
 
 def cmd_report(a) -> int:
     """Rebuild a report from saved artifacts (never retrains)."""
-    from .runs import read_json
 
     if a.kind == "study":
-        from .report import write_study_report
 
         paths = write_study_report(read_json(Path(a.dir) / "study.json"), a.dir)
         print(paths["markdown"].read_text())
     else:
-        from .pipeline import rebuild_report
 
         rebuild_report(a.dir)
         print(f"report: {Path(a.dir) / 'report' / 'index.html'}")
@@ -255,7 +232,6 @@ def _generator_seeds_option(p: argparse.ArgumentParser) -> None:
 def _seed_range(k: int | None) -> tuple[int, ...] | None:
     """``--generator-seeds K`` → (0, …, K − 1); K < 1 is left to the config check, a K above
     its bound stops here (before a list of K seeds is made)."""
-    from .config import MAX_GENERATOR_SEEDS
 
     if k is not None and k > MAX_GENERATOR_SEEDS:
         raise ValueError(f"--generator-seeds takes at most {MAX_GENERATOR_SEEDS} seeds, got {k}")
@@ -263,10 +239,6 @@ def _seed_range(k: int | None) -> tuple[int, ...] | None:
 
 
 def cmd_fit(a) -> int:
-    from .config import FIT_PRESETS, merge, override, parse_assignments, validate
-    from .fitting import fit_run
-    from .runs import to_json
-
     cfg = validate(merge(override(FIT_PRESETS.get(a.preset), seed=a.seed, train_subset=a.train_subset,
                                   generator_seeds=_seed_range(a.generator_seeds)),
                          parse_assignments(a.set)))
@@ -291,8 +263,6 @@ def cmd_fit(a) -> int:
 
 
 def cmd_explain(a) -> int:
-    from .explain import explain_run
-
     _check_out(Path(a.out or Path(a.run) / "explain"), "--out")
     doc = explain_run(a.run, a.images, a.attack, a.out, a.data_dir, a.seed, device=a.device,
                       image_size=a.image_size, model_file=a.model_file)
@@ -302,9 +272,6 @@ def cmd_explain(a) -> int:
 
 def cmd_run(a) -> int:
     """The main job: two classifiers, D*, generators, diagnosis and report (see pipeline)."""
-    from .config import RUN_PRESETS, RunConfig, merge, override, parse_assignments, resolve_run, run_preset_for
-    from .pipeline import run_main
-    from .runs import to_json
 
     preset = a.preset or run_preset_for(a.dataset or RunConfig.dataset)
     cfg = override(RUN_PRESETS.get(preset), data_dir=a.data_dir, dataset=a.dataset,
@@ -360,180 +327,201 @@ def _model_file_option(p: argparse.ArgumentParser) -> None:
                         "for) your own model: a checkpoint never chooses the code that runs")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .config import FIT_PRESETS, RUN_PRESETS
+def _data_parser(sub) -> None:
+    p = sub.add_parser("data", help="fetch, verify and describe a dataset")
+    p.add_argument("action", choices=["fetch", "info"])
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--data-dir")
+    p.add_argument("--cache-dir")
+    p.add_argument("--image-size", type=int, default=32)
+    p.set_defaults(fn=cmd_data)
 
+
+def _models_parser(sub) -> None:
+    p = sub.add_parser("models", help="list the model zoo")
+    p.set_defaults(fn=cmd_models)
+
+
+def _layers_parser(sub) -> None:
+    p = sub.add_parser("layers", help="list a model's nameable layers with output shapes")
+    p.add_argument("--model", default="smallcnn")
+    p.add_argument("--pool", default="max", choices=POOLS)
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--checkpoint")
+    _model_file_option(p)
+    p.add_argument("--channels", type=int, help="input channels of --model-file (default: its first Conv2d's)")
+    p.add_argument("--tokens", default="auto", type=_tokens,
+                   help="how a (N, D) token layer is read: auto, flat or grid:K (fit.tokens)")
+    p.set_defaults(fn=cmd_layers)
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a classifier (natural or adversarial)")
+    p.add_argument("--preset", help="a named training preset (overrides --dataset/--method)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--method", default="natural", choices=TRAIN_METHODS.names())
+    p.add_argument("--model")
+    p.add_argument("--pool", choices=POOLS)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--step-size", type=float, help="attack step (ATTA: per epoch)")
+    p.add_argument("--eval-attack", help="attack for per-epoch robust accuracy, e.g. pgd-40")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--test-subset", type=int)
+    p.add_argument("--data-dir")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
+    p.add_argument("--run-dir")
+    _device_option(p)
+    _devices_option(p)
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="a resume point every N batches inside an epoch (default: off)")
+    p.add_argument("--checkpoint-every-s", type=float, metavar="S",
+                   help="a resume point every S seconds inside an epoch (default 120; 0: off)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    p.set_defaults(fn=cmd_train)
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="clean and robust accuracy of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--attacks", default="", help="comma list: pgd-40,pgd-100,mpgd-40,fgsm")
+    p.add_argument("--model", help="architecture, for a bare state_dict (p.g. TRADES')")
+    p.add_argument("--image-size", type=int, help="input size, for a bare state_dict")
+    _model_file_option(p)
+    p.add_argument("--dataset")
+    p.add_argument("--data-dir")
+    p.add_argument("--subset", type=int, help="evaluate on the first N test images")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
+    _device_option(p)
+    p.set_defaults(fn=cmd_evaluate)
+
+
+def _fit_parser(sub) -> None:
+    p = sub.add_parser("fit", help="fit InterpretGAN explanation generators for a classifier")
+    p.add_argument("--checkpoint", required=True)
+    _model_file_option(p)
+    p.add_argument("--layers", default="default", help="default, or a comma list of module paths")
+    p.add_argument("--preset", default="quick", choices=FIT_PRESETS.names())
+    p.add_argument("--seed", type=int)
+    _generator_seeds_option(p)
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--data-dir")
+    p.add_argument("--image-size", type=int, help="the classifier's input side (default: its checkpoint's)")
+    p.add_argument("--run-dir", help="default: the classifier's run folder")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change one FitConfig field, e.g. --set batch_size=32 (repeatable)")
+    _device_option(p)
+    _devices_option(p)
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(fn=cmd_fit)
+
+
+def _explain_parser(sub) -> None:
+    p = sub.add_parser("explain", help="explanation grids (natural + adversarial) and baselines")
+    p.add_argument("--run", required=True, help="run folder with checkpoints/final.pt and fit/")
+    _model_file_option(p)
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--attack", default="pgd-40")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out")
+    p.add_argument("--data-dir")
+    p.add_argument("--image-size", type=int, help="the classifier's input side (default: its checkpoint's)")
+    _device_option(p)
+    p.set_defaults(fn=cmd_explain)
+
+
+def _study_parser(sub) -> None:
+    p = sub.add_parser("study", help="robustness studies")
+    p.add_argument("kind", choices=["pooling"])
+    p.add_argument("--dataset", default="mnist", choices=STUDY_PRESETS.names())
+    p.add_argument("--seeds", type=int, help="number of seeds (0, 1, …)")
+    p.add_argument("--models", help="comma list (default: the paper's for the dataset)")
+    p.add_argument("--attacks", help="comma list (default: the paper's columns)")
+    p.add_argument("--epochs", type=int, help="training epochs per model")
+    p.add_argument("--test-subset", type=int, help="evaluate on N test images")
+    p.add_argument("--full-test", action="store_true", help="evaluate on the whole test set")
+    p.add_argument("--autoattack", action="store_true", help="add an APGD-CE + APGD-T column")
+    p.add_argument("--data-dir")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
+    p.add_argument("--run-dir")
+    _device_option(p)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a StudyConfig field, or a training field with train.KEY, e.g. "
+                        "--set train.batch_size=64 --set 'model_kwargs={\"vgg16\": {\"hidden\": 64}}'")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(fn=cmd_study)
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="rebuild a report from saved artifacts")
+    p.add_argument("kind", choices=["study", "run"], help="study: a pooling study; run: the main job")
+    p.add_argument("--dir", required=True)
+    p.set_defaults(fn=cmd_report)
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="the main job: train, attack, fit, diagnose, report")
+    p.add_argument("--preset", choices=RUN_PRESETS.names(),
+                   help="quick, paper (MNIST), celeba (about an hour on one GPU), celeba-paper "
+                        "(the paper's CelebFaces schedule); default: the one made for --dataset, "
+                        "else quick")
+    p.add_argument("--run-dir", default="runs/main")
+    p.add_argument("--dataset")
+    p.add_argument("--data-dir")
+    p.add_argument("--layers", help="default, or a comma list of module paths")
+    p.add_argument("--model-file", help="your classifier: FILE.py:FUNCTION returning an nn.Module")
+    p.add_argument("--checkpoint", help="its state_dict (with --model-file)")
+    p.add_argument("--image-size", type=int,
+                   help="input side in pixels (default: the size your model accepts of the data "
+                        "set's native one and 32; 32 for the trained classifiers)")
+    p.add_argument("--normalize", metavar="MEAN,STD",
+                   help="your model expects (x - mean) / std: MEAN,STD for every channel or "
+                        "M1,M2,M3,S1,S2,S3 per channel; the tool still feeds it [0, 1] images")
+    p.add_argument("--output", metavar="SELECTOR",
+                   help="where your model's forward keeps the logits: INDEX of a tuple (0 or [0]), "
+                        "a KEY of a dict or an ATTRIBUTE (logits); default: the output itself, a "
+                        "tuple's first element or 'logits' (the report says which)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
+    p.add_argument("--judge", metavar="CHECKPOINT",
+                   help="an independent classifier (zoo or interpretgan checkpoint, same input "
+                        "size) that judges your model's explanations (acc_judge)")
+    p.add_argument("--judge-model-file", metavar="FILE.py:FUNCTION",
+                   help="the code that builds the --judge classifier, where it was saved from a "
+                        "model file (a checkpoint never chooses the code that runs)")
+    p.add_argument("--dstar-images", type=int, help="test images in the adversarial set D*")
+    p.add_argument("--seed", type=int)
+    _generator_seeds_option(p)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a RunConfig field; fit.KEY / train.KEY change the fit / training "
+                        "presets, e.g. --set fit.batch_size=32 --set train.epochs=2 (repeatable)")
+    _device_option(p)
+    _devices_option(p)
+    p.add_argument("--verify-outputs", action="store_true",
+                   help="check every cached stage's files by content (SHA-256), not only by size "
+                        "and modification time")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(fn=cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-parser per command, its choices read from the registries."""
     p = argparse.ArgumentParser(prog="interpretgan", description=__doc__)
     p.add_argument("--version", action="version", version=__version__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", required=True)
-
-    d = sub.add_parser("data", help="fetch, verify and describe a dataset")
-    d.add_argument("action", choices=["fetch", "info"])
-    d.add_argument("--dataset", default="mnist")
-    d.add_argument("--data-dir")
-    d.add_argument("--cache-dir")
-    d.add_argument("--image-size", type=int, default=32)
-    d.set_defaults(fn=cmd_data)
-
-    m = sub.add_parser("models", help="list the model zoo")
-    m.set_defaults(fn=cmd_models)
-
-    la = sub.add_parser("layers", help="list a model's nameable layers with output shapes")
-    la.add_argument("--model", default="smallcnn")
-    la.add_argument("--pool", default="max", choices=["max", "avg"])
-    la.add_argument("--input-size", type=int)
-    la.add_argument("--checkpoint")
-    _model_file_option(la)
-    la.add_argument("--channels", type=int, help="input channels of --model-file (default: its first Conv2d's)")
-    la.add_argument("--tokens", default="auto", type=_tokens,
-                    help="how a (N, D) token layer is read: auto, flat or grid:K (fit.tokens)")
-    la.set_defaults(fn=cmd_layers)
-
-    t = sub.add_parser("train", help="train a classifier (natural or adversarial)")
-    t.add_argument("--preset", help="a named training preset (overrides --dataset/--method)")
-    t.add_argument("--dataset", default="mnist")
-    t.add_argument("--method", default="natural",
-                   choices=["natural", "atta-trades", "trades", "pgd-at"])
-    t.add_argument("--model")
-    t.add_argument("--pool", choices=["max", "avg"])
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--step-size", type=float, help="attack step (ATTA: per epoch)")
-    t.add_argument("--eval-attack", help="attack for per-epoch robust accuracy, e.g. pgd-40")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--image-size", type=int)
-    t.add_argument("--train-subset", type=int)
-    t.add_argument("--test-subset", type=int)
-    t.add_argument("--data-dir")
-    t.add_argument("--no-verify", action="store_true",
-                   help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
-    t.add_argument("--run-dir")
-    _device_option(t)
-    _devices_option(t)
-    t.add_argument("--checkpoint-every", type=int, metavar="N",
-                   help="a resume point every N batches inside an epoch (default: off)")
-    t.add_argument("--checkpoint-every-s", type=float, metavar="S",
-                   help="a resume point every S seconds inside an epoch (default 120; 0: off)")
-    t.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
-    t.set_defaults(fn=cmd_train)
-
-    e = sub.add_parser("evaluate", help="clean and robust accuracy of a checkpoint")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--attacks", default="", help="comma list: pgd-40,pgd-100,mpgd-40,fgsm")
-    e.add_argument("--model", help="architecture, for a bare state_dict (e.g. TRADES')")
-    e.add_argument("--image-size", type=int, help="input size, for a bare state_dict")
-    _model_file_option(e)
-    e.add_argument("--dataset")
-    e.add_argument("--data-dir")
-    e.add_argument("--subset", type=int, help="evaluate on the first N test images")
-    e.add_argument("--batch-size", type=int, default=500)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", help="output folder (default: the checkpoint's run folder)")
-    _device_option(e)
-    e.set_defaults(fn=cmd_evaluate)
-
-    f = sub.add_parser("fit", help="fit InterpretGAN explanation generators for a classifier")
-    f.add_argument("--checkpoint", required=True)
-    _model_file_option(f)
-    f.add_argument("--layers", default="default", help="default, or a comma list of module paths")
-    f.add_argument("--preset", default="quick", choices=FIT_PRESETS.names())
-    f.add_argument("--seed", type=int)
-    _generator_seeds_option(f)
-    f.add_argument("--train-subset", type=int)
-    f.add_argument("--data-dir")
-    f.add_argument("--image-size", type=int, help="the classifier's input side (default: its checkpoint's)")
-    f.add_argument("--run-dir", help="default: the classifier's run folder")
-    f.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="change one FitConfig field, e.g. --set batch_size=32 (repeatable)")
-    _device_option(f)
-    _devices_option(f)
-    f.add_argument("--dry-run", action="store_true")
-    f.set_defaults(fn=cmd_fit)
-
-    x = sub.add_parser("explain", help="explanation grids (natural + adversarial) and baselines")
-    x.add_argument("--run", required=True, help="run folder with checkpoints/final.pt and fit/")
-    _model_file_option(x)
-    x.add_argument("--images", type=int, default=8)
-    x.add_argument("--attack", default="pgd-40")
-    x.add_argument("--seed", type=int, default=0)
-    x.add_argument("--out")
-    x.add_argument("--data-dir")
-    x.add_argument("--image-size", type=int, help="the classifier's input side (default: its checkpoint's)")
-    _device_option(x)
-    x.set_defaults(fn=cmd_explain)
-
-    s = sub.add_parser("study", help="robustness studies")
-    s.add_argument("kind", choices=["pooling"])
-    s.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
-    s.add_argument("--seeds", type=int, help="number of seeds (0, 1, …)")
-    s.add_argument("--models", help="comma list (default: the paper's for the dataset)")
-    s.add_argument("--attacks", help="comma list (default: the paper's columns)")
-    s.add_argument("--epochs", type=int, help="training epochs per model")
-    s.add_argument("--test-subset", type=int, help="evaluate on N test images")
-    s.add_argument("--full-test", action="store_true", help="evaluate on the whole test set")
-    s.add_argument("--autoattack", action="store_true", help="add an APGD-CE + APGD-T column")
-    s.add_argument("--data-dir")
-    s.add_argument("--no-verify", action="store_true",
-                   help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
-    s.add_argument("--run-dir")
-    _device_option(s)
-    s.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="change a StudyConfig field, or a training field with train.KEY, e.g. "
-                        "--set train.batch_size=64 --set 'model_kwargs={\"vgg16\": {\"hidden\": 64}}'")
-    s.add_argument("--dry-run", action="store_true")
-    s.set_defaults(fn=cmd_study)
-
-    rp = sub.add_parser("report", help="rebuild a report from saved artifacts")
-    rp.add_argument("kind", choices=["study", "run"], help="study: a pooling study; run: the main job")
-    rp.add_argument("--dir", required=True)
-    rp.set_defaults(fn=cmd_report)
-
-    r = sub.add_parser("run", help="the main job: train, attack, fit, diagnose, report")
-    r.add_argument("--preset", choices=RUN_PRESETS.names(),
-                   help="quick, paper (MNIST), celeba (about an hour on one GPU), celeba-paper "
-                        "(the paper's CelebFaces schedule); default: the one made for --dataset, "
-                        "else quick")
-    r.add_argument("--run-dir", default="runs/main")
-    r.add_argument("--dataset")
-    r.add_argument("--data-dir")
-    r.add_argument("--layers", help="default, or a comma list of module paths")
-    r.add_argument("--model-file", help="your classifier: FILE.py:FUNCTION returning an nn.Module")
-    r.add_argument("--checkpoint", help="its state_dict (with --model-file)")
-    r.add_argument("--image-size", type=int,
-                   help="input side in pixels (default: the size your model accepts of the data "
-                        "set's native one and 32; 32 for the trained classifiers)")
-    r.add_argument("--normalize", metavar="MEAN,STD",
-                   help="your model expects (x - mean) / std: MEAN,STD for every channel or "
-                        "M1,M2,M3,S1,S2,S3 per channel; the tool still feeds it [0, 1] images")
-    r.add_argument("--output", metavar="SELECTOR",
-                   help="where your model's forward keeps the logits: INDEX of a tuple (0 or [0]), "
-                        "a KEY of a dict or an ATTRIBUTE (logits); default: the output itself, a "
-                        "tuple's first element or 'logits' (the report says which)")
-    r.add_argument("--no-verify", action="store_true",
-                   help="skip the dataset checksums (a deliberately modified CIFAR-10 copy)")
-    r.add_argument("--judge", metavar="CHECKPOINT",
-                   help="an independent classifier (zoo or interpretgan checkpoint, same input "
-                        "size) that judges your model's explanations (acc_judge)")
-    r.add_argument("--judge-model-file", metavar="FILE.py:FUNCTION",
-                   help="the code that builds the --judge classifier, where it was saved from a "
-                        "model file (a checkpoint never chooses the code that runs)")
-    r.add_argument("--dstar-images", type=int, help="test images in the adversarial set D*")
-    r.add_argument("--seed", type=int)
-    _generator_seeds_option(r)
-    r.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="change a RunConfig field; fit.KEY / train.KEY change the fit / training "
-                        "presets, e.g. --set fit.batch_size=32 --set train.epochs=2 (repeatable)")
-    _device_option(r)
-    _devices_option(r)
-    r.add_argument("--verify-outputs", action="store_true",
-                   help="check every cached stage's files by content (SHA-256), not only by size "
-                        "and modification time")
-    r.add_argument("--dry-run", action="store_true")
-    r.set_defaults(fn=cmd_run)
+    for add in (_data_parser, _models_parser, _layers_parser, _train_parser, _evaluate_parser,
+                _fit_parser, _explain_parser, _study_parser, _report_parser, _run_parser):
+        add(sub)
     return p
 
 
@@ -575,9 +563,6 @@ def main(argv: list[str] | None = None) -> int:
                         + "%(name)s: %(message)s")
     if rank not in (None, "0"):
         a.quiet = True  # one progress bar: rank 0's
-    from .data import DataError
-    from .models import CheckpointMismatchError
-    from .registry import UnknownNameError
 
     try:
         with _sigterm_interrupts():
@@ -604,7 +589,6 @@ def _distributed(a, argv: list[str] | None) -> int:
     """A command that can run on several ranks: ``--devices N`` starts N local ranks
     (each runs this same command line); a launched rank (``--devices`` or torchrun) joins
     its job; one process runs alone. Every rank gets ``a.world``."""
-    from . import distributed
 
     if a.devices < 1:
         raise ValueError(f"--devices takes a number of processes ≥ 1, got {a.devices}")

@@ -10,19 +10,17 @@ declares ``default_layers``: the module paths whose outputs the paper explains.
 """
 from __future__ import annotations
 
+import inspect
 import logging
-import re
 from collections import OrderedDict
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import Registry
-from .runs import load_checkpoint
+from .wrappers import Normalize
+from ..registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -51,130 +49,6 @@ def _pool(kind: str, kernel: int, stride: int | None = None) -> nn.Module:
     if kind not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, not {kind!r}")
     return nn.MaxPool2d(kernel, stride) if kind == "max" else nn.AvgPool2d(kernel, stride)
-
-
-class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel, as a module so the model takes [0, 1] inputs."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-
-def split_normalization(values: Sequence[float]) -> tuple[list[float], list[float]]:
-    """``(MEAN, STD)`` or ``(M1, …, Mc, S1, …, Sc)`` → ``(means, stds)``."""
-    half = len(values) // 2
-    return list(values[:half]), list(values[half:])
-
-
-def with_normalization(model: nn.Module, values: Sequence[float]) -> nn.Module:
-    """``model`` fed ``(x - mean) / std`` (a :class:`Normalize` at the start of its
-    ``forward``), so it takes [0, 1] images (B, C, H, W) while its layer names and
-    ``state_dict`` stay its own (hooks on the model itself, as Captum's, see the [0, 1]
-    images). ``values``: see :func:`split_normalization`. Returns ``model``, changed in place."""
-    if getattr(model, "input_normalization", None) is not None:
-        raise ValueError("this model already has a normalisation in front; give it once")
-    norm = Normalize(*split_normalization(values))
-    inner = model.forward
-
-    def forward(x, *args, **kwargs):
-        return inner((x - norm.mean.to(x)) / norm.std.to(x), *args, **kwargs)
-
-    model.forward = forward
-    model.input_normalization = tuple(values)
-    return model
-
-
-# --------------------------------------------------------------------------- outputs
-_INDEX = re.compile(r"\[?(-?\d+)\]?")
-
-
-def _describe(out) -> str:
-    """A model output's kind in a few words, for the one-line errors."""
-    if isinstance(out, torch.Tensor):
-        return f"a tensor {tuple(out.shape)}"
-    if isinstance(out, (tuple, list)):
-        return f"a {type(out).__name__} of {len(out)}"
-    if isinstance(out, Mapping):
-        return f"a {type(out).__name__} with keys {', '.join(map(str, out)) or '(none)'}"
-    return f"a {type(out).__name__}"
-
-
-def _pick(out, selector: str):
-    """The part of ``out`` that ``selector`` names: ``"[i]"``/``"i"`` an element of a
-    tuple/list, else a key of a dict or an attribute of an object; KeyError if it has none."""
-    index = _INDEX.fullmatch(selector)
-    if isinstance(out, (tuple, list)) and index is not None:
-        i = int(index[1])
-        if -len(out) <= i < len(out):
-            return out[i]
-    elif isinstance(out, Mapping) and selector in out:
-        return out[selector]
-    elif not isinstance(out, (tuple, list, Mapping, torch.Tensor)) and hasattr(out, selector):
-        return getattr(out, selector)
-    raise KeyError(selector)
-
-
-def read_output(out, selector: str | None = None) -> tuple[torch.Tensor, str | None]:
-    """The logits (B, classes) in a forward's output ``out`` and the selector that found
-    them (canonical: ``"[i]"`` for an index, the name for a key or attribute; None when
-    ``out`` is the logits tensor itself). With no ``selector``: a tensor as it is, a
-    tuple's/list's first element, a dict's ``"logits"`` key, an object's ``.logits``
-    (Hugging Face outputs). Anything else is one line (``ValueError``)."""
-    if selector is None:
-        if isinstance(out, torch.Tensor):
-            return out, None
-        for auto in ("[0]", "logits"):
-            try:
-                value = _pick(out, auto)
-            except KeyError:
-                continue
-            if isinstance(value, torch.Tensor):
-                return value, auto
-        raise ValueError(f"your model's forward returns {_describe(out)}, without logits where "
-                         "they are looked for (a tuple's first element, 'logits'): pick them "
-                         "with --output INDEX|KEY|ATTRIBUTE")
-    if isinstance(out, torch.Tensor):
-        raise ValueError(f"--output {selector}: your model's forward returns {_describe(out)}, "
-                         "its logits: leave --output out")
-    try:
-        value = _pick(out, selector)
-    except KeyError:
-        raise ValueError(f"--output {selector} does not exist on your model's output, "
-                         f"{_describe(out)}") from None
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"--output {selector} picks {_describe(value)} from your model's "
-                         "output, not a tensor of logits")
-    index = _INDEX.fullmatch(selector)
-    return value, (f"[{index[1]}]" if index is not None and isinstance(out, (tuple, list)) else selector)
-
-
-def select_output(model: nn.Module, selector: str | None = None, auto: bool = False) -> nn.Module:
-    """``model`` whose forward returns the logits :func:`read_output` finds with ``selector``
-    in what its own forward returns (None: looked for on every call). Changed in place (its
-    forward), so its layer names and ``state_dict`` stay its own; ``model.output_selection``
-    records ``{"selector": selector, "auto": auto}`` (``auto``: the selector was found, not
-    given). Returns ``model``."""
-    if getattr(model, "output_selection", None) is not None:
-        raise ValueError("this model's output is already selected; select it once")
-    inner = model.forward
-
-    def forward(*args, **kwargs):
-        return read_output(inner(*args, **kwargs), selector)[0]
-
-    model.forward = forward
-    model.output_selection = {"selector": selector, "auto": bool(auto)}
-    return model
-
-
-def output_selection(model: nn.Module) -> dict:
-    """How ``model``'s logits are read: ``{"selector": "[0]" | "logits" | None, "auto": bool}``
-    (None: its forward returns them)."""
-    return dict(getattr(model, "output_selection", None) or {"selector": None, "auto": False})
 
 
 def input_channels(model: nn.Module) -> int | None:
@@ -386,35 +260,6 @@ def wrn_34_10(num_classes: int = 10, in_channels: int = 3, pool: str = "avg", dr
     return WideResNet(depth, widen, num_classes, in_channels, pool, drop, mean, std)
 
 
-# --------------------------------------------------------------------------- checkpoints
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the architecture it is loaded into."""
-
-
-def load_state_dict_strict(model: nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """Load ``state`` (optionally ``module.``-prefixed) or raise a readable error."""
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:4]}{'…' if len(missing) > 4 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:4]}{'…' if len(unexpected) > 4 else ''}")
-        if wrong:
-            parts.append("shapes " + ", ".join(
-                f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:3])
-                + ("…" if len(wrong) > 3 else ""))
-        name = getattr(model, "model_name", type(model).__name__)
-        raise CheckpointMismatchError(
-            f"{source} does not fit {name} {getattr(model, 'model_kwargs', '')}: " + "; ".join(parts)
-        )
-    model.load_state_dict(state)
-
-
 def fast_layout(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """On the CPU, keep a conv net's 4-D weights channels-last (NHWC), in place.
 
@@ -428,43 +273,6 @@ def fast_layout(model: nn.Module, device: str | torch.device = "cpu") -> nn.Modu
     return model
 
 
-def load_classifier(path: str | Path, model: str | None = None,
-                    device: str | torch.device = "cpu", **model_kwargs) -> nn.Module:
-    """Load a classifier from one of our checkpoints, or a bare state_dict (e.g. TRADES').
-
-    Our checkpoints describe their model (name + kwargs); for a bare state_dict name the
-    model: ``load_classifier("model-nn-epoch100.pt", "smallcnn", input_size=28)``.
-    Returns the model in eval mode on ``device`` (on the CPU in :func:`fast_layout`).
-    A checkpoint saved from a user's model file needs that file:
-    :func:`interpretgan.loading.load_any`.
-    """
-    return classifier_from(load_checkpoint(path), path, model, device, **model_kwargs)
-
-
-def classifier_from(ckpt, path: str | Path, model: str | None = None,
-                    device: str | torch.device = "cpu", **model_kwargs) -> nn.Module:
-    """:func:`load_classifier` for a checkpoint already loaded (``ckpt``) from ``path``."""
-    if isinstance(ckpt, dict) and "model_file" in ckpt:
-        raise ValueError(f"{path} was saved from the model file {ckpt['model_file']}: pass "
-                         "--model-file FILE.py:FUNCTION (that file) to load it")
-    if isinstance(ckpt, dict) and "state_dict" in ckpt and "model" in ckpt:
-        name = model or ckpt["model"]
-        kwargs = {**ckpt.get("model_kwargs", {}), **model_kwargs}
-        if model is not None and model.lower() != ckpt["model"]:
-            raise CheckpointMismatchError(
-                f"{path} holds a {ckpt['model']} {ckpt.get('model_kwargs')}, not a {model}")
-        state = ckpt["state_dict"]
-    elif isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        if model is None:
-            raise ValueError(f"{path} is a bare state_dict: name its model (e.g. model='smallcnn')")
-        name, kwargs, state = model, model_kwargs, ckpt
-    else:
-        raise ValueError(f"{path} is neither an interpretgan checkpoint nor a state_dict")
-    net = create(name, **kwargs)
-    load_state_dict_strict(net, state, str(path))
-    return fast_layout(net.to(device), device).eval()
-
-
 def classifier_state(model: nn.Module) -> dict:
     """The self-describing part of a checkpoint: model name, kwargs and weights."""
     return {
@@ -473,3 +281,25 @@ def classifier_state(model: nn.Module) -> dict:
         "state_dict": {k: v.detach().clone(memory_format=torch.contiguous_format)
                        for k, v in model.state_dict().items()},  # layout-neutral on disk
     }
+
+
+# --------------------------------------------------------------------------- data / model
+def dataset_shape(ds) -> tuple[int, int, int]:
+    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    return tuple(base.shape)
+
+
+def dataset_classes(ds) -> int:
+    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    return base.num_classes
+
+
+def build_model(model_cfg, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Create the configured model for images of ``shape`` (C, H, W)."""
+    factory = MODELS.get(model_cfg.name)
+    accepted = inspect.signature(factory).parameters
+    kwargs = {"num_classes": num_classes, "in_channels": shape[0], "input_size": shape[-1],
+              "pool": model_cfg.pool}
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    kwargs.update(model_cfg.kwargs)
+    return create(model_cfg.name, **kwargs)

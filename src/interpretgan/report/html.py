@@ -2,6 +2,7 @@
 and PNG out), and the pooling study's paired t verdict. Never retrain."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from scipy.stats import t as student_t  # noqa: E402
+import numpy as np  # noqa: E402
+import base64  # noqa: E402
+import html  # noqa: E402
 
-from .gan import LayerReading  # noqa: E402
-from .runs import atomic_write_bytes  # noqa: E402
-
-
-def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Render a matplotlib figure to PNG and write it atomically; closes the figure."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+from ..interpret.explain import draw_explanations
+from ..interpret.gan import LayerReading
+from ..robust.attacks import paper_attacks
+from ..runtime.figures import save_figure
+from ..runtime.runs import atomic_write_bytes, load_checkpoint
 
 
 def _fmt(cell: dict | None) -> str:
@@ -115,8 +112,6 @@ def verdict(model: str, diffs: dict[str, dict[str, Any]]) -> str:
 
 
 def _paper_cols(doc: dict) -> list[str]:
-    from .attacks import paper_attacks
-
     return paper_attacks(doc["config"]["dataset"])
 
 
@@ -196,7 +191,6 @@ def acc_vul_chart(results: dict, path: Path) -> Path:
 def misclassification_heatmap(counts, path: Path, title: str, classes=None) -> Path:
     """Row-normalised true → adversarial label shares (paper Figure 7); ``counts`` (N, N),
     ``classes``: the N class names for the ticks (default: 0 … N-1)."""
-    import numpy as np
 
     c = np.asarray(counts, dtype=float)
     share = c / np.maximum(c.sum(1, keepdims=True), 1)
@@ -244,68 +238,16 @@ def architecture_figure(results: dict, key: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def rgb_explanation_grid(doc: dict, path: Path, dpi: int = 100) -> Path:
-    """The paper's Figures 4 and 5 from saved explanations (``explain/explanations.pt``,
-    :func:`~interpretgan.explain.save_explanations`): per image a natural row and an
-    adversarial row; columns the input, then one explanation per interpreted layer (conv
-    blocks, FC layers), each drawn at its own resolution (one image pixel per figure pixel:
-    128 px faces stay 128 px; images under 96 px enlarged by a whole factor, 32 px MNIST
-    digits to 96 px) with f's label and confidence above it, red where the label is not the
-    true one. Grey-scale images are drawn too (one channel)."""
-    import numpy as np
-
-    classes = doc.get("classes") or []
-    name = lambda c: str(classes[c]) if c < len(classes) else str(c)  # noqa: E731
-    true = [int(t) for t in doc["true"]]
-    layers, labels = doc["layers"], doc["layer_labels"]
-    n, cols = len(true), len(layers) + 1
-    side = int(doc["natural"]["input"].shape[-1])
-    zoom = max(1, -(-96 // side))  # a whole number of figure pixels per image pixel
-    pw = side * zoom / dpi  # panel side in inches
-    gap, head, left, group = 0.08, 0.36, 0.32, 0.16
-    width = left + cols * (pw + gap)
-    height = 0.35 + n * (2 * (pw + head) + group)
-    fig = plt.figure(figsize=(width, height))
-    for i in range(n):
-        for r, kind in enumerate(("natural", "adversarial")):
-            res = doc[kind]
-            top = 0.35 + i * (2 * (pw + head) + group) + r * (pw + head) + head
-            y0 = 1 - (top + pw) / height
-            panels = [(res["input"][i], int(res["pred"][i]), float(res["pred_conf"][i]), "input")]
-            panels += [(res["explanations"][l][i], int(res["labels"][l][i]),
-                        float(res["confidence"][l][i]), lab) for l, lab in zip(layers, labels)]
-            for j, (img, lab, conf, col) in enumerate(panels):
-                ax = fig.add_axes(((left + j * (pw + gap)) / width, y0, pw / width, pw / height))
-                a = img.numpy()
-                if a.shape[0] == 1:
-                    ax.imshow(a[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-                else:
-                    ax.imshow(np.ascontiguousarray(a.transpose(1, 2, 0)), interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                head_text = f"{col}\n" if i == 0 and r == 0 else ""
-                ax.set_title(f"{head_text}{name(lab)} {100 * conf:.0f}%", fontsize=7, pad=2,
-                             color="black" if lab == true[i] else "#d62728")
-                if j == 0:
-                    ax.set_ylabel("natural" if r == 0 else "adversarial", fontsize=7)
-    fig.suptitle("InterpretGAN explanations per layer: f's label and confidence above each "
-                 "(red: not the true label)", fontsize=8, y=1 - 0.12 / height)
-    return save_figure(fig, path, dpi=dpi)
-
-
 def _rgb_explanations(root: Path, key: str, rep: Path) -> Path | None:
     """Figures 4–5 of model ``key`` redrawn from its saved explanations, if the run has them."""
-    from .runs import load_checkpoint
 
     src = root / key / "explain" / "explanations.pt"
     if not src.exists():
         return None
-    return rgb_explanation_grid(load_checkpoint(src), rep / f"explanations_{key}.png")
+    return draw_explanations(load_checkpoint(src), rep / f"explanations_{key}.png")
 
 
 def _b64(path: Path) -> str:
-    import base64
-
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
@@ -320,7 +262,6 @@ def _table(results: dict) -> str:
     """Layers as columns; per model the rows Acc_i and Vul_i (with 95 % intervals), the
     judge's Acc_i, the share of explanations keeping f's adversarial label, and the
     agreement on natural images."""
-    import html
 
     names, labels = results["layers"], results["layer_labels"]
     head = "".join(f"<th>{html.escape(x)}</th>" for x in labels)
@@ -384,7 +325,6 @@ UNRELIABLE_MARK = " <span class=unreliable title='generators below the agreement
 def _unreliable_note(results: dict) -> str:
     """Why a † marks an Acc_i: the layers whose generators missed the agreement floor, with
     their agreement; nothing when every layer reached it."""
-    import html
 
     missed = []
     for key in ("natural", "adversarially_trained", "user"):
@@ -420,7 +360,6 @@ SETTING_NOTES = {
 
 def _setting_note(results: dict) -> str:
     """The paragraph that names a paper setting (CelebFaces gender), or nothing."""
-    import html
 
     note = SETTING_NOTES.get((results.get("config") or {}).get("dataset"))
     if note is None:
@@ -441,7 +380,6 @@ EXPLANATIONS_NOTE = (
 
 def _generator_table(results: dict, models: list[str]) -> str:
     """Per layer: agreement and KID of the explanations on held-out natural images."""
-    import html
 
     rows = []
     for key in models:
@@ -464,7 +402,6 @@ def _generator_table(results: dict, models: list[str]) -> str:
 def _output_note(output: dict | None) -> str:
     """How a model's logits were read from its forward's output (nothing when the forward
     returns them itself)."""
-    import html
 
     if not output or output.get("selector") is None:
         return ""
@@ -475,7 +412,6 @@ def _output_note(output: dict | None) -> str:
 def _reading_note(results: dict, models: list[str]) -> str:
     """How the generators' compression networks read each layer's output (conv map, vector,
     token grid with its prefix tokens, flat), from ``per_layer``'s ``layer_reading``."""
-    import html
 
     items = []
     for n, label in zip(results["layers"], results["layer_labels"]):
@@ -487,11 +423,16 @@ def _reading_note(results: dict, models: list[str]) -> str:
     return "<p>Layer outputs as the compression networks read them:</p><ul>" + "".join(items) + "</ul>" if items else ""
 
 
+HEAD = ("<!doctype html><html><head><meta charset=utf-8><title>interpretgan report</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        ".red{color:#d62728;font-weight:bold}.unreliable{color:#b8860b}.paper{color:#888;font-size:11px}img{max-width:100%}"
+        "</style></head><body><h1>interpretgan: per-layer vulnerability</h1>")
+
+
 def write_main_report(results: dict, root: str | Path) -> Path:
     """``report/index.html`` (self-contained: images inline) and its PNGs, from ``results``
     and the figures the run saved. Never retrains."""
-    import html
-
     root = Path(root)
     rep = root / "report"
     figs = {"acc_vul": acc_vul_chart(results, rep / "acc_vul.png")}
@@ -501,12 +442,7 @@ def write_main_report(results: dict, root: str | Path) -> Path:
         figs[f"mis_{key}"] = misclassification_heatmap(
             results[key]["misclassification"], rep / f"misclassification_{key}.png",
             f"{key.replace('_', ' ')}: true → adversarial label", results.get("classes"))
-    parts = ["<!doctype html><html><head><meta charset=utf-8><title>interpretgan report</title><style>",
-             "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             ".red{color:#d62728;font-weight:bold}.unreliable{color:#b8860b}.paper{color:#888;font-size:11px}img{max-width:100%}",
-             "</style></head><body><h1>interpretgan: per-layer vulnerability</h1>"]
-    parts.append("<h2>Accuracy</h2><ul>")
+    parts = [HEAD, "<h2>Accuracy</h2><ul>"]
     for key in models:
         r = results[key]
         parts.append(f"<li>{key.replace('_', ' ')}: clean {100 * r['clean_accuracy']:.2f}%, under "
@@ -517,39 +453,58 @@ def write_main_report(results: dict, root: str | Path) -> Path:
     parts.append("<p>Acc<sub>i</sub>: share of D* whose layer-i explanation f labels correctly; "
                  "red: large Vul<sub>i</sub>"
                  + ("; grey: the paper's Table 1" if results.get("paper") else "") + ".</p>")
-    parts.append(_table(results))
-    parts.append(_unreliable_note(results))
-    parts.append(READING)
-    parts.append(f"<p><img alt='Acc and Vul per layer' src='{_b64(figs['acc_vul'])}'></p>")
+    parts += [_table(results), _unreliable_note(results), READING,
+              f"<p><img alt='Acc and Vul per layer' src='{_b64(figs['acc_vul'])}'></p>"]
     for key in models:
-        r = results[key]
-        parts.append(f"<h2>{key.replace('_', ' ')}</h2>")
-        parts.append(f"<p><img alt='architecture' src='{_b64(figs[f'arch_{key}'])}'></p>")
-        mp = ", ".join(f"{html.escape(n)}: {100 * v:.1f}%" for n, v in r["maxpool_index_change"].items())
-        paper = bool(results.get("paper"))
-        parts.append(f"<p>Max-pooling index change (natural vs adversarial): {mp or 'no max pooling'}"
-                     + (" (paper: 40.9% and 18.1%)" if paper else "") + ".</p>")
-        names = results.get("classes") or []
-        cls = lambda i: html.escape(str(names[i])) if i < len(names) else str(i)  # noqa: E731
-        tops = "; ".join(f"{cls(t['true'])} → {cls(t['top_target'])} ({100 * t['share']:.1f}%)"
-                         for t in r["top_targets"])
-        parts.append(f"<p>Most frequent adversarial label per class: {tops}"
-                     + (" (paper: 0 → 6 39.3%, 7 → 3 39.5%)" if paper else "") + ".</p>")
-        parts.append(f"<p><img alt='misclassification' src='{_b64(figs[f'mis_{key}'])}'></p>")
-        grid = _rgb_explanations(root, key, rep)
-        if grid is not None:
-            parts.append(EXPLANATIONS_NOTE.format(attack=html.escape(r["attack"])))
-            parts.append(f"<p><img alt='explanations' src='{_b64(grid)}'></p>")
-        for fig in ("baselines",) if grid is not None else ("explanations", "baselines"):
-            p = root / r["figures"][fig]
-            if p.exists():
-                parts.append(f"<h3>{fig}</h3><p><img alt='{fig}' src='{_b64(p)}'></p>")
-    parts.append(_generator_table(results, models))
-    parts.append(_reading_note(results, models))
+        parts += _model_section(results, key, figs, root)
+    parts += [_generator_table(results, models), _reading_note(results, models), *_time_section(results)]
+    parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(results["config"], indent=2))
+                 + "</pre></body></html>")
+    return atomic_write_bytes(rep / "index.html", "".join(parts).encode())
+
+
+def _paper_notes(paper: dict | None) -> tuple[str, str]:
+    """The paper's max-pool index change and top misclassification targets, as notes."""
+    if not paper:
+        return "", ""
+    a, b = paper["maxpool_index_change"]
+    tops = ", ".join(f"{c} → {t} {share}%" for c, (t, share) in paper["top_targets"].items())
+    return f" (paper: {a}% and {b}%)", f" (paper: {tops})"
+
+
+def _model_section(results: dict, key: str, figs: dict, root: Path) -> list[str]:
+    """One classifier's part of the report: architecture, max-pool index change,
+    misclassification targets, explanation grids and baselines."""
+    r, rep = results[key], root / "report"
+    maxpool_note, targets_note = _paper_notes(results.get("paper"))
+    parts = [f"<h2>{key.replace('_', ' ')}</h2>",
+             f"<p><img alt='architecture' src='{_b64(figs[f'arch_{key}'])}'></p>"]
+    mp = ", ".join(f"{html.escape(n)}: {100 * v:.1f}%" for n, v in r["maxpool_index_change"].items())
+    parts.append(f"<p>Max-pooling index change (natural vs adversarial): {mp or 'no max pooling'}"
+                 + maxpool_note + ".</p>")
+    names = results.get("classes") or []
+    cls = lambda i: html.escape(str(names[i])) if i < len(names) else str(i)  # noqa: E731
+    tops = "; ".join(f"{cls(t['true'])} → {cls(t['top_target'])} ({100 * t['share']:.1f}%)"
+                     for t in r["top_targets"])
+    parts.append(f"<p>Most frequent adversarial label per class: {tops}" + targets_note + ".</p>")
+    parts.append(f"<p><img alt='misclassification' src='{_b64(figs[f'mis_{key}'])}'></p>")
+    grid = _rgb_explanations(root, key, rep)
+    if grid is not None:
+        parts.append(EXPLANATIONS_NOTE.format(attack=html.escape(r["attack"])))
+        parts.append(f"<p><img alt='explanations' src='{_b64(grid)}'></p>")
+    for fig in ("baselines",) if grid is not None else ("explanations", "baselines"):
+        p = root / r["figures"][fig]
+        if p.exists():
+            parts.append(f"<h3>{fig}</h3><p><img alt='{fig}' src='{_b64(p)}'></p>")
+    return parts
+
+
+def _time_section(results: dict) -> list[str]:
+    """Where the time went: seconds per stage, in natural-epoch units where measured."""
     b = results.get("budget")
     unit = b["natural_epoch_s"] if b else None
-    parts.append("<h2>Where the time went</h2><table><tr><th>stage</th><th>seconds</th>"
-                 + ("<th>natural epochs</th>" if unit else "") + "</tr>")
+    parts = ["<h2>Where the time went</h2><table><tr><th>stage</th><th>seconds</th>"
+             + ("<th>natural epochs</th>" if unit else "") + "</tr>"]
     for k, v in results["timings_s"].items():
         u = f"<td>{v / unit:.1f}</td>" if unit else ""
         parts.append(f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td>{u}</tr>")
@@ -558,6 +513,4 @@ def write_main_report(results: dict, root: str | Path) -> Path:
         parts.append(f"<p>All stages: {b['stages_s']:.0f} s = <b>{b['epoch_units']:.1f}</b> natural "
                      f"training epochs of {unit:.0f} s measured in this run.</p>")
     parts.append(f"<p>Wall time of this call: {results['wall_time_s']:.0f} s.</p>")
-    parts.append("<h2>Config</h2><pre>" + html.escape(__import__("json").dumps(results["config"], indent=2))
-                 + "</pre></body></html>")
-    return atomic_write_bytes(rep / "index.html", "".join(parts).encode())
+    return parts
