@@ -43,8 +43,11 @@ def test_fit_builds_table4_compressors(run_preset, toy, tmp_path):
     from interpretgan.config import RUN_PRESETS, resolve_run
 
     f, ds, ex = toy
+    # the preset's compression settings (code size, width multiplier, small-map rule) as they
+    # are; G and D made narrow and the floor off, which C's widths do not depend on
     cfg = dataclasses.replace(resolve_run(RUN_PRESETS.get(run_preset)).fit, steps_per_scale=(1, 1, 1, 1),
-                              batch_size=4, ckpt_every=1, train_subset=None)
+                              batch_size=4, ckpt_every=1, train_subset=None, g_channels=(8, 8, 8, 8),
+                              d_channels=(8, 8, 8, 8), min_agreement=0.0)
     fit_generators(f, ds, ex[:8], cfg, tmp_path / "fit", progress=False)
     saved = load_generators(tmp_path / "fit")
     assert len(saved) == len(TABLE4) * len(cfg.generator_seeds)
