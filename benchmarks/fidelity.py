@@ -32,7 +32,7 @@ import torch
 from interpretgan.config import FIT_PRESETS, TRAIN_PRESETS, DataConfig
 from interpretgan.data import load_split
 from interpretgan.devices import resolve_device
-from interpretgan.diagnose import (build_dstar, diagnose_model, dstar_indices, explanation_labels, predict,
+from interpretgan.diagnosis.diagnose import (build_dstar, diagnose_model, dstar_indices, explanation_labels, predict,
                                    wilson_interval)
 from interpretgan.fitting import fit_and_summarize, load_generators, members_by_layer
 from interpretgan.pipeline import PAPER_TABLE1, load_any

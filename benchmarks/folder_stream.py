@@ -85,7 +85,7 @@ def measure(folder: Path, image_size: int, cache: Path) -> dict:
 
     from interpretgan import data
     from interpretgan.data import folder as data_folder
-    from interpretgan.diagnose import dstar_indices
+    from interpretgan.diagnosis.diagnose import dstar_indices
     from interpretgan.fitting import _stream
 
     torch.set_num_threads(os.cpu_count() or 1)

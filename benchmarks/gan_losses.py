@@ -17,7 +17,7 @@ import torch
 
 from interpretgan.config import FIT_PRESETS, RunConfig, merge, parse_assignments
 from interpretgan.data import checkpoint_data_config, load_split
-from interpretgan.diagnose import dstar_indices
+from interpretgan.diagnosis.diagnose import dstar_indices
 from interpretgan.fitting import fit_and_summarize
 from interpretgan.gan import GAN_LOSSES
 from interpretgan.models import load_classifier

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from interpretgan.diagnose import diagnose_model
+from interpretgan.diagnosis.diagnose import diagnose_model
 from interpretgan.fitting import load_generators
 from interpretgan.pipeline import load_any
 from interpretgan.runs import load_checkpoint, read_json, write_json

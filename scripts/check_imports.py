@@ -34,7 +34,7 @@ LAYERS = [
     ("__main__", "python -m interpretgan"),
 ]
 # The flat modules of 0.1, kept as re-exports for one release.
-SHIMS = {"_moved", "attacks", "config", "devices", "diagnose", "distributed", "evaluate", "explain", "fitting",
+SHIMS = {"_moved", "attacks", "config", "devices", "distributed", "evaluate", "explain", "fitting",
          "gan", "layers", "loading", "metrics", "pipeline", "precision", "progress", "runs", "study",
          "training"}
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from interpretgan.config import DataConfig, FitConfig
 from interpretgan.data import ImageDataset
-from interpretgan.diagnose import (build_dstar, dstar_indices, index_change, large_vulnerability,
+from interpretgan.diagnosis.diagnose import (build_dstar, dstar_indices, index_change, large_vulnerability,
                                    maxpool_index_change, misclassification_table, top_targets,
                                    tied_windows, vulnerability)
 from interpretgan.fitting import heldout_indices
@@ -183,7 +183,7 @@ def test_fit_and_summarize_judges_on_heldout_images_only(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- intervals
 def test_wilson_interval_on_hand_worked_counts():
-    from interpretgan.diagnose import wilson_interval
+    from interpretgan.diagnosis.diagnose import wilson_interval
 
     z2 = 1.96 ** 2
     # k = 0 and k = n: the closed forms are [0, z²/(n + z²)] and [n/(n + z²), 1]
@@ -208,7 +208,7 @@ def test_wilson_interval_on_hand_worked_counts():
 
 
 def test_paired_vul_interval_on_hand_made_hit_vectors():
-    from interpretgan.diagnose import paired_difference_interval, vul_intervals, wilson_interval
+    from interpretgan.diagnosis.diagnose import paired_difference_interval, vul_intervals, wilson_interval
 
     # 10 images: layer 1 hits 8, layer 2 hits 5; discordant: 4 hit→miss, 1 miss→hit
     a = torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
@@ -233,7 +233,7 @@ def test_paired_vul_interval_on_hand_made_hit_vectors():
 
 
 def test_large_vul_mark_needs_the_interval_above_the_threshold():
-    from interpretgan.diagnose import large_vulnerability_ci
+    from interpretgan.diagnosis.diagnose import large_vulnerability_ci
 
     vul = [0.5, 0.3, 0.05, 0.15]  # mean 0.25 → threshold 0.1
     assert large_vulnerability(vul) == [True, True, False, True]  # the point rule
@@ -273,7 +273,7 @@ class _MeanNet(nn.Module):
 
 
 def test_diagnose_model_intervals_and_controls_on_a_hand_made_classifier():
-    from interpretgan.diagnose import diagnose_model, layer_accuracy, layer_hits
+    from interpretgan.diagnosis.diagnose import diagnose_model, layer_accuracy, layer_hits
 
     class Flip(nn.Module):  # the judge: class 1 iff the mean pixel is below 0.5
         def forward(self, x):
@@ -309,7 +309,7 @@ def test_generator_seeds_average_per_image_and_report_each_seed():
     """Two generator seeds per layer ("b" and "b#seed1"): every share is the mean over the
     seeds, the intervals are taken over images with fractional hits, and acc_seeds holds each
     seed's own Acc_i."""
-    from interpretgan.diagnose import diagnose_model, paired_difference_interval, wilson_interval
+    from interpretgan.diagnosis.diagnose import diagnose_model, paired_difference_interval, wilson_interval
 
     net = _MeanNet().eval()
     levels = torch.tensor([0.1, 0.2, 0.3, 0.45, 0.55, 0.7, 0.8, 0.9])
@@ -343,7 +343,7 @@ def test_generator_seeds_average_per_image_and_report_each_seed():
 def test_fidelity_carry_over_on_hand_made_labels():
     """Acc_i = P(keep)·P(y|keep) + P(depart)·P(y|depart): with the natural departure rate
     in place of P(depart), the Acc_i of a generator as faithful on x* as on x."""
-    from interpretgan.diagnose import fidelity_carry_over, wilson_interval
+    from interpretgan.diagnosis.diagnose import fidelity_carry_over, wilson_interval
 
     y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     pred_adv = (y + 1) % 10  # every x* fooled

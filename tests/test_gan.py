@@ -340,7 +340,7 @@ def test_lazy_r1_every_k_steps():
 def test_fit_run_writes_summary_with_agreement_and_kid(mnist_small, shared_cache, tmp_path, monkeypatch):
     from interpretgan.config import DataConfig, RunConfig, TrainConfig
     from interpretgan.data import images_at, load_split
-    from interpretgan.diagnose import dstar_indices
+    from interpretgan.diagnosis.diagnose import dstar_indices
     from interpretgan.fitting import fit_run, heldout_indices
     from interpretgan.pipeline import load_any
     from interpretgan.runs import read_json

@@ -70,11 +70,11 @@ def test_the_names_of_0_1_are_the_renamed_functions():
 def test_explain_and_label_always_returns_a_pair_and_the_old_name_keeps_its_shapes():
     import torch.nn as nn
 
-    from interpretgan.diagnose import explanation_labels
-    from interpretgan.interpret.explainer import explain_and_label
+    from interpretgan.diagnosis.diagnose import explanation_labels
+    from interpretgan.interpret.explaining import explain_and_label
 
     class Member(nn.Module):  # "explains" a (B, 4) layer reading as a (B, 1, 2, 2) image
-        def explain(self, feats):
+        def explain(self, feats, scale=None, alpha=1.0):
             return feats.view(-1, 1, 2, 2)
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()

@@ -137,7 +137,7 @@ def test_training_files_load_weights_only(mnist_small, shared_cache, tmp_path):
 def test_fit_dstar_and_feature_net_files_load_weights_only(tmp_path, monkeypatch):
     from interpretgan.fitting import fit_generators, layer_dirname
     from interpretgan.metrics import feature_net
-    from interpretgan.diagnose import build_dstar
+    from interpretgan.diagnosis.diagnose import build_dstar
 
     torch.manual_seed(0)
     f = models.create("smallcnn").eval()

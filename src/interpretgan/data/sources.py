@@ -247,15 +247,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 # --------------------------------------------------------------------------- datasets
 class ImageDataset(Dataset):
-    """Images held in memory as uint8 ``(N, C, H, W)`` with int64 labels ``(N,)``.
+    """Images held in memory ``(N, C, H, W)``, uint8 (0–255, as files store them) or float
+    in [0, 1] (images a caller already holds as tensors), with int64 labels ``(N,)``.
 
     Indexing returns ``(float image in [0, 1] of shape (C, H, W), label)``.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str = "",
                  classes: Sequence[str] = (), digest: str | None = None):
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError("images must be a uint8 tensor (N, C, H, W)")
+        if images.ndim != 4 or not (images.dtype == torch.uint8 or images.is_floating_point()):
+            raise ValueError("images must be a uint8 or float tensor (N, C, H, W)")
         if len(images) != len(labels):
             raise ValueError("images and labels differ in length")
         self.images = images
@@ -268,7 +269,12 @@ class ImageDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.images[i].float().div_(255), self.labels[i]
+        return self.pixels(i), self.labels[i]
+
+    def pixels(self, idx) -> torch.Tensor:
+        """Images ``idx`` as float32 in [0, 1] (a new tensor)."""
+        x = self.images[idx]
+        return x.float().div_(255) if x.dtype == torch.uint8 else x.float().clone()
 
     @property
     def num_classes(self) -> int:

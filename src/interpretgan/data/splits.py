@@ -141,7 +141,7 @@ def balanced_order(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def images_at(ds: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, C, H, W) float in [0, 1] and labels (N,) of items ``idx``, on the CPU."""
     if isinstance(ds, ImageDataset):
-        return ds.images[idx].float().div_(255), ds.labels[idx]
+        return ds.pixels(idx), ds.labels[idx]
     if isinstance(ds, FolderImages):
         return ds.read(idx)
     items = [ds[int(i)] for i in idx]
@@ -181,7 +181,7 @@ def _cpu_batches(ds: Dataset, batch_size: int, shuffle: bool, seed: int, epoch: 
     if isinstance(ds, ImageDataset):
         for s in range(first * batch_size, stop, batch_size):
             idx = order[s: s + batch_size]
-            yield idx, ds.images[idx].float().div_(255), ds.labels[idx]
+            yield idx, ds.pixels(idx), ds.labels[idx]
         return
 
     start = min(first * batch_size, stop)
@@ -206,3 +206,39 @@ def _worker_message(e: DataError) -> str:
 
 def num_batches(ds: Dataset, batch_size: int, drop_last: bool = False) -> int:
     return len(ds) // batch_size if drop_last else -(-len(ds) // batch_size)
+
+
+class _LabelledItems(Dataset):
+    """A data set whose items are images alone, each given label 0 (a fit needs no labels)."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return self.ds[i], torch.tensor(0)
+
+
+def as_image_dataset(images) -> Dataset:
+    """Images a caller holds, as a data set of ``(float image (C, H, W) in [0, 1], label)``
+    items the fit and D* read: a tensor (N, C, H, W) (uint8, or float in [0, 1]; labels 0);
+    a :class:`~torch.utils.data.DataLoader` (its data set); a data set of ``(x, y)`` or
+    of images alone (labels 0). A float tensor outside [0, 1] is one line (``ValueError``)."""
+    if isinstance(images, DataLoader):
+        images = images.dataset
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4:
+            raise ValueError(f"images must be a tensor (N, C, H, W), got shape {tuple(images.shape)}")
+        x = images.detach().cpu()
+        if x.is_floating_point() and len(x) and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"images must lie in [0, 1] (the model is given them as they are), "
+                             f"got values in [{x.min().item():.3g}, {x.max().item():.3g}]")
+        return ImageDataset(x, torch.zeros(len(x), dtype=torch.long))
+    if not isinstance(images, Dataset):
+        raise TypeError(f"images: a tensor (N, C, H, W), a Dataset or a DataLoader, "
+                        f"not {type(images).__name__}")
+    if len(images) and isinstance(images[0], torch.Tensor):
+        return _LabelledItems(images)
+    return images

@@ -26,9 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.sources import subset_indices
-from ..data.splits import balanced_order, batches, dataset_labels, num_batches, take
-from ..interpret.explainer import explain_and_label
-from ..interpret.fit import members_by_layer
+from ..data.splits import balanced_order, dataset_labels, images_at, take
+from ..interpret.explaining import explain_and_label
+from ..interpret.members import members_by_layer
 from ..interpret.layers import capture, layer_labels, list_layers, resolve
 from ..robust.attacks import get_attack
 from ..runtime.devices import eval_mode, module_device
@@ -50,37 +50,47 @@ def dstar_indices(test_set, n: int | None) -> torch.Tensor:
 
 def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | None, seed: int,
                 path: str | Path, batch_size: int = 500, progress: bool = True) -> dict:
-    """D*: ``attack`` on the test images :func:`dstar_indices` picks, every step on every
-    sample, on ``model``'s device (random starts from a CPU generator seeded with ``seed``).
-
-    Saves (atomically) and returns, on the CPU, ``{"x", "x_adv"}`` (N, C, H, W) float images
-    in [0, 1], ``{"y", "pred_clean", "pred_adv", "index"}`` (N,) and ``"attack"``.
-    """
+    """D*: :func:`attack_set` on the test images :func:`dstar_indices` picks, saved
+    (atomically) to ``path``; returns the set with ``"index"`` (N,), the images' indices
+    into ``test_set``."""
     idx = dstar_indices(test_set, n)
-    ds = take(test_set, idx)
+    x, y = images_at(take(test_set, idx), torch.arange(len(idx)))
+    doc = {**attack_set(model, x, y, attack, dataset, seed, batch_size, progress), "index": idx}
+    save_checkpoint(path, doc)
+    return doc
+
+
+def attack_set(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, dataset: str = "mnist",
+               seed: int = 0, batch_size: int = 500, progress: bool = True) -> dict:
+    """An adversarial set: ``attack`` (a name of :func:`~interpretgan.attacks.get_attack`, its
+    threat model from ``dataset``) on images ``x`` (N, C, H, W) in [0, 1] with labels ``y``
+    (N,), every step on every sample, on ``model``'s device, in batches of ``batch_size``
+    (random starts from a CPU generator seeded with ``seed``).
+
+    Returns, on the CPU, ``{"x", "x_adv"}`` (N, C, H, W) float images in [0, 1],
+    ``{"y", "pred_clean", "pred_adv"}`` (N,) and ``"attack"``."""
     atk = get_attack(attack, dataset)
     dev = module_device(model)
     gen = torch.Generator().manual_seed(seed)
-    xs, advs, ys, pc, pa = [], [], [], [], []
+    advs, pc, pa = [], [], []
     finite = []  # per batch, on the device: read once at the end
-    for x, y in progress_bar(batches(ds, batch_size, device=dev), total=num_batches(ds, batch_size),
-                     enabled=progress, desc=f"D* {attack}"):
-        xa = atk(model, x, y, early_stop=False, generator=gen)
+    starts = range(0, len(x), batch_size)
+    for s in progress_bar(starts, total=len(starts), enabled=progress, desc=f"D* {attack}"):
+        xb, yb = x[s: s + batch_size].to(dev), y[s: s + batch_size].to(dev)
+        xa = atk(model, xb, yb, early_stop=False, generator=gen)
         with torch.no_grad(), eval_mode(model):
-            clean, adv = model(x), model(xa)
+            clean, adv = model(xb), model(xa)
             finite.append(torch.isfinite(clean).all() & torch.isfinite(adv).all())
             pc.append(clean.argmax(1).cpu())
             pa.append(adv.argmax(1).cpu())
-        xs.append(x.cpu())
         advs.append(xa.cpu())
-        ys.append(y.cpu())
-    if not bool(torch.stack(finite).all()):
+    if finite and not bool(torch.stack(finite).all()):
         raise NonFiniteError("the classifier's outputs on the test images are not all finite "
                              "(NaN or inf logits): nothing to diagnose")
-    doc = {"x": torch.cat(xs), "x_adv": torch.cat(advs), "y": torch.cat(ys),
-           "pred_clean": torch.cat(pc), "pred_adv": torch.cat(pa), "index": idx, "attack": attack}
-    save_checkpoint(path, doc)
-    return doc
+    empty = torch.zeros(0, dtype=torch.long)
+    return {"x": x.cpu(), "x_adv": torch.cat(advs) if advs else x.cpu().clone(), "y": y.cpu().long(),
+            "pred_clean": torch.cat(pc) if pc else empty, "pred_adv": torch.cat(pa) if pa else empty,
+            "attack": attack}
 
 
 def diagnose_model(model: nn.Module, gans: dict, dstar: dict, num_classes: int,

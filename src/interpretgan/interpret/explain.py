@@ -22,9 +22,10 @@ import torch.nn as nn  # noqa: E402
 
 from ..data.splits import (balanced_order, checkpoint_data_config, dataset_labels, images_at,
                            load_split)
-from .fit import first_seeds, load_generators
-from .gan import to_classifier
-from .layers import capture, hooked, layer_labels
+from .explaining import explain_batch
+from .fit import load_generators
+from .members import first_seeds
+from .layers import hooked, layer_labels
 from ..models.loading import load_model
 from ..robust.attacks import get_attack
 from ..runtime.devices import eval_mode, module_device, resolve_device
@@ -43,16 +44,12 @@ def explain_images(classifier: nn.Module, gans: dict, x: torch.Tensor) -> dict:
     (N, C, H, W)}, "labels": {layer: (N,)}, "confidence": {layer: (N,)}}``: f's label for the
     input and for every explanation, with f's softmax probability of that label. Runs on the
     classifier's device (``gans`` there too); the results are CPU tensors."""
-    size = x.shape[-1]
     x = x.to(module_device(classifier))
     with eval_mode(classifier):
-        feats = capture(classifier, x, list(gans))
         conf, pred = classifier(x).float().softmax(1).max(1)
         out = {"pred": pred.cpu(), "pred_conf": conf.cpu(), "explanations": {}, "labels": {},
                "confidence": {}}
-        for n, lg in gans.items():
-            with eval_mode(lg):
-                xh = to_classifier(lg.explain(feats[n]), size)
+        for n, xh in explain_batch(classifier, gans, x).items():
             out["explanations"][n] = xh.cpu()
             conf, label = classifier(xh).float().softmax(1).max(1)
             out["labels"][n], out["confidence"][n] = label.cpu(), conf.cpu()

@@ -34,7 +34,9 @@ from ..data.splits import (balanced_order, batches, content_digest, dataset_labe
 from .config import FitConfig, fit_for_image_size
 from .gan import (Compressor, Discriminator, GAN_LOSSES, Generator, LayerReading, TokenLayoutError,
                   interpretability_loss, read_layer, to_classifier, to_resolution)
-from .layers import capture, default_layers, layer_shapes
+from .layers import default_layers, layer_shapes
+from .explaining import agreement
+from .members import layer_dirname, member_features, member_key, members_by_layer, split_member
 from .metrics import embed, feature_net, kid
 from ..runtime.devices import eval_mode, frozen_params, module_device, resolve_device
 from ..runtime.distributed import World, shard_members
@@ -45,50 +47,6 @@ from ..runtime.runs import (NonFiniteError, RunLock, append_jsonl, load_checkpoi
 from ..settings import from_dict, same_config
 
 log = logging.getLogger(__name__)
-
-
-def layer_dirname(name: str) -> str:
-    """The folder of a fit member (a layer name, or a layer and generator seed)."""
-    return name.replace("/", "_").replace("@", "_at_").replace(SEED_MARK, "_seed")
-
-
-# ---------------------------------------------------------------------------- members
-# A fit's members are (layer, generator seed) pairs, named by :func:`member_key`: the layer's
-# own name for seed 0, "layer#seed<g>" for seed g. Everything keyed by member (checkpoint
-# folders, summary rows, the generators :func:`load_generators` returns) uses these names.
-SEED_MARK = "#seed"
-
-
-def member_key(layer: str, seed: int) -> str:
-    """The member name of generator seed ``seed`` of ``layer``."""
-    return layer if seed == 0 else f"{layer}{SEED_MARK}{seed}"
-
-
-def split_member(key: str) -> tuple[str, int]:
-    """``"classifier.fc1#seed2"`` → ``("classifier.fc1", 2)``; a plain layer name → seed 0."""
-    layer, mark, g = key.partition(SEED_MARK)
-    return layer, (int(g) if mark else 0)
-
-
-def members_by_layer(keys: Sequence[str]) -> dict[str, list[str]]:
-    """Member names grouped by layer, both in first-seen order: ``{layer: [key per seed]}``."""
-    out: dict[str, list[str]] = {}
-    for k in keys:
-        out.setdefault(split_member(k)[0], []).append(k)
-    return out
-
-
-def first_seeds(gans: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
-    """One generator per layer, the first seed fitted, keyed by the layer's name (what the
-    explanation grids show)."""
-    return {layer: gans[keys[0]] for layer, keys in members_by_layer(list(gans)).items()}
-
-
-def member_features(classifier: nn.Module, x: torch.Tensor, keys: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The classifier's layer outputs for ``x`` (B, C, H, W), one capture per layer, keyed
-    by member: ``{key: (B, *shape of its layer)}`` (seeds of one layer share the tensor)."""
-    feats = capture(classifier, x, list(members_by_layer(keys)))
-    return {k: feats[split_member(k)[0]] for k in keys}
 
 
 def member_seed(seed: int, key: str) -> int:
@@ -391,28 +349,6 @@ def _stream(ds, batch_size: int, seed: int, start_step: int) -> Iterator[tuple[t
             if i >= skip:
                 yield x, y
         epoch, skip = epoch + 1, 0
-
-
-@torch.no_grad()
-def agreement(classifier: nn.Module, gans: dict[str, GanBank], x: torch.Tensor,
-              image_size: int, scale: int | None = None, batch_size: int = 250,
-              labels: torch.Tensor | None = None, alpha: float = 1.0) -> dict[str, float]:
-    """Per layer, the share of images with f(G(C(f_pre(x)))) = f(x) (or = ``labels``).
-
-    x: (N, C, H, W), labels: (N,), anywhere (CPU as a rule): each batch is moved to the
-    classifier's device, where ``gans`` must be too."""
-    dev = module_device(classifier)
-    hits = {n: 0 for n in gans}
-    with eval_mode(classifier):
-        for s in range(0, len(x), batch_size):
-            xb = x[s: s + batch_size].to(dev)
-            feats = member_features(classifier, xb, list(gans))
-            ref = classifier(xb).argmax(1) if labels is None else labels[s: s + batch_size].to(dev)
-            for n, lg in gans.items():
-                with eval_mode(lg):
-                    xh = to_classifier(lg.explain(feats[n], scale, alpha), image_size)
-                hits[n] += (classifier(xh).argmax(1) == ref).sum().item()
-    return {n: h / len(x) for n, h in hits.items()}
 
 
 def _fit_setup(classifier: nn.Module, eval_x: torch.Tensor, cfg: FitConfig, layers: Sequence[str] | None):
@@ -958,7 +894,7 @@ def heldout_indices(size: int, dstar_indices: torch.Tensor | None,
                     n: int, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Held-out test images for judging generators: two disjoint index sets into a test
     split of ``size`` images, both outside D* (``dstar_indices``, see
-    :func:`interpretgan.diagnose.dstar_indices`).
+    :func:`interpretgan.diagnosis.diagnose.dstar_indices`).
 
     Of the images outside D*, in order (with the split's ``labels`` (size,): in a seeded
     order balanced by class, :func:`~interpretgan.data.balanced_order`, so a split stored

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import base64  # noqa: E402
 import html  # noqa: E402
 
+from ..diagnosis.api import draw_acc_vul
 from ..interpret.explain import draw_explanations
 from ..interpret.gan import LayerReading
 from ..robust.attacks import paper_attacks
@@ -164,26 +165,9 @@ def acc_vul_chart(results: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.6), squeeze=False)
     for ax, key in zip(axes[0], models):
         per = results[key]["per_layer"]
-        acc = [100 * per[n]["acc"] for n in results["layers"]]
-        vul = [100 * per[n]["vul"] for n in results["layers"]]
-        xs = range(len(labels))
-        ax.bar([x - 0.2 for x in xs], acc, 0.4, label="Acc_i (ours)", color="#1f77b4")
-        seeds = [(x - 0.2, 100 * a) for x, n in zip(xs, results["layers"]) for a in per[n].get("acc_seeds", [])]
-        if seeds:  # each generator seed's Acc_i beside the mean over seeds
-            ax.scatter(*zip(*seeds), s=9, color="#0b3c5d", label="Acc_i per generator seed", zorder=3)
-        ax.bar([x + 0.2 for x in xs], vul, 0.4, label="Vul_i (ours)",
-               color=["#d62728" if per[n]["large_vul"] else "#ff9896" for n in results["layers"]])
-        paper = (results.get("paper") or {}).get(key)
-        if paper and len(paper["acc"]) == len(labels):
-            ax.scatter([x - 0.2 for x in xs], paper["acc"], marker="_", s=200, color="black",
-                       label="paper Acc_i", zorder=3)
-            ax.scatter([x + 0.2 for x in xs], paper["vul"], marker="x", s=25, color="black",
-                       label="paper Vul_i", zorder=3)
-        ax.set_xticks(list(xs), labels, fontsize=8)
-        ax.set_ylabel("%")
-        ax.axhline(0, color="gray", lw=0.5)
-        ax.set_title(f"{key.replace('_', ' ')}: explanations of D* ({results[key]['attack']})", fontsize=9)
-        ax.legend(fontsize=7)
+        draw_acc_vul(ax, [per[n] for n in results["layers"]], labels,
+                     f"{key.replace('_', ' ')}: explanations of D* ({results[key]['attack']})",
+                     paper=(results.get("paper") or {}).get(key))
     fig.tight_layout()
     return save_figure(fig, path)
 
