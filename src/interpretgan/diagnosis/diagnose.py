@@ -55,7 +55,8 @@ def build_dstar(model: nn.Module, test_set, attack: str, dataset: str, n: int | 
     into ``test_set``."""
     idx = dstar_indices(test_set, n)
     x, y = images_at(take(test_set, idx), torch.arange(len(idx)))
-    doc = {**attack_set(model, x, y, attack, dataset, seed, batch_size, progress), "index": idx}
+    adv = attack_set(model, x, y, attack, dataset, seed, batch_size, progress)
+    doc = {**{k: v for k, v in adv.items() if k != "attack"}, "index": idx, "attack": attack}
     save_checkpoint(path, doc)
     return doc
 
