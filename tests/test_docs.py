@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,92 @@ def test_main_tables_from_results_json():
     assert "inside our 95 % interval at none; our interval lies above it at none and below it at Conv1, FC3" in reading
     # the paper's Vul (47.4, -0.5) marks Conv1 by the 0.4 × mean rule; here Conv1 is marked
     assert "Marked as largely vulnerable here: Conv1; by the same rule on the paper's Table 1: Conv1." in reading
+
+
+# --------------------------------------------------------------------------- links
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_HTML = re.compile(r"""\b(?:src|href)\s*=\s*["']([^"']+)["']""")
+
+
+def _prose(text: str) -> list[str]:
+    """The lines of a Markdown page outside fenced code blocks, inline code blanked."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+            out.append("")
+            continue
+        out.append("" if fenced else re.sub(r"`[^`]*`", lambda m: " " * len(m.group()), line))
+    return out
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: link text kept, lower case, punctuation dropped, spaces
+    to hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    out = set()
+    fenced = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+            continue
+        m = None if fenced else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            base = _slug(m.group(1))
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            out.add(base if n == 0 else f"{base}-{n}")
+    return out
+
+
+def _relative_links(page: Path):
+    """(line number, target) of every relative link and image of a page (Markdown and HTML)."""
+    for i, line in enumerate(_prose(page.read_text(encoding="utf-8")), 1):
+        for m in list(_LINK.finditer(line)) + list(_HTML.finditer(line)):
+            target = m.group(1)
+            if not re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, mailto: …
+                yield i, target
+
+
+def _doc_pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_every_relative_link_resolves():
+    """Every relative link in README.md and docs/*.md names a file that exists and, after a
+    #, a heading of that page."""
+    broken = []
+    for page in _doc_pages():
+        for line, target in _relative_links(page):
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(ROOT)}:{line}: {target}"
+            if not dest.exists():
+                broken.append(where + " (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(where + " (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_the_link_checker_sees_a_broken_link(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page: `x` & y\n\n[ok](#a-page-x--y) [bad](#nope) [gone](missing.md)\n"
+                    "```\n[code](not-checked.md)\n```\n<img src=\"absent.png\">\n")
+    assert _anchors(page) == {"a-page-x--y"}
+    assert [t for _, t in _relative_links(page)] == ["#a-page-x--y", "#nope", "missing.md", "absent.png"]
+
+
+def test_readme_keeps_the_setup_commands_and_links_every_docs_page():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "pip install torch==2.13.0 && pip install -e . && interpretgan run" in readme
+    assert "bash scripts/test.sh" in readme and "this is what CI runs" in readme
+    assert len(readme.splitlines()) <= 170
+    linked = {(ROOT / t.partition("#")[0]).resolve() for _, t in _relative_links(ROOT / "README.md")}
+    missing = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if p.resolve() not in linked]
+    assert not missing, f"docs pages the README does not link: {missing}"

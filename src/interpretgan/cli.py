@@ -318,7 +318,7 @@ def _devices_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="N processes on this machine: one per GPU (nccl), or CPU processes with "
                         "gloo when --device cpu or there is no GPU (for several machines: torchrun "
-                        "… -m interpretgan, see the README)")
+                        "… -m interpretgan, see docs/distributed.md)")
 
 
 def _model_file_option(p: argparse.ArgumentParser) -> None:
