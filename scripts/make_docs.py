@@ -3,6 +3,7 @@ by hand.
 
     python scripts/make_docs.py           # rewrite every marked table in docs/*.md and README.md
     python scripts/make_docs.py --check   # exit 1 (naming the tables) if any is out of date
+    python scripts/make_docs.py --check --strict   # … or if any is still waiting for its data
 
 A table lives between two marker lines in a Markdown file:
 
@@ -15,8 +16,15 @@ docs/ (``docs/main_results.json``: ``runs/main/results.json`` of the main job;
 ``docs/fidelity_study.json``: ``study.json`` of ``benchmarks/fidelity.py``;
 ``docs/study_pooling_mnist*.json``: ``study.json`` of ``interpretgan study pooling``;
 ``docs/main_natural_metrics.json``: the natural model's ``metrics.jsonl`` of the same run;
-``docs/fault_drill.json``: the log of ``benchmarks/fault_drill.py``). A marker
+``docs/fault_drill.json``: the log of ``benchmarks/fault_drill.py``;
+``docs/pgd_speed.json``, ``docs/atta_vs_trades.json``: ``--json`` of those benchmarks). A marker
 whose name or JSON file is missing is an error.
+
+A table whose JSON exists but does not hold its data yet (the fidelity study's tables whose
+points have not been run into ``docs/fidelity_study.json``) is *waiting*: its generator raises
+:class:`Pending`, the page keeps the table's text as it is, and the script names it on stderr;
+``--strict`` makes that an error. Once the data are in the JSON, the table is generated like
+any other and ``--check`` holds it to them.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's package, installed or not
+from interpretgan.diagnosis.diagnose import wilson_interval  # noqa: E402
 from interpretgan.report import study_markdown  # noqa: E402
 MARK = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
@@ -266,6 +275,68 @@ def bf16_vs_fp32(doc: dict) -> str:
               f"{doc['threads']} threads; median [range] over the rounds.\n")
 
 
+def _machine_line(doc: dict) -> str:
+    """``Measured with `COMMAND` on CPU (N cores, …), torch …, commit …`` from a benchmark's
+    ``command`` and ``machine``."""
+    m = doc["machine"]
+    bf16 = ", bf16 units" if m.get("avx512_bf16") else ""
+    commit = f", commit `{m['commit']}`" if m.get("commit") else ""
+    return (f"Measured with `{doc['command']}` on {m['cpu']} ({m['cores']} cores{bf16}), torch {m['torch']}, "
+            f"{m['threads']} threads{commit}; load average {m['load_average_at_start'][0]:.1f} when it started.\n\n")
+
+
+PGD_VARIANTS = {"torchattacks": "torchattacks PGD", "ours": "ours, early stop",
+                "ours bf16": "ours, early stop, under bf16 autocast"}
+
+
+def pgd_speed(doc: dict) -> str:
+    """``benchmarks/pgd_speed.py --json``: per model and variant, seconds of a pass over the
+    images and images/s, the per-round ratio torchattacks time / this variant's, median [range]
+    over alternated rounds, and the accuracy."""
+    s = doc["settings"]
+    rows = []
+    for m in doc["models"]:
+        for name, v in m["variants"].items():
+            ratio = f"**{_median_range(m['ratios'][name])}**" if name in m["ratios"] else "–"
+            accs = " / ".join(f"{100 * a:.2f}" for a in sorted(set(v["accuracy"])))
+            rows.append([m["model"], PGD_VARIANTS.get(name, name), _median_range(v["seconds"], "{:.1f}"),
+                         f"{s['images'] / statistics.median(v['seconds']):.1f}", ratio, accs])
+    return (_machine_line(doc)
+            + md_table(["model", "attack", "s per pass", "images/s", "torchattacks time / this, per round",
+                        f"{s['attack'].upper()} accuracy (%)"], rows)
+            + f"\n{s['attack'].upper()} (ε {s['eps']}, α {s['alpha']:.4g}, random start) on {s['images']} MNIST "
+              f"test images, batch {s['batch_size']}; {s['rounds']} rounds, the variants' order rotated every "
+              f"round; median [range] over the rounds.\n")
+
+
+def _inner_attack(r: dict) -> str:
+    if r["method"] == "atta-trades":
+        return f"one KL step of {r['step_size']:g} per epoch, carried across epochs"
+    return f"{r['attack_steps']} KL steps of {r['step_size']:g} from a fresh start"
+
+
+def atta_vs_trades(doc: dict) -> str:
+    """``benchmarks/atta_vs_trades.py --json``: per method its epochs, inner attack, seconds
+    per epoch and accuracy after the last epoch; then the per-epoch ratio TRADES / ATTA,
+    median [range] over the alternated pairs of epochs."""
+    s, rows = doc["settings"], []
+    for name, r in doc["methods"].items():
+        rows.append([name.replace("atta-1 trades", "ATTA-1 TRADES").replace("trades pgd", "TRADES PGD"),
+                     str(r["epochs"]), _inner_attack(r), _median_range(r["train_s"], "{:.1f}"),
+                     f"{100 * r['clean_accuracy']:.2f}", f"**{100 * r['pgd40_accuracy']:.2f}**"])
+    ev = s["eval_attack"]
+    return (_machine_line(doc)
+            + md_table(["method", "epochs", "inner attack", "s per epoch", "clean (%)",
+                        f"{ev['name'].upper()} (%)"], rows)
+            + f"\nTRADES / ATTA-1 time per epoch, pair by pair of alternated epochs: "
+              f"**{_median_range(doc['ratios'])}** (median [range] over {len(doc['ratios'])} pairs).\n\n"
+              f"{s['train_subset']} MNIST training images; ε {s['eps']}, β {s['beta']:g}, batch {s['batch_size']}, "
+              f"SGD lr {s['lr']:g} (momentum {s['momentum']:g}, ×{s['lr_gamma']:g} from epoch "
+              f"{', '.join(str(e + 1) for e in s['lr_milestones'])}), seed {s['seed']}, amp {s['amp']}; seconds "
+              f"count an epoch's training steps only. Accuracy after the last epoch on the same {s['test_subset']} "
+              f"test images ({ev['name'].upper()}: ε {ev['eps']}, α {ev['alpha']:.4g}, fixed random starts).\n")
+
+
 def reproducibility(doc: dict) -> str:
     """``benchmarks/reproducibility.py``: Acc_i of the main run's natural model from each
     repetition of the same fit, and per layer the largest difference between two of them."""
@@ -313,14 +384,27 @@ def fidelity_schedule_acc(doc: dict) -> str:
     and width points, beside the paper's Table 1."""
     rows = []
     for name, p in _points(doc, SCHEDULE_POINTS):
-        rows.append([f"{name}, mean of {len(p['seeds'])} seeds", *(pct(r["acc"], r["acc_ci"]) for r in p["per_layer"])])
-        if all("acc_seeds" in r for r in p["per_layer"]):
-            rows.append([f"… seeds {' / '.join(map(str, p['seeds']))}",
-                         *(" / ".join(f"{100 * a:.1f}" for a in r["acc_seeds"]) for r in p["per_layer"])])
+        rows += _seed_rows(f"{name}, mean of {len(p['seeds'])} seeds", p)
+    return md_table(["Acc_i (%)", *doc["layer_labels"]], rows + _paper_row(doc))
+
+
+def _seed_rows(title: str, p: dict, spread: bool = False) -> list[list[str]]:
+    """A point's Acc_i per layer (mean of its seeds, Wilson 95 %), each seed's and, with
+    ``spread``, the seeds' range in points."""
+    per = p["per_layer"]
+    rows = [[title, *(pct(r["acc"], r["acc_ci"]) for r in per)]]
+    if all("acc_seeds" in r for r in per):
+        rows.append([f"… seeds {' / '.join(map(str, p['seeds']))}",
+                     *(" / ".join(f"{100 * a:.1f}" for a in r["acc_seeds"]) for r in per)])
+        if spread:
+            rows.append(["… largest − smallest seed (points)",
+                         *(f"{100 * (max(r['acc_seeds']) - min(r['acc_seeds'])):.1f}" for r in per)])
+    return rows
+
+
+def _paper_row(doc: dict) -> list[list[str]]:
     paper = doc.get("paper_acc")
-    if paper:
-        rows.append(["paper, Table 1", *(f"{v:.1f}" for v in paper)])
-    return md_table(["Acc_i (%)", *doc["layer_labels"]], rows)
+    return [["paper, Table 1", *(f"{v:.1f}" for v in paper)]] if paper else []
 
 
 def fidelity_schedule_quality(doc: dict) -> str:
@@ -337,6 +421,74 @@ def fidelity_schedule_quality(doc: dict) -> str:
                      f"{kid[0]:.2f}", f"{sum(kid) / len(kid):.2f}", f"{p['fit_seconds_this_call']:.0f}"])
     return md_table(["point", "change to the study's base", "Conv1 agreement (natural)", "mean agreement",
                      "Conv1 keeps f(x*)", "Conv1 KID", "mean KID", "fit s"], rows)
+
+
+class Pending(Exception):
+    """A table whose data are not in its JSON yet: the page keeps the table's text as it is
+    and make_docs names it (``--strict``: an error)."""
+
+
+def _need(doc: dict, names) -> list[dict]:
+    """The study's points ``names``, in that order; :class:`Pending` naming those missing."""
+    missing = [n for n in names if n not in doc["points"]]
+    if missing:
+        raise Pending(f"point(s) {', '.join(missing)} not in the study yet")
+    return [doc["points"][n] for n in names]
+
+
+CLASSIFIER_TITLES = {"natural-10ep": "10-epoch classifier", "natural-3ep": "3-epoch classifier"}
+SETTING_POINTS = ("lambda-0.3", "steps-x2", "width-x2", "warmup-0", "lambda-3", "warmup-0.8", "steps-x4")
+
+
+def fidelity_seeds(doc: dict) -> str:
+    """Section 1: Acc_i per layer of the base point and of the 3-epoch classifier (mean of the
+    seeds with Wilson 95 %, each seed's, their range), with each classifier's clean accuracy and
+    its accuracy on D*, beside the paper's Table 1."""
+    rows = []
+    for p in _need(doc, ("base", "classifier-3ep")):
+        title = (f"{CLASSIFIER_TITLES.get(p['classifier'], p['classifier'])} (f: {100 * p['clean_accuracy']:.2f} % "
+                 f"clean, {100 * p['adversarial_accuracy']:.2f} % on D*), mean of {len(p['seeds'])} seeds")
+        rows += _seed_rows(title, p, spread=True)
+    return md_table(["Acc_i (%)", *doc["layer_labels"]], rows + _paper_row(doc))
+
+
+def _change(p: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in p["changes"].items()) or "– (the study's base)"
+
+
+def fidelity_settings(doc: dict) -> str:
+    """Section 2: Acc_i on the conv layers for the base point's seed 0 and mean, and for each
+    one-seed setting point, with Conv1's agreement on natural images and how often Conv1's
+    explanations of x* keep f(x*); then the base seeds' range per conv layer."""
+    base, *points = _need(doc, ("base", *SETTING_POINTS))
+    labels = [lab for lab in doc["layer_labels"] if lab.startswith("Conv")]
+    k, n = len(labels), base["n"]
+    seed0 = [r["acc_seeds"][0] for r in base["per_layer"][:k]]
+    rows = [["base, seed 0", _change(base), *(pct(a, wilson_interval(a * n, n)) for a in seed0), "–", "–"]]
+    for name, p in ((f"base, mean of {len(base['seeds'])} seeds", base), *zip(SETTING_POINTS, points)):
+        per = p["per_layer"]
+        rows.append([name, _change(p), *(pct(r["acc"], r["acc_ci"]) for r in per[:k]),
+                     pct(per[0]["agreement_natural"]), pct(per[0]["keeps_adversarial_label"])])
+    spread = ", ".join(f"{lab} {100 * min(r['acc_seeds']):.1f}–{100 * max(r['acc_seeds']):.1f}"
+                       for lab, r in zip(labels, base["per_layer"]))
+    return (md_table(["point", "change", *labels, f"{labels[0]} agreement (natural)", f"{labels[0]} keeps f(x*)"], rows)
+            + f"\nThe base point's {len(base['seeds'])} seeds range over: {spread} %.\n")
+
+
+CARRY_ROWS = (("agreement_natural", "agreement on x"), ("agreement_noisy", "agreement on x + ε·noise"),
+              ("keeps_adversarial_label", "agreement on x* (keeps f(x*))"),
+              ("true_label_when_departing", "true label when departing"), ("acc", "Acc_i"),
+              ("acc_at_natural_fidelity", "Acc_i at natural-image fidelity"))
+
+
+def fidelity_carry(doc: dict, name: str) -> str:
+    """Section 3, one point: per layer, the explanations' agreement with f on natural, noisy and
+    adversarial inputs, where the departures from f(x*) land, Acc_i and Acc_i at natural-image
+    fidelity (means over the point's seeds)."""
+    (p,) = _need(doc, (name,))
+    rows = [[title, *(pct(r[field]) for r in p["per_layer"])] for field, title in CARRY_ROWS]
+    return (f"**{name}** (mean of {len(p['seeds'])} seeds; f's own accuracy on D*: "
+            f"{100 * p['adversarial_accuracy']:.2f} %):\n\n" + md_table(["%", *doc["layer_labels"]], rows))
 
 
 # ----------------------------------------------------------------------------- fault drill
@@ -378,12 +530,20 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "pooling-10ep": ("study_pooling_mnist_10epochs.json", lambda d: study_markdown(d) + "\n"),
     "fidelity-schedule-acc": ("fidelity_study.json", fidelity_schedule_acc),
     "fidelity-schedule-quality": ("fidelity_study.json", fidelity_schedule_quality),
+    "fidelity-seeds": ("fidelity_study.json", fidelity_seeds),
+    "fidelity-settings": ("fidelity_study.json", fidelity_settings),
+    "fidelity-carry-base": ("fidelity_study.json", lambda d: fidelity_carry(d, "base")),
+    "fidelity-carry-3ep": ("fidelity_study.json", lambda d: fidelity_carry(d, "classifier-3ep")),
+    "pgd-speed": ("pgd_speed.json", pgd_speed),
+    "atta-vs-trades": ("atta_vs_trades.json", atta_vs_trades),
 }
 
 
-def render(text: str, docs: Path) -> tuple[str, list[str]]:
-    """``text`` with every marked table regenerated, and the names of the tables that changed."""
+def render(text: str, docs: Path) -> tuple[str, list[str], list[str]]:
+    """``text`` with every marked table regenerated; the names of the tables that changed, and
+    of those whose data are not in their JSON yet (:class:`Pending`: their text is kept)."""
     changed: list[str] = []
+    pending: list[str] = []
     cache: dict[str, dict] = {}
 
     def one(m: re.Match) -> str:
@@ -396,32 +556,41 @@ def render(text: str, docs: Path) -> tuple[str, list[str]]:
             if not path.exists():
                 raise SystemExit(f"table {name}: {path} is missing")
             cache[source] = json.loads(path.read_text())
-        body = build(cache[source])
+        try:
+            body = build(cache[source])
+        except Pending as e:
+            pending.append(f"{name} ({source}: {e})")
+            return m.group(0)
         if body != m["body"]:
             changed.append(name)
         return m.group(1) + body + m.group(4)
 
-    return MARK.sub(one, text), changed
+    return MARK.sub(one, text), changed, pending
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is out of date")
+    ap.add_argument("--strict", action="store_true",
+                    help="also exit 1 if a table's data are not in its JSON yet (its text kept as it is)")
     ap.add_argument("--docs", default=str(DOCS))
     a = ap.parse_args(argv)
-    stale = []
+    stale, waiting = [], []
     pages = sorted(Path(a.docs).glob("*.md"))
     if Path(a.docs) == DOCS:
         pages.append(ROOT / "README.md")  # its results summary; tables read docs/'s JSON
     for md in pages:
         text = md.read_text()
-        new, changed = render(text, Path(a.docs))
+        new, changed, pending = render(text, Path(a.docs))
         stale += [f"{md.name}: {n}" for n in changed]
+        waiting += [f"{md.name}: {n}" for n in pending]
         if changed and not a.check:
             md.write_text(new)
     if stale:
         print(("out of date: " if a.check else "regenerated: ") + "; ".join(stale))
-    return 1 if stale and a.check else 0
+    if waiting:
+        print("waiting for data (text left as it is): " + "; ".join(waiting), file=sys.stderr)
+    return 1 if (stale and a.check) or (waiting and a.strict) else 0
 
 
 if __name__ == "__main__":

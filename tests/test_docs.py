@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,94 @@ def test_readme_keeps_the_setup_commands_and_links_every_docs_page():
     linked = {(ROOT / t.partition("#")[0]).resolve() for _, t in _relative_links(ROOT / "README.md")}
     missing = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if p.resolve() not in linked]
     assert not missing, f"docs pages the README does not link: {missing}"
+LABELS = ["Conv1", "Conv2", "Conv3", "Conv4", "FC1", "FC2", "FC3"]
+
+
+def _fake_point(classifier: str = "natural-10ep", changes: dict | None = None) -> dict:
+    per = [{"acc": a, "acc_ci": [a - 0.01, a + 0.01], "acc_seeds": [a + 0.02, a - 0.03, a],
+            "agreement_natural": 0.951, "agreement_noisy": 0.922, "keeps_adversarial_label": 0.681,
+            "true_label_when_departing": 0.676, "acc_at_natural_fidelity": 0.04}
+           for a in (0.22, 0.26, 0.24, 0.06, 0.007, 0.006, 0.005)]
+    return {"classifier": classifier, "changes": changes or {}, "seeds": [0, 1, 2], "n": 2000, "attack": "pgd-40",
+            "clean_accuracy": 0.9935, "adversarial_accuracy": 0.005, "per_layer": per}
+
+
+def _fake_study(names) -> dict:
+    points = {n: _fake_point("natural-3ep" if n == "classifier-3ep" else "natural-10ep",
+                             {"lam": 0.3} if n == "lambda-0.3" else None) for n in names}
+    return {"layer_labels": LABELS, "paper_acc": [52.6, 26.3, 21.6, 9.9, 4.3, 3.0, 3.5], "points": points}
+
+
+def test_fidelity_tables_from_study_json():
+    md = _make_docs()
+    doc = _fake_study(["base", "classifier-3ep", *md.SETTING_POINTS])
+    seeds = md.TABLES["fidelity-seeds"][1](doc)
+    assert "| 10-epoch classifier (f: 99.35 % clean, 0.50 % on D*), mean of 3 seeds | 22.0 [21.0, 23.0] |" in seeds
+    assert "| 3-epoch classifier (f: 99.35 % clean, 0.50 % on D*), mean of 3 seeds |" in seeds
+    assert "| … seeds 0 / 1 / 2 | 24.0 / 19.0 / 22.0 |" in seeds
+    assert "| … largest − smallest seed (points) | 5.0 | 5.0 |" in seeds
+    settings = md.TABLES["fidelity-settings"][1](doc)
+    assert ("| point | change | Conv1 | Conv2 | Conv3 | Conv4 | Conv1 agreement (natural) "
+            "| Conv1 keeps f(x*) |") in settings
+    assert "| base, seed 0 | – (the study's base) | 24.0 [22.2, 25.9] |" in settings  # Wilson over 2,000 images
+    assert "| base, mean of 3 seeds | – (the study's base) | 22.0 [21.0, 23.0] |" in settings
+    assert "| lambda-0.3 | lam=0.3 | 22.0 [21.0, 23.0] |" in settings and "| 95.1 | 68.1 |" in settings
+    assert "seeds range over: Conv1 19.0–24.0, Conv2 23.0–28.0, Conv3 21.0–26.0, Conv4 3.0–8.0 %." in settings
+    carry = md.TABLES["fidelity-carry-3ep"][1](doc)
+    assert carry.startswith("**classifier-3ep** (mean of 3 seeds; f's own accuracy on D*: 0.50 %):")
+    assert "| agreement on x + ε·noise | 92.2 |" in carry and "| Acc_i at natural-image fidelity | 4.0 |" in carry
+
+
+def test_a_table_waiting_for_its_points_keeps_its_text(tmp_path):
+    study = tmp_path / "fidelity_study.json"
+    study.write_text(json.dumps(_fake_study(["classifier-3ep"])))  # "base" not run yet
+    page = tmp_path / "page.md"
+    typed = "<!-- table:fidelity-seeds -->\n| typed earlier |\n<!-- /table -->\n"
+    page.write_text(typed)
+    md = _make_docs()
+    assert md.main(["--docs", str(tmp_path), "--check"]) == 0  # waiting, not stale
+    assert md.main(["--docs", str(tmp_path), "--check", "--strict"]) == 1
+    assert md.main(["--docs", str(tmp_path)]) == 0 and page.read_text() == typed
+    study.write_text(json.dumps(_fake_study(["base", "classifier-3ep"])))
+    assert md.main(["--docs", str(tmp_path), "--check"]) == 1  # the data are in: the typed text is stale
+    assert md.main(["--docs", str(tmp_path)]) == 0 and "typed earlier" not in page.read_text()
+    assert md.main(["--docs", str(tmp_path), "--check", "--strict"]) == 0
+
+
+MACHINE = {"cpu": "Some CPU", "cores": 2, "avx512_bf16": True, "torch": "2.13.0+cpu", "cpu_capability": "AVX512",
+           "threads": 2, "cuda": False, "load_average_at_start": [0.31, 0.2, 0.1], "commit": "abc1234"}
+
+
+def test_pgd_speed_table():
+    doc = {"command": "python benchmarks/pgd_speed.py --n 500", "machine": MACHINE,
+           "settings": {"images": 500, "rounds": 3, "attack": "pgd-40", "eps": 0.3, "alpha": 0.01, "steps": 40,
+                        "random_start": True, "batch_size": 500},
+           "models": [{"model": "natural", "variants": {
+               "torchattacks": {"seconds": [9.0, 10.0, 11.0], "accuracy": [0.0, 0.0, 0.0]},
+               "ours": {"seconds": [3.0, 2.5, 4.0], "accuracy": [0.0, 0.0, 0.0]}},
+               "ratios": {"ours": [3.0, 4.0, 2.75]}}]}
+    table = _make_docs().TABLES["pgd-speed"][1](doc)
+    assert table.startswith("Measured with `python benchmarks/pgd_speed.py --n 500` on Some CPU (2 cores, bf16 units), "
+                            "torch 2.13.0+cpu, 2 threads, commit `abc1234`; load average 0.3 when it started.")
+    assert "| natural | torchattacks PGD | 10.0 [9.0, 11.0] | 50.0 | – | 0.00 |" in table
+    assert "| natural | ours, early stop | 3.0 [2.5, 4.0] | 166.7 | **3.00 [2.75, 4.00]** | 0.00 |" in table
+
+
+def test_atta_vs_trades_table():
+    ev = {"name": "pgd-40", "eps": 0.3, "alpha": 0.01, "steps": 40, "early_stop": True}
+    doc = {"command": "python benchmarks/atta_vs_trades.py", "machine": MACHINE,
+           "settings": {"train_subset": 10000, "test_subset": 1000, "epochs": 2, "batch_size": 128, "lr": 0.01,
+                        "momentum": 0.9, "lr_milestones": [1], "lr_gamma": 0.1, "eps": 0.3, "beta": 6.0, "seed": 0,
+                        "amp": "off", "trades_steps": 40, "eval_attack": ev},
+           "methods": {"atta-1 trades": {"method": "atta-trades", "epochs": 2, "step_size": 0.1, "attack_steps": 1,
+                                         "train_s": [15.0, 17.0], "clean_accuracy": 0.95, "pgd40_accuracy": 0.7},
+                       "trades pgd-40": {"method": "trades", "epochs": 2, "step_size": 0.01, "attack_steps": 40,
+                                         "train_s": [120.0, 119.0], "clean_accuracy": 0.9, "pgd40_accuracy": 0.5}},
+           "ratios": [8.0, 7.0]}
+    table = _make_docs().TABLES["atta-vs-trades"][1](doc)
+    assert ("| ATTA-1 TRADES | 2 | one KL step of 0.1 per epoch, carried across epochs | 16.0 [15.0, 17.0] | 95.00 "
+            "| **70.00** |") in table
+    assert ("| TRADES PGD-40 | 2 | 40 KL steps of 0.01 from a fresh start | 119.5 [119.0, 120.0] | 90.00 "
+            "| **50.00** |") in table
+    assert "pair by pair of alternated epochs: **7.50 [7.00, 8.00]** (median [range] over 2 pairs)" in table
+    assert "×0.1 from epoch 2" in table
