@@ -491,6 +491,33 @@ def fidelity_carry(doc: dict, name: str) -> str:
             f"{100 * p['adversarial_accuracy']:.2f} %):\n\n" + md_table(["%", *doc["layer_labels"]], rows))
 
 
+def fidelity_conclusion(doc: dict) -> str:
+    """The conclusion's numbered findings on Conv1, each number read from the study: the
+    interval's half-width, the two classifiers' Conv1, the seeds' and the fit length's reach,
+    and the departure rate the paper's Acc_1 would need at our direction of departure."""
+    base, ep3, x4 = _need(doc, ("base", "classifier-3ep", "steps-x4"))
+    c1 = base["per_layer"][0]
+    half = 100 * (c1["acc_ci"][1] - c1["acc_ci"][0]) / 2
+    spreads = [100 * (max(r["acc_seeds"]) - min(r["acc_seeds"])) for r in base["per_layer"][:4]]
+    toward_y, depart = c1["true_label_when_departing"], 1 - c1["keeps_adversarial_label"]
+    paper = doc["paper_acc"][0]
+    return "\n".join([
+        f"1. Sampling is ruled out: the Wilson interval of Conv1's Acc_i over {base['n']:,} images is "
+        f"±{half:.1f} points.",
+        f"2. The classifier matters: Conv1's Acc_i is {pct(c1['acc'])} % on the 10-epoch classifier and "
+        f"{pct(ep3['per_layer'][0]['acc'])} % on the 3-epoch one. Ours follows the paper's schedule "
+        f"(10 epochs, lr 0.01 then 0.001; {100 * base['clean_accuracy']:.2f} % clean on D*'s images). The "
+        "paper gives no accuracy for its model, so a difference in the classifier itself cannot be ruled out.",
+        f"3. The generator moves Acc_i by a few points, not by the paper's distance: Conv1's "
+        f"{len(base['seeds'])} seeds spread over {spreads[0]:.1f} points (Conv2–Conv4's over "
+        f"{min(spreads[1:]):.1f}–{max(spreads[1:]):.1f}), and four times the steps take Conv1 (seed 0) "
+        f"from {100 * c1['acc_seeds'][0]:.1f} to {pct(x4['per_layer'][0]['acc'])} %.",
+        f"4. Acc_i grows with the share of x* on which the generator departs from f. With our direction of "
+        f"departure ({pct(toward_y)} % of Conv1's departures land on the true label), the paper's "
+        f"{paper:.1f} % would need its Conv1 generator to depart from f on about "
+        f"{min(100.0, paper / toward_y):.0f} % of x*, against our {pct(depart)} %.", ""])
+
+
 # ----------------------------------------------------------------------------- fault drill
 def fault_drill(doc: dict) -> str:
     """The fault drill's summary (``benchmarks/fault_drill.py --log docs/fault_drill.json``):
@@ -534,6 +561,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "fidelity-settings": ("fidelity_study.json", fidelity_settings),
     "fidelity-carry-base": ("fidelity_study.json", lambda d: fidelity_carry(d, "base")),
     "fidelity-carry-3ep": ("fidelity_study.json", lambda d: fidelity_carry(d, "classifier-3ep")),
+    "fidelity-conclusion": ("fidelity_study.json", fidelity_conclusion),
     "pgd-speed": ("pgd_speed.json", pgd_speed),
     "atta-vs-trades": ("atta_vs_trades.json", atta_vs_trades),
 }
