@@ -437,7 +437,7 @@ def _need(doc: dict, names) -> list[dict]:
 
 
 CLASSIFIER_TITLES = {"natural-10ep": "10-epoch classifier", "natural-3ep": "3-epoch classifier"}
-SETTING_POINTS = ("lambda-0.3", "steps-x2", "width-x2", "warmup-0", "lambda-3", "warmup-0.8", "steps-x4")
+SETTING_POINTS = ("lambda-0.3", "steps-x2", "width-x2", "warmup-0", "lambda-3", "warmup-0.8")
 
 
 def fidelity_seeds(doc: dict) -> str:
@@ -495,7 +495,7 @@ def fidelity_conclusion(doc: dict) -> str:
     """The conclusion's numbered findings on Conv1, each number read from the study: the
     interval's half-width, the two classifiers' Conv1, the seeds' and the fit length's reach,
     and the departure rate the paper's Acc_1 would need at our direction of departure."""
-    base, ep3, x4 = _need(doc, ("base", "classifier-3ep", "steps-x4"))
+    base, ep3, x2 = _need(doc, ("base", "classifier-3ep", "steps-x2"))
     c1 = base["per_layer"][0]
     half = 100 * (c1["acc_ci"][1] - c1["acc_ci"][0]) / 2
     spreads = [100 * (max(r["acc_seeds"]) - min(r["acc_seeds"])) for r in base["per_layer"][:4]]
@@ -510,8 +510,8 @@ def fidelity_conclusion(doc: dict) -> str:
         "paper gives no accuracy for its model, so a difference in the classifier itself cannot be ruled out.",
         f"3. The generator moves Acc_i by a few points, not by the paper's distance: Conv1's "
         f"{len(base['seeds'])} seeds spread over {spreads[0]:.1f} points (Conv2–Conv4's over "
-        f"{min(spreads[1:]):.1f}–{max(spreads[1:]):.1f}), and four times the steps take Conv1 (seed 0) "
-        f"from {100 * c1['acc_seeds'][0]:.1f} to {pct(x4['per_layer'][0]['acc'])} %.",
+        f"{min(spreads[1:]):.1f}–{max(spreads[1:]):.1f}), and twice the steps take Conv1 (seed 0) "
+        f"from {100 * c1['acc_seeds'][0]:.1f} to {pct(x2['per_layer'][0]['acc'])} %.",
         f"4. Acc_i grows with the share of x* on which the generator departs from f. With our direction of "
         f"departure ({pct(toward_y)} % of Conv1's departures land on the true label), the paper's "
         f"{paper:.1f} % would need its Conv1 generator to depart from f on about "
