@@ -19,11 +19,17 @@ high-water mark, which is not GPU memory) and the preset's projected time: train
     python benchmarks/celeba_cost.py --device cuda                 # the measurement that counts
     python benchmarks/celeba_cost.py --device cpu --scales 5 --steps 4 --train-steps 2
     python benchmarks/celeba_cost.py --flops-only --preset celeba-paper   # FLOPs, no device
+    python benchmarks/celeba_cost.py --flops-only --preset celeba,celeba-paper --json docs/celeba_cost_counts.json
+
+``--json`` writes the document with the command and the machine. ``--flops-only`` adds each
+preset's settings and an estimate of its time on one GPU from the FLOPs and the stated rates
+of ``GPU_ASSUMPTIONS`` (assumptions, not measurements).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import resource
 import statistics
@@ -37,11 +43,14 @@ from interpretgan import models
 from interpretgan.attacks import get_attack
 from interpretgan.config import FIT_PRESETS, RUN_PRESETS, TRAIN_PRESETS, fit_for_image_size
 from interpretgan.devices import resolve_device
+from interpretgan.diagnosis.diagnose import build_dstar
 from interpretgan.fitting import GanBank, gan_step, make_optimizers, schedule, stacked, warmup_steps
 from interpretgan.gan import GAN_LOSSES
 from interpretgan.layers import capture, default_layers
 from interpretgan.precision import use_amp
 from interpretgan.training import natural_step
+
+from _record import machine, write
 
 CELEBA_TRAIN, CELEBA_TEST = 162_770, 19_962  # the aligned release's partitions 0 and 2
 SIZE = 128
@@ -63,8 +72,8 @@ def _peak(device: torch.device) -> dict:
     return {"cpu_process_rss_high_water_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
-def _time(fn, steps: int, warm: int, device: torch.device) -> float:
-    """Median seconds per call over ``steps`` calls after ``warm`` untimed ones."""
+def _time(fn, steps: int, warm: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``steps`` calls after ``warm`` untimed ones."""
     for _ in range(warm):
         fn()
     times = []
@@ -74,7 +83,7 @@ def _time(fn, steps: int, warm: int, device: torch.device) -> float:
         fn()
         _sync(device)
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
 
 
 def _flops(fn) -> float:
@@ -99,8 +108,9 @@ def measure_training(device, preset: str, steps: int, width: float) -> dict:
     amp = use_amp(tcfg.amp, device)
     step = lambda: natural_step(f, opt, x, y, amp=amp)  # noqa: E731
     _peak_reset(device)
-    s = _time(step, steps, 1, device)
-    return {"preset": preset, "batch": tcfg.batch_size, "bf16": amp, "s_per_step": s,
+    times = _time(step, steps, 1, device)
+    s = statistics.median(times)
+    return {"preset": preset, "batch": tcfg.batch_size, "bf16": amp, "s_per_step": s, "s_all": times,
             "images_per_s": tcfg.batch_size / s, "flops_per_step": _flops(step), **_peak(device)}
 
 
@@ -113,10 +123,11 @@ def measure_pgd(device, batch: int, steps: int, width: float) -> dict:
     y = torch.randint(0, 2, (batch,), device=device)
     run = lambda: atk(f, x, y, early_stop=False, generator=torch.Generator().manual_seed(0))  # noqa: E731
     _peak_reset(device)
-    s = _time(run, steps, 1, device)
+    times = _time(run, steps, 1, device)
+    s = statistics.median(times)
     with torch.no_grad():  # autograd.grad cannot run under the FLOP counter: 20 × (forward +
         fwd = _flops(lambda: f(x))  # input gradient ≈ 2 forwards) + the two predictions
-    return {"batch": batch, "s_per_batch": s, "images_per_s": batch / s,
+    return {"batch": batch, "s_per_batch": s, "s_all": times, "images_per_s": batch / s,
             "flops_per_batch_approx": 42 * fwd, **_peak(device)}
 
 
@@ -150,10 +161,11 @@ def measure_fit(device, fit_preset: str, scales: list[int], steps: int, width: f
                          cfg.lam, SIZE, amp=amp)
 
             _peak_reset(device)
-            s = _time(step, steps, 1, device)
+            times = _time(step, steps, 1, device)
+            s = statistics.median(times)
             rows.append({"scale": scale, "px": 4 * 2 ** scale, "phase": "warm-up" if warmup else "GAN",
-                         "batch": cfg.batch_size, "layers": len(names), "bf16": amp,
-                         "s_per_step": s, "images_per_s": cfg.batch_size / s,
+                         "batch": cfg.batch_size, "layers": len(names), "bf16": amp, "banks": len(banks),
+                         "s_per_step": s, "s_all": times, "images_per_s": cfg.batch_size / s,
                          # the FLOP counter cannot follow R1's double backward: a step without it
                          "flops_per_step_without_r1": _flops(lambda: step(4 * phase.step + 1)),
                          **_peak(device)})
@@ -193,26 +205,29 @@ def measure_jpeg(n: int = 64) -> dict:
         return {"images_per_s_per_process": n / seconds, "jpeg_kib": kib}
 
 
-def count_flops(run_preset: str) -> dict:
-    """FLOPs (``torch.utils.flop_counter``) of each step the preset runs, counted on the meta
-    device: no memory, no time, no device needed. Fit steps without the lazy R1 (every 4th
-    step; the counter cannot follow its double backward), Adam's elementwise work not counted."""
+# The estimate for one GPU rests on these assumptions, not on measurements: the VGG16's bf16
+# convolutions at batch >= 64 sustain 150 TFLOP/s (15 % of an H100's dense bf16 peak), the
+# stacked, grouped G/D convolutions 30 TFLOP/s, and the training loader decodes JPEGs at
+# 3,000 images/s with 4 worker processes.
+GPU_ASSUMPTIONS = {"gpu": "H100", "gpu_memory_gb": 80, "dense_bf16_peak_tflops": 989,
+                   "vgg16_tflops": 150, "gan_tflops": 30, "loader_images_per_s": 3000, "loader_workers": 4}
+
+
+def _vgg16_counts(x: torch.Tensor) -> tuple[torch.nn.Module, dict]:
+    """The meta-device VGG16 (frozen, eval mode) and its per-image FLOPs: forward, training step
+    (forward + backward), forward + gradient to the input alone (the fit's L_I pass), and the
+    bytes its forward saves for the backward (an upper bound: a tensor that several operations
+    save counts once per operation)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    run = RUN_PRESETS.get(run_preset)
-    tcfg = TRAIN_PRESETS.get(run.natural)
-    cfg = dataclasses.replace(fit_for_image_size(FIT_PRESETS.get(run.fit), SIZE), adam="foreach", amp="off")
     with torch.device("meta"):
         f = models.create("vgg16", num_classes=2, input_size=SIZE)
-        x = torch.rand(1, 3, SIZE, SIZE)
-    with FlopCounterMode(display=False) as fc:
-        f.eval()(x)
-    forward = fc.get_total_flops()
-    with FlopCounterMode(display=False) as fc:
-        f.train()(x).sum().backward()
-    train = fc.get_total_flops()
-    saved = {"bytes": 0}  # what a forward keeps for the backward (an upper bound: a tensor
-    #                      that several operations save counts once per operation)
+    counts = {}
+    for key, fn in (("forward", lambda: f.eval()(x)), ("train", lambda: f.train()(x).sum().backward())):
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        counts[key] = float(fc.get_total_flops())
+    saved = {"bytes": 0}
 
     def pack(t):
         saved["bytes"] += t.numel() * t.element_size()
@@ -221,17 +236,30 @@ def count_flops(run_preset: str) -> dict:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         f(x)
     f.eval().requires_grad_(False)
+    xg = x.detach().requires_grad_(True)
+    with FlopCounterMode(display=False) as fc:
+        f(xg).sum().backward()
+    counts["input_grad"] = float(fc.get_total_flops())
+    counts["saved_bytes"] = saved["bytes"]
+    return f, counts
+
+
+def _fit_flops(f, cfg, stack: bool) -> list[dict]:
+    """Per scale, one fit step's FLOPs in the GAN and the warm-up phase, for one bank per layer
+    or (``stack``) the stacked bank a GPU runs, whose grouped convolutions' backward the
+    counter overcounts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.device("meta"):
         names = default_layers(f)
         xb = torch.rand(cfg.batch_size, 3, SIZE, SIZE)
         feats = capture(f, xb, names)
         target = torch.zeros(cfg.batch_size, dtype=torch.long)
-        # one bank per layer: the same arithmetic as the stacked bank, whose grouped
-        # convolutions' backward the FLOP counter overcounts (2.2x at 128 px)
-        banks = [GanBank([(n, tuple(feats[n].shape[1:]))], 3, cfg) for n in names]
+        members = [(n, tuple(feats[n].shape[1:])) for n in names]
+        banks = [GanBank(members, 3, cfg)] if stack else [GanBank([m], 3, cfg) for m in members]
     opts = [make_optimizers(b, cfg) for b in banks]
     loss_fn = GAN_LOSSES.get(cfg.gan_loss)()
-    fit = []
+    rows = []
     for scale in range(len(cfg.g_channels)):
         row = {"scale": scale, "px": 4 * 2 ** scale, "steps": cfg.steps_per_scale[scale]}
         for warmup in (False, True):
@@ -239,19 +267,87 @@ def count_flops(run_preset: str) -> dict:
             with FlopCounterMode(display=False) as fc:
                 gan_step(banks, f, loss_fn, opts, feats, xb, target, phase, cfg.lam, SIZE)
             row["warmup_flops" if warmup else "gan_flops"] = float(fc.get_total_flops())
-        fit.append(row)
-    total = sum(cfg.steps_per_scale)
-    fit_total = 0.0
-    for row, warm in zip(fit, warmup_steps(cfg)):
-        fit_total += warm * row["warmup_flops"] + (row["steps"] - warm) * row["gan_flops"]
+        rows.append(row)
+    return rows
+
+
+def settings(run_preset: str) -> dict:
+    """What the preset runs: the classifier's training, D*'s attack and images, the fit."""
+    run = RUN_PRESETS.get(run_preset)
+    tcfg = TRAIN_PRESETS.get(run.natural)
+    cfg = fit_for_image_size(FIT_PRESETS.get(run.fit), SIZE)
+    atk = get_attack(run.attack, "celeba")
+    return {"train_preset": run.natural, "train_epochs": tcfg.epochs, "train_batch": tcfg.batch_size,
+            "train_steps": tcfg.epochs * (CELEBA_TRAIN // tcfg.batch_size), "train_lr": tcfg.lr,
+            "train_amp": tcfg.amp, "train_images": CELEBA_TRAIN, "test_images": CELEBA_TEST, "image_size": SIZE,
+            "attack": run.attack, "attack_eps": atk.eps, "dstar_images": run.dstar_images or CELEBA_TEST,
+            "dstar_batch": inspect.signature(build_dstar).parameters["batch_size"].default,
+            "fit_preset": run.fit, "fit_g_channels": list(cfg.g_channels), "fit_d_channels": list(cfg.d_channels),
+            "fit_steps_per_scale": list(cfg.steps_per_scale), "fit_warmup_steps": list(warmup_steps(cfg)),
+            "fit_steps": sum(cfg.steps_per_scale), "fit_batch": cfg.batch_size,
+            "fit_generator_seeds": len(cfg.generator_seeds), "c_conv_small_maps": cfg.c_conv_small_maps}
+
+
+def count_flops(run_preset: str) -> dict:
+    """FLOPs (``torch.utils.flop_counter``) of each step the preset runs, counted on the meta
+    device: no memory, no time, no device needed. Fit steps without the lazy R1 (every 4th
+    step; the counter cannot follow its double backward), Adam's elementwise work not counted."""
+    run = RUN_PRESETS.get(run_preset)
+    tcfg = TRAIN_PRESETS.get(run.natural)
+    cfg = dataclasses.replace(fit_for_image_size(FIT_PRESETS.get(run.fit), SIZE), adam="foreach", amp="off")
+    with torch.device("meta"):
+        x = torch.rand(1, 3, SIZE, SIZE)
+    f, vgg = _vgg16_counts(x)
+    fit = _fit_flops(f, cfg, stack=False)
+    for row, st in zip(fit, _fit_flops(f, cfg, stack=True)):
+        row.update(stacked_gan_flops=st["gan_flops"], stacked_warmup_flops=st["warmup_flops"])
+    fit_total = sum(w * r["warmup_flops"] + (r["steps"] - w) * r["gan_flops"] for r, w in zip(fit, warmup_steps(cfg)))
     dstar = run.dstar_images or CELEBA_TEST
-    return {"run_preset": run_preset, "classifier_forward_flops_per_image": float(forward),
-            "classifier_saved_for_backward_mib_per_image_fp32": saved["bytes"] / 2 ** 20,
-            "classifier_train_flops_per_image": float(train),
-            "train_flops": float(train) * tcfg.epochs * CELEBA_TRAIN,
-            "dstar_flops_approx": 42.0 * forward * dstar,  # 20 × (forward + input gradient) + 2
-            "fit_steps": total, "fit_batch": cfg.batch_size, "fit_layers": len(names),
+    return {"run_preset": run_preset, "classifier_forward_flops_per_image": vgg["forward"],
+            "classifier_saved_for_backward_mib_per_image_fp32": vgg["saved_bytes"] / 2 ** 20,
+            "classifier_train_flops_per_image": vgg["train"],
+            "classifier_input_grad_flops_per_image": vgg["input_grad"],
+            "train_flops": vgg["train"] * tcfg.epochs * CELEBA_TRAIN,
+            "dstar_flops_approx": 42.0 * vgg["forward"] * dstar,  # 20 × (forward + input gradient) + 2
+            "fit_steps": sum(cfg.steps_per_scale), "fit_batch": cfg.batch_size, "fit_layers": len(default_layers(f)),
             "fit_per_scale": fit, "fit_flops": fit_total}
+
+
+def gpu_estimate(counts: dict, setup: dict, gpu: dict = GPU_ASSUMPTIONS) -> dict:
+    """Seconds on one GPU from the FLOP counts and ``gpu``'s assumed rates (an estimate, not a
+    measurement): training as the slower of loader and compute (test set once per epoch), D*
+    and every fit step at the VGG16's rate for its L_I pass and the G/D rate for the rest; plus
+    the memory the VGG16 saves for the backward in the fit's L_I pass and in D*'s batch."""
+    epochs, rate = setup["train_epochs"], gpu["loader_images_per_s"]
+    loader_s = epochs * (setup["train_images"] + setup["test_images"]) / rate
+    compute_s = (counts["train_flops"] + epochs * setup["test_images"] * counts["classifier_forward_flops_per_image"]) \
+        / (gpu["vgg16_tflops"] * 1e12)
+    explanations = counts["fit_layers"] * setup["fit_generator_seeds"] * counts["fit_batch"]
+    vgg = explanations * counts["classifier_input_grad_flops_per_image"]
+
+    def step_s(flops: float) -> float:
+        return vgg / (gpu["vgg16_tflops"] * 1e12) + (flops - vgg) / (gpu["gan_tflops"] * 1e12)
+
+    scales = [{"scale": r["scale"], "px": r["px"], "gan_s": step_s(r["gan_flops"]),
+               "warmup_s": step_s(r["warmup_flops"])} for r in counts["fit_per_scale"]]
+    fit_s = sum(w * sc["warmup_s"] + (r["steps"] - w) * sc["gan_s"]
+                for r, sc, w in zip(counts["fit_per_scale"], scales, setup["fit_warmup_steps"]))
+    saved = counts["classifier_saved_for_backward_mib_per_image_fp32"] * 2 ** 20
+    return {"train_loader_s": loader_s, "train_compute_s": compute_s, "train_s": max(loader_s, compute_s),
+            "dstar_s": counts["dstar_flops_approx"] / (gpu["vgg16_tflops"] * 1e12),
+            "fit_explanations_per_step": explanations, "fit_vgg16_flops_per_step": vgg,
+            "fit_per_scale": scales, "fit_s": fit_s,
+            "fit_saved_for_backward_gb_fp32": explanations * saved / 1e9,
+            "dstar_saved_for_backward_gb_fp32": setup["dstar_batch"] * saved / 1e9}
+
+
+def counts_doc(presets: list[str]) -> dict:
+    """Per preset its settings, FLOP counts and the GPU estimate from them."""
+    out = {}
+    for name in presets:
+        setup, counts = settings(name), count_flops(name)
+        out[name] = {"settings": setup, "flops": counts, "gpu_estimate_s": gpu_estimate(counts, setup)}
+    return {"gpu_assumptions": GPU_ASSUMPTIONS, "presets": out}
 
 
 def project(run_preset: str, train: dict, pgd: dict, fit_rows: list[dict]) -> dict:
@@ -276,31 +372,11 @@ def project(run_preset: str, train: dict, pgd: dict, fit_rows: list[dict]) -> di
                                            "checkpoints during the fit, KID, diagnosis, explanations"}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--preset", default="celeba", choices=["celeba", "celeba-paper"])
-    ap.add_argument("--scales", default="0,1,2,3,4,5", help="scales to time (0: 4 px … 5: 128 px)")
-    ap.add_argument("--steps", type=int, default=8, help="timed fit steps per scale and phase")
-    ap.add_argument("--train-steps", type=int, default=10)
-    ap.add_argument("--pgd-batch", type=int, default=500, help="D*'s batch size (build_dstar: 500)")
-    ap.add_argument("--width", type=float, default=1.0, help="VGG16 width (1.0: the real one)")
-    ap.add_argument("--out", help="also write the JSON here")
-    ap.add_argument("--flops-only", action="store_true",
-                    help="only count the FLOPs of every step (meta device: instant, any machine)")
-    a = ap.parse_args(argv)
-    if a.flops_only:
-        out = json.dumps(count_flops(a.preset), indent=2)
-        print(out)
-        if a.out:
-            Path(a.out).write_text(out + "\n")
-        return
+def measure(a: argparse.Namespace) -> dict:
+    """Every timed stage of ``a.preset`` on ``a.device``, and the projected run time."""
     device = resolve_device(a.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
     run = RUN_PRESETS.get(a.preset)
-    doc = {"device": name, "torch": torch.__version__, "preset": a.preset, "vgg16_width": a.width}
-    doc["jpeg"] = measure_jpeg()
+    doc = {"device": str(device), "preset": a.preset, "vgg16_width": a.width, "jpeg": measure_jpeg()}
     print(json.dumps(doc), flush=True)
     doc["train"] = measure_training(device, run.natural, a.train_steps, a.width)
     print(json.dumps(doc["train"]), flush=True)
@@ -308,10 +384,30 @@ def main(argv=None) -> None:
     print(json.dumps(doc["pgd20"]), flush=True)
     doc["fit"] = measure_fit(device, run.fit, [int(s) for s in a.scales.split(",")], a.steps, a.width)
     doc["projection_s"] = project(a.preset, doc["train"], doc["pgd20"], doc["fit"])
-    out = json.dumps(doc, indent=2)
-    print(out)
-    if a.out:
-        Path(a.out).write_text(out + "\n")
+    return doc
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--preset", default="celeba",
+                    help="celeba or celeba-paper; with --flops-only a comma-separated list of them")
+    ap.add_argument("--scales", default="0,1,2,3,4,5", help="scales to time (0: 4 px … 5: 128 px)")
+    ap.add_argument("--steps", type=int, default=8, help="timed fit steps per scale and phase")
+    ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--pgd-batch", type=int, default=500, help="D*'s batch size (build_dstar: 500)")
+    ap.add_argument("--width", type=float, default=1.0, help="VGG16 width (1.0: the real one)")
+    ap.add_argument("--json", "--out", dest="json", help="also write the JSON (with the command and machine) here")
+    ap.add_argument("--flops-only", action="store_true",
+                    help="only the settings, FLOPs and GPU estimate of each preset (meta device: any machine)")
+    a = ap.parse_args(argv)
+    presets = a.preset.split(",")
+    if any(p not in ("celeba", "celeba-paper") for p in presets) or (len(presets) > 1 and not a.flops_only):
+        ap.error("--preset: celeba or celeba-paper (a comma-separated list only with --flops-only)")
+    started = machine()
+    doc = counts_doc(presets) if a.flops_only else measure(a)
+    print(json.dumps(doc, indent=2))
+    write(a.json, doc, started)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ docs/ (``docs/main_results.json``: ``runs/main/results.json`` of the main job;
 ``docs/fidelity_study.json``: ``study.json`` of ``benchmarks/fidelity.py``;
 ``docs/study_pooling_mnist*.json``: ``study.json`` of ``interpretgan study pooling``;
 ``docs/main_natural_metrics.json``: the natural model's ``metrics.jsonl`` of the same run;
-``docs/fault_drill.json``: the log of ``benchmarks/fault_drill.py``;
-``docs/pgd_speed.json``, ``docs/atta_vs_trades.json``: ``--json`` of those benchmarks). A marker
-whose name or JSON file is missing is an error.
+``docs/fault_drill.json``: the log of ``benchmarks/fault_drill.py``; the other files: what a
+benchmark's ``--json`` wrote, with its command and machine). A marker whose name or JSON file
+is missing is an error. Tables of timings are registered before their JSON exists: their
+markers go into the docs with the file, from a run on an otherwise idle machine.
 
 A table whose JSON exists but does not hold its data yet (the fidelity study's tables whose
 points have not been run into ``docs/fidelity_study.json``) is *waiting*: its generator raises
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -272,7 +274,8 @@ def bf16_vs_fp32(doc: dict) -> str:
              f"**{_median_range(r['ratios'])}**"] for r in doc["rows"]]
     return (md_table(["workload", "fp32 ms", "bf16 ms", "fp32/bf16 per round"], rows)
             + f"\n`{doc['command']}`; torch {doc['torch']}, CPU capability {doc['cpu_capability']}, "
-              f"{doc['threads']} threads; median [range] over the rounds.\n")
+              f"{doc['threads']} threads; median [range] over the rounds.\n"
+            + (_load(doc["machine"]) if "machine" in doc else ""))
 
 
 def _machine_line(doc: dict) -> str:
@@ -537,6 +540,314 @@ def fault_drill(doc: dict) -> str:
     return md_table(["", "fault drill"], rows)
 
 
+# ----------------------------------------------------------------------------- benchmark records
+def _load(m: dict) -> str:
+    """The CPU and the load average around a benchmark's run."""
+    return (f"{m['cpu']}, {m['cores']} cores; load average {m['load_at_start']:.1f} at the start, "
+            f"{m['load_at_end']:.1f} at the end.\n")
+
+
+def _machine(doc: dict) -> str:
+    """The command and the machine of a benchmark's ``--json`` file (``benchmarks/_record.py``)."""
+    m = doc["machine"]
+    return (f"`{doc['command']}`; {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']} "
+            f"(CPU capability {m['cpu_capability']}); load average {m['load_at_start']:.1f} at the start, "
+            f"{m['load_at_end']:.1f} at the end.\n")
+
+
+def _spread(v: dict, fmt: str = "{:.1f}") -> str:
+    """A ``_record.spread`` dict as ``median [min, max]``."""
+    return f"{fmt.format(v['median'])} [{fmt.format(v['min'])}, {fmt.format(v['max'])}]"
+
+
+def _m(n: float) -> str:
+    return f"{n / 1e6:.2f} M"
+
+
+def _token_label(r: dict) -> str:
+    return "token grid 14×14 + CLS" if r["reading"] == "grid" else "flat (one FC)"
+
+
+def token_layers(doc: dict) -> str:
+    """``benchmarks/token_layers.py --counts``: C's weights for a ViT-B/16-shaped token layer per
+    fit preset and reading, and how the grid compares with the flat FC."""
+    rows = []
+    for r in doc["rows"]:
+        width = f" with `fit.c_width_mult={r['c_width_mult']}`" if r["c_width_mult_set"] else ""
+        rows.append([f"{r['preset']} (code {r['code_dim']}){width}", _token_label(r),
+                     str(r["c_plan"]) if r["c_plan"] else "—", _m(r["c_weights"])])
+    own = [r for r in doc["rows"] if not r["c_width_mult_set"]]
+    grid = [r for r in own if r["reading"] == "grid"]
+    flat = {r["preset"]: r["c_weights"] for r in own if r["reading"] == "flat"}
+    half = [r for r in doc["rows"] if r["c_width_mult_set"]]
+    first = doc["shape"][1] * grid[0]["c_plan"][0] * 9
+    ratios = [flat[r["preset"]] / r["c_weights"] for r in grid]
+    return (md_table(["fit preset", "C reads the layer as", "conv stages", "C weights"], rows)
+            + f"\nAt the presets' own widths the grid's C has {min(r['c_weights'] for r in grid) / 1e6:.1f}–"
+              f"{max(r['c_weights'] for r in grid) / 1e6:.1f} M weights; its first 3×3 conv ({doc['shape'][1]} → "
+              f"{grid[0]['c_plan'][0]}) alone has {first / 1e6:.1f} M. "
+              + "".join(f"With `fit.c_width_mult={r['c_width_mult']}` ({r['preset']}): {_m(r['c_weights'])}. "
+                        for r in half)
+              + f"The flat FC has {min(ratios):.1f}–{max(ratios):.1f}× the grid's weights at the same preset.\n"
+              + f"\n`{doc['command']}` (counted on the meta device).\n")
+
+
+def token_layers_speed(doc: dict) -> str:
+    """``benchmarks/token_layers.py --json``: one fit step's time and peak RSS growth per fit
+    preset and reading, and the grid's step against the flat one's."""
+    rows, step = [], {}
+    for r in doc["rows"]:
+        width = f", C × {r['c_width_mult']}" if r["c_width_mult_set"] else ""
+        v = r["step_s_all"]
+        rows.append([f"{r['preset']}{width}", _token_label(r), _m(r["c_weights"]),
+                     _median_range(v, "{:.3f}"), f"{r['peak_rss_mb']:,.0f}"])
+        step.setdefault(f"{r['preset']}{width}", {})[r["reading"]] = statistics.median(v)
+    cmp = "; ".join(f"{k}: {s['grid'] / s['flat']:.2f}" for k, s in step.items() if len(s) == 2)
+    return (md_table(["fit preset", "C reads the layer as", "C weights", "fit step (s), median [range]",
+                      "peak RSS growth (MB)"], rows)
+            + f"\nGrid step / flat step (medians): {cmp}. Batch {doc['batch']}, {doc['precision']}, "
+              f"{doc['steps']} timed steps after {doc['warm_up_steps']} warm-up step, each variant in its own process.\n\n"
+            + _machine(doc))
+
+
+def _sig(v: float) -> str:
+    """Three significant figures (trailing zeros kept), thousands separated."""
+    if v >= 100 or v == 0:
+        return f"{v:,.0f}"
+    return f"{v:.{max(0, 2 - math.floor(math.log10(abs(v))))}f}"
+
+
+def _celeba(doc: dict) -> list[tuple[str, dict]]:
+    return list(doc["presets"].items())
+
+
+def celeba_steps(doc: dict) -> str:
+    """``benchmarks/celeba_cost.py --flops-only``: what each CelebA preset runs."""
+    heads, cols = [], []
+    for name, p in _celeba(doc):
+        s = p["settings"]
+        bf16 = ", bf16 where the device has it" if s["train_amp"] == "auto" else ""
+        heads.append(f"`{name}`")
+        cols.append([f"VGG16, {s['train_epochs']} epochs, batch {s['train_batch']} ({s['train_steps']:,} steps), "
+                     f"lr {s['train_lr']:g}{bf16}",
+                     f"{s['attack'].upper()} (ε = {s['attack_eps'] * 255:.0f}/255), {s['dstar_images']:,} test images",
+                     f"{len(s['fit_g_channels'])} scales, widths {', '.join(map(str, s['fit_g_channels']))}",
+                     " / ".join(f"{n:,}" for n in s["fit_steps_per_scale"]) + f" = **{s['fit_steps']:,}**",
+                     "Table 5" + (", Block5's lone conv" if s["c_conv_small_maps"] else "")])
+    first = _celeba(doc)[0][1]
+    s, f = first["settings"], first["flops"]
+    labels = ["classifier", "D*", "generators", f"fit steps (batch {s['fit_batch']})", "compression"]
+    return (f"CelebA's aligned release has {s['train_images']:,} training images (partition 0) and "
+            f"{s['test_images']:,} test images (partition 2); all images are {s['image_size']}×{s['image_size']} "
+            f"centre crops; {f['fit_layers']} layers are interpreted, all fitted together in each step.\n\n"
+            + md_table(["", *heads], [[lab, *(c[i] for c in cols)] for i, lab in enumerate(labels)]))
+
+
+def _pflop(v: float) -> str:
+    return f"{_sig(v / 1e15)} PFLOP"
+
+
+def celeba_flops(doc: dict) -> str:
+    """``benchmarks/celeba_cost.py --flops-only``: the VGG16's FLOPs, every fit step's per
+    scale and phase, the whole runs', and the stacked bank's count against the per-layer one."""
+    (name0, p0), *_ = _celeba(doc)
+    f, s = p0["flops"], p0["settings"]
+    n = f["fit_layers"] * s["fit_generator_seeds"] * f["fit_batch"]
+    out = [f"- VGG16 at {s['image_size']} px: a forward pass is {f['classifier_forward_flops_per_image'] / 1e9:.1f} "
+           f"GFLOP per image, a training step {f['classifier_train_flops_per_image'] / 1e9:.1f} GFLOP per image.",
+           f"- One fit step sends all {f['fit_layers']} × {f['fit_batch']} = {n} explanations through VGG16 at "
+           f"{s['image_size']} px, forward and back to the input: {n * f['classifier_input_grad_flops_per_image'] / 1e12:.2f} "
+           f"TFLOP at every scale, the 4-px scale included (its explanations are upsampled for the classifier). "
+           f"The rest is C, G and D.", ""]
+    presets = _celeba(doc)
+    rows = [[str(r["scale"]), str(r["px"]),
+             *(f"{_sig(p['flops']['fit_per_scale'][i]['gan_flops'] / 1e12)} / "
+               f"{_sig(p['flops']['fit_per_scale'][i]['warmup_flops'] / 1e12)}" for _, p in presets)]
+            for i, r in enumerate(f["fit_per_scale"])]
+    out.append(md_table(["scale", "px", *(f"`{k}`: TFLOP / step (GAN / warm-up)" for k, _ in presets)], rows))
+    out.append("Whole runs:\n")
+    for k, p in presets:
+        fl = p["flops"]
+        total = fl["train_flops"] + fl["dstar_flops_approx"] + fl["fit_flops"]
+        gan = [r["gan_flops"] for r in fl["fit_per_scale"]]
+        out.append(f"- `{k}`: training {_pflop(fl['train_flops'])}, D* {_pflop(fl['dstar_flops_approx'])}, "
+                   f"fit {_pflop(fl['fit_flops'])}; **{_pflop(total)}** in all. A GAN step at the last scale "
+                   f"is {gan[-1] / gan[0]:.1f}× one at 4 px.")
+    over = [r["stacked_gan_flops"] / r["gan_flops"] for _, p in presets for r in p["flops"]["fit_per_scale"]]
+    out.append(f"\nThe counter counts each layer's C, G and D as its own network. Counted on the stacked network "
+               f"that the GPU runs (grouped convolutions), the same GAN steps come out {min(over):.2f}–{max(over):.2f}× "
+               f"as high, because the counter overcounts the backward of grouped convolutions.\n")
+    return "\n".join(out) + f"\n`{doc['command']}` (counted on the meta device).\n"
+
+
+def _dur(sec: float) -> str:
+    """Seconds as s, min or h."""
+    return f"{sec:.0f} s" if sec < 120 else f"{sec / 60:.1f} min" if sec < 7200 else f"{sec / 3600:.1f} h"
+
+
+def _estimate_column(p: dict) -> list[str]:
+    e, s, f = p["gpu_estimate_s"], p["settings"], p["flops"]
+    sc = e["fit_per_scale"]
+    return [f"{s['train_epochs']} epochs of {s['train_images']:,} images and the test set after each: loader "
+            f"{_dur(e['train_loader_s'])}, compute {_dur(e['train_compute_s'])} → **{_dur(e['train_s'])}**",
+            f"{_pflop(f['dstar_flops_approx'])} → **{_dur(e['dstar_s'])}**",
+            f"{s['fit_steps']:,} steps, a GAN step {1000 * sc[0]['gan_s']:,.0f} ms at {sc[0]['px']} px … "
+            f"{1000 * sc[-1]['gan_s']:,.0f} ms at {sc[-1]['px']} px → **{_dur(e['fit_s'])}**",
+            f"**{_dur(e['train_s'] + e['dstar_s'] + e['fit_s'])}**"]
+
+
+def celeba_gpu_estimate(doc: dict) -> str:
+    """``benchmarks/celeba_cost.py --flops-only``: each preset's time on one GPU from its FLOP
+    counts and the benchmark's stated rates (assumptions, not measurements)."""
+    g = doc["gpu_assumptions"]
+    presets = _celeba(doc)
+    cols = [_estimate_column(p) for _, p in presets]
+    labels = ["training (loader or compute, the slower)", "D*", "fit: VGG16's L_I pass at the VGG16 rate, the rest "
+              "at the G/D rate", "all counted"]
+    return (f"- bf16 VGG16 convolutions sustain {g['vgg16_tflops']} TFLOP/s "
+            f"({100 * g['vgg16_tflops'] / g['dense_bf16_peak_tflops']:.0f} % of the {g['gpu']}'s "
+            f"{g['dense_bf16_peak_tflops']} TFLOP/s dense bf16 peak).\n"
+            f"- The stacked, grouped G/D convolutions sustain {g['gan_tflops']} TFLOP/s.\n"
+            f"- Training is bound by JPEG decoding at {g['loader_images_per_s']:,} images/s with "
+            f"{g['loader_workers']} workers, unless its FLOPs take longer.\n\n"
+            + md_table(["stage", *(f"`{k}`" for k, _ in presets)],
+                       [[lab, *(c[i] for c in cols)] for i, lab in enumerate(labels)])
+            + "\nNot counted: the lazy R1 penalty, the running agreement, logging and checkpoints of the fit, "
+              "KID, the diagnosis, the explanations and the Captum baselines.\n")
+
+
+def celeba_memory(doc: dict) -> str:
+    """``benchmarks/celeba_cost.py --flops-only``: what the VGG16 saves for its backward, per
+    image and at the fit's and D*'s batch sizes."""
+    (name, p), *_ = _celeba(doc)
+    e, s, g = p["gpu_estimate_s"], p["settings"], doc["gpu_assumptions"]
+    mib = p["flops"]["classifier_saved_for_backward_mib_per_image_fp32"]
+    most = max(e["fit_saved_for_backward_gb_fp32"], e["dstar_saved_for_backward_gb_fp32"])
+    return (f"The tensors VGG16 saves for its backward pass at {s['image_size']} px come to {mib:.0f} MiB per image "
+            f"in fp32 (`classifier_saved_for_backward_mib_per_image_fp32`); a tensor that several operations save "
+            f"is counted once per operation, so it is an upper bound.\n\n"
+            f"- The fit step's L_I pass over {e['fit_explanations_per_step']} explanations holds at most "
+            f"{e['fit_saved_for_backward_gb_fp32']:.0f} GB in fp32, less under bf16 autocast.\n"
+            f"- D* ({s['attack'].upper()} at its batch of {s['dstar_batch']}) holds at most "
+            f"{e['dstar_saved_for_backward_gb_fp32']:.0f} GB in fp32 for the attack's backward.\n"
+            f"- The larger of the two, {most:.0f} GB, is {'within' if most < g['gpu_memory_gb'] else 'above'} the "
+            f"{g['gpu_memory_gb']} GB of the {g['gpu']}; C, G and D at batch {s['fit_batch']} come on top.\n")
+
+
+def _celeba_cpu_rows(doc: dict) -> list[list[str]]:
+    t, pgd = doc["train"], doc["pgd20"]
+
+    def rate(flops: float, sec: float) -> str:
+        return f"{flops / sec / 1e9:.0f}"
+    rows = [[f"VGG16 training, {t['preset']}", str(t["batch"]), _median_range(t["s_all"], "{:.1f}"),
+             f"{t['images_per_s']:.2f}", f"{t['flops_per_step'] / 1e12:.2f}", rate(t["flops_per_step"], t["s_per_step"])],
+            ["PGD-20 (D*)", str(pgd["batch"]), _median_range(pgd["s_all"], "{:.1f}"), f"{pgd['images_per_s']:.2f}",
+             f"{pgd['flops_per_batch_approx'] / 1e12:.2f} (approx.)", rate(pgd["flops_per_batch_approx"], pgd["s_per_batch"])]]
+    for r in doc["fit"]:
+        rows.append([f"fit, scale {r['scale']} ({r['px']} px), {r['phase']}", str(r["batch"]),
+                     _median_range(r["s_all"], "{:.1f}"), f"{r['images_per_s']:.2f}",
+                     f"{r['flops_per_step_without_r1'] / 1e12:.2f}", rate(r["flops_per_step_without_r1"], r["s_per_step"])])
+    return rows
+
+
+def celeba_cpu(doc: dict) -> str:
+    """``benchmarks/celeba_cost.py --device cpu --json``: seconds per step (median [range]),
+    images/s, the FLOPs counted in the run and the effective rate, the JPEG loader's rate and
+    the process's resident high-water mark."""
+    rss = max([doc["train"], doc["pgd20"], *doc["fit"]], key=lambda r: r.get("cpu_process_rss_high_water_gib", 0))
+    banks = sorted({r["banks"] for r in doc["fit"]})
+    return (md_table(["step", "batch", "s / step, median [range]", "images/s", "TFLOP / step (counted in the run)",
+                      "effective GFLOP/s"], _celeba_cpu_rows(doc))
+            + f"\nVGG16 width {doc['vgg16_width']}; bf16 autocast: {doc['train']['bf16']} (training), "
+              f"{doc['fit'][0]['bf16']} (fit); the fit's layers in {', '.join(map(str, banks))} bank(s). "
+              f"The CelebA loader's decode, crop and tensor conversion of a {doc['jpeg']['jpeg_kib']:.0f}-KiB "
+              f"178×218 JPEG: {doc['jpeg']['images_per_s_per_process']:.0f} images/s in one process (one thread). "
+              f"The process's resident high-water mark: {rss.get('cpu_process_rss_high_water_gib', 0):.1f} GiB.\n\n"
+            + _machine(doc))
+
+
+def fit_speed(doc: dict) -> str:
+    """``benchmarks/fit_speed.py --json``: ms per joint fit step per config, phase and variant
+    (median [range] over rounds), images/s per layer and the per-round speed against the reference."""
+    rows = [[f"{r['preset']}, batch {r['batch']}" + (f", G/D {'-'.join(map(str, r['gd_widths']))}" if r.get("gd_widths") else ""),
+             r["phase"], r["variant"] + (" (auto)" if r["auto"] else ""),
+             _spread(r["ms"]), f"{r['batch'] / r['ms']['median'] * 1000:.0f}", _median_range(r["vs_reference"]) + "×"]
+            for r in doc["rows"]]
+    return (md_table(["config", "phase", "variant", "ms / step, median [range]", "images/s per layer",
+                      "vs reference per round"], rows)
+            + f"\nDevice {doc['device']}, bf16 autocast: {doc['bf16']}; {doc['rounds']} alternating rounds of "
+              f"{doc['steps']} steps.\n\n" + _machine(doc))
+
+
+def channels_last(doc: dict) -> str:
+    """``benchmarks/channels_last.py --json``: ms per call in NCHW and NHWC (median [range]) and
+    the per-round ratio."""
+    rows = [[r["case"], r["step"], _spread(r["nchw_ms"]), _spread(r["nhwc_ms"]), f"**{_median_range(r['ratios'])}×**"]
+            for r in doc["rows"]]
+    return (md_table(["case", "step", "NCHW ms", "NHWC ms", "NCHW / NHWC per round"], rows)
+            + f"\n{doc['precision']}; {doc['rounds']} rounds, the layouts alternated; median [range].\n\n" + _machine(doc))
+
+
+def distributed_speed(doc: dict) -> str:
+    """``benchmarks/distributed.py --json``: work and wall seconds per job and setup (median
+    [range] over rounds), speeds against 1 process and 1 × 1 thread, weight differences."""
+    rows = []
+    for r in doc["rows"]:
+        d = r["max_abs_weight_diff"]
+        rows.append([r["job"], f"{r['processes']} × {r['threads']}", _spread(r["work_s"]), _spread(r["wall_s"]),
+                     f"{r['speed_vs_1_process']:.2f}×", f"{r['speed_vs_1x1']:.2f}×", "" if d is None else f"{d:.1e}"])
+    return (md_table(["job", "processes × threads", "work s", "wall s", "speed vs 1 process",
+                      "speed vs 1 × 1 thread", "max \\|Δw\\| vs 1 × 1 thread"], rows)
+            + f"\n{doc['rounds']} rounds, the setups alternated; fit schedule × {doc['fit_scale']}, training on "
+              f"{doc['train_images']:,} images; median [range].\n\n" + _machine(doc))
+
+
+def distributed_split(doc: dict) -> str:
+    """``benchmarks/distributed.py --split-only``: which members each rank fits, by FLOPs."""
+    total = sum(doc["share_flops_per_sample"])
+    shares = "; ".join(f"rank {i}: {', '.join(f'`{n}`' for n in share)} ({flops / 1e6:.1f} MFLOP, "
+                       f"{100 * flops / total:.0f} %)"
+                       for i, (share, flops) in enumerate(zip(doc["shares"], doc["share_flops_per_sample"])))
+    return (f"- The fit's split by FLOPs (per sample, C + G + D forward) of the {len(doc['member_flops_per_sample'])} "
+            f"members on {doc['ranks']} ranks: {shares} (`{doc['command']}`).\n")
+
+
+def _fit_settings(doc: dict) -> str:
+    """The base fit settings of a ``benchmarks/gan_losses.py`` record, in one sentence."""
+    f = doc["fit"]
+    where = "of each scale" if f["warmup_each_scale"] else "of all steps"
+    return (f"Base fit: {' / '.join(map(str, f['steps_per_scale']))} steps of batch {f['batch_size']}, G/D widths "
+            f"{tuple(f['g_channels'])}, L_I-only warm-up over the first {100 * f['warmup_fraction']:.0f} % {where}, "
+            f"EMA β {f['ema_beta']}, GAN loss {f['gan_loss']}, amp {f['amp']}, seed {f['seed']}.")
+
+
+def fit_curves(doc: dict) -> str:
+    """``benchmarks/gan_losses.py --variant … --json``: each variant's running agreement on 200
+    held-out images at every logged step (one value per layer, in ``layers`` order)."""
+    steps = [c["step"] for c in next(iter(doc["variants"].values()))["curve"]]
+    rows = []
+    for name, v in doc["variants"].items():
+        at = {c["step"]: c for c in v["curve"]}
+        rows.append([name, *("/".join(f"{at[t][n]:.2f}" for n in doc["layers"]) if t in at else "–" for t in steps)])
+    ends = {c["step"] for c in next(iter(doc["variants"].values()))["curve"] if not c["warmup"]}
+    return (md_table(["step", *(f"{t}" + ("" if t in ends else " (warm-up)") for t in steps)], rows)
+            + f"\nLayers: {', '.join(f'`{n}`' for n in doc['layers'])}. Variants: "
+              + "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v['changes'].items())}" for k, v in doc["variants"].items())
+            + f". {_fit_settings(doc)}\n\n" + _machine(doc))
+
+
+def gan_losses(doc: dict) -> str:
+    """``benchmarks/gan_losses.py --json``: per layer and GAN loss, agreement and KID; the fit's
+    wall time per loss."""
+    variants = doc["variants"]
+    rows = [[f"`{n}`", *(f"{100 * v['layers'][n]['agreement']:.1f} % / {v['layers'][n]['kid']:.2f}"
+                         for v in variants.values())] for n in doc["layers"]]
+    rows.append(["fit wall time", *(f"{v['fit_seconds']:.0f} s" for v in variants.values())])
+    return (md_table(["layer", *(f"{k}: agreement / KID" for k in variants)], rows)
+            + f"\nKID of real held-out images against other real ones: {doc['kid_real_vs_real']:.2f}. "
+              f"{_fit_settings(doc)}\n\n" + _machine(doc))
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "fault-drill": ("fault_drill.json", fault_drill),
     "main-natural": ("main_results.json", lambda d: _main_table(d, "natural")),
@@ -553,6 +864,25 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "token-reading": ("token_reading.json", token_reading),
     "reproducibility": ("reproducibility.json", reproducibility),
     "bf16-vs-fp32": ("bf16_vs_fp32.json", bf16_vs_fp32),
+    "token-layers": ("token_layers.json", token_layers),
+    "celeba-steps": ("celeba_cost_counts.json", celeba_steps),
+    "celeba-flops": ("celeba_cost_counts.json", celeba_flops),
+    "celeba-gpu-estimate": ("celeba_cost_counts.json", celeba_gpu_estimate),
+    "celeba-memory": ("celeba_cost_counts.json", celeba_memory),
+    "distributed-split": ("distributed_split.json", distributed_split),
+    # timed: their JSON is written by a run on a machine with nothing else running
+    "token-layers-speed": ("token_layers_speed.json", token_layers_speed),
+    "celeba-cpu": ("celeba_cost_cpu.json", celeba_cpu),
+    "bf16-vs-fp32-no-bf16-units": ("bf16_vs_fp32_no_bf16_units.json", bf16_vs_fp32),
+    "channels-last": ("channels_last.json", channels_last),
+    "channels-last-bf16": ("channels_last_bf16.json", channels_last),
+    "fit-speed-quick": ("fit_speed_quick.json", fit_speed),
+    "fit-speed-paper": ("fit_speed_paper.json", fit_speed),
+    "distributed-speed": ("distributed_speed.json", distributed_speed),
+    "gan-losses": ("gan_losses.json", gan_losses),
+    "quick-sizing-steps": ("quick_sizing_steps.json", fit_speed),
+    "quick-sizing-ema": ("quick_sizing_ema.json", fit_curves),
+    "quick-sizing-ema-end": ("quick_sizing_ema.json", gan_losses),
     "pooling-4ep": ("study_pooling_mnist.json", lambda d: study_markdown(d) + "\n"),
     "pooling-10ep": ("study_pooling_mnist_10epochs.json", lambda d: study_markdown(d) + "\n"),
     "fidelity-schedule-acc": ("fidelity_study.json", fidelity_schedule_acc),

@@ -257,3 +257,87 @@ def test_atta_vs_trades_table():
             "| **50.00** |") in table
     assert "pair by pair of alternated epochs: **7.50 [7.00, 8.00]** (median [range] over 2 pairs)" in table
     assert "×0.1 from epoch 2" in table
+# ----------------------------------------------------------------------------- benchmark records
+# tests/bench_records/*.json: written by the benchmarks themselves, run at a tiny size (their
+# numbers mean nothing); the generators must read what the benchmarks write.
+RECORDS = ROOT / "tests" / "bench_records"
+
+
+def _record(name: str) -> dict:
+    return json.loads((RECORDS / f"{name}.json").read_text())
+
+
+def _rows(table: str) -> list[list[str]]:
+    """The data rows of the first Markdown table in ``table``, as cells."""
+    lines = [ln for ln in table.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def test_every_docs_json_is_written_by_a_benchmark():
+    """Each docs/*.json a new table reads records the command that wrote it."""
+    md = _make_docs()
+    for name in ("token-layers", "celeba-steps", "distributed-split"):
+        doc = json.loads((ROOT / "docs" / md.TABLES[name][0]).read_text())
+        assert doc["command"].startswith("python benchmarks/") and "load_at_end" in doc["machine"]
+
+
+def test_token_layers_from_the_counts():
+    md = _make_docs()
+    doc = json.loads((ROOT / "docs" / "token_layers.json").read_text())
+    rows = _rows(md.TABLES["token-layers"][1](doc))
+    assert len(rows) == len(doc["rows"])
+    for cells, r in zip(rows, doc["rows"]):
+        assert cells[-1] == f"{r['c_weights'] / 1e6:.2f} M" and cells[0].startswith(r["preset"])
+
+
+def test_celeba_tables_from_the_counts():
+    md = _make_docs()
+    doc = json.loads((ROOT / "docs" / "celeba_cost_counts.json").read_text())
+    steps = md.TABLES["celeba-steps"][1](doc)
+    for p in doc["presets"].values():
+        assert f"**{p['settings']['fit_steps']:,}**" in steps
+    flops = _rows(md.TABLES["celeba-flops"][1](doc))
+    assert len(flops) == len(doc["presets"]["celeba"]["flops"]["fit_per_scale"])
+    est = md.TABLES["celeba-gpu-estimate"][1](doc)
+    e = doc["presets"]["celeba"]["gpu_estimate_s"]
+    assert md._dur(e["train_s"] + e["dstar_s"] + e["fit_s"]) in est
+    assert "GB" in md.TABLES["celeba-memory"][1](doc)
+
+
+def test_timed_tables_from_tiny_benchmark_runs():
+    """Every generator of a timed table, on what its benchmark wrote at a tiny size."""
+    md = _make_docs()
+    cases = {"token-layers-speed": "token_layers_speed", "celeba-cpu": "celeba_cost_cpu",
+             "bf16-vs-fp32": "bf16_vs_fp32", "channels-last": "channels_last", "fit-speed-quick": "fit_speed",
+             "distributed-speed": "distributed_speed", "gan-losses": "gan_losses",
+             "quick-sizing-ema": "gan_variants", "quick-sizing-ema-end": "gan_variants"}
+    for table, record in cases.items():
+        doc = _record(record)
+        out = md.TABLES[table][1](doc)
+        assert doc["command"] in out and _rows(out), table
+
+
+def test_timed_rows_carry_median_and_range():
+    md = _make_docs()
+    doc = _record("fit_speed")
+    rows = _rows(md.fit_speed(doc))
+    assert len(rows) == len(doc["rows"])
+    for cells, r in zip(rows, doc["rows"]):
+        assert cells[3] == f"{r['ms']['median']:.1f} [{r['ms']['min']:.1f}, {r['ms']['max']:.1f}]"
+        assert "G/D" in cells[0] if r["gd_widths"] else "G/D" not in cells[0]
+    doc = _record("channels_last")
+    r, cells = doc["rows"][0], _rows(md.channels_last(doc))[0]
+    assert cells[2] == md._spread(r["nchw_ms"]) and cells[4].startswith("**")
+    doc = _record("celeba_cost_cpu")
+    cells = _rows(md.celeba_cpu(doc))
+    assert len(cells) == 2 + len(doc["fit"]) and cells[0][2] == md._median_range(doc["train"]["s_all"], "{:.1f}")
+
+
+def test_gan_variants_curve_has_every_logged_step():
+    md = _make_docs()
+    doc = _record("gan_variants")
+    rows = _rows(md.fit_curves(doc))
+    assert [r[0] for r in rows] == list(doc["variants"])
+    first = next(iter(doc["variants"].values()))["curve"]
+    assert len(rows[0]) == 1 + len(first)
+    assert rows[0][1] == "/".join(f"{first[0][n]:.2f}" for n in doc["layers"])
