@@ -9,6 +9,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,22 +23,51 @@ def command(argv: list[str] | None = None) -> str:
     return " ".join(["python", f"benchmarks/{script.name}", *map(shlex.quote, args)])
 
 
-def _cpu_model() -> str:
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cpu() -> tuple[str, set[str]]:
+    """The CPU's model name and its flags (from /proc/cpuinfo where there is one)."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return name, flags
+
+
+def _commit() -> str | None:
+    """This checkout's commit (``+`` when it has uncommitted changes), or None outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
 
 
 def machine() -> dict:
-    """The machine as this process sees it; ``load_at_start`` is the 1-minute load average."""
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+    """The machine as this process sees it: CPU, cores, bf16 units, torch, threads, the GPU,
+    the commit, and ``load_at_start``, the 1-minute load average (other work on the cores
+    shows there)."""
+    name, flags = _cpu()
+    return {"cpu": name, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "load_at_start": round(os.getloadavg()[0], 2)}
+            "commit": _commit(), "load_at_start": round(os.getloadavg()[0], 2)}
+
+
+def median_range(v: list[float], fmt: str = "{:.2f}") -> str:
+    """``median [min, max]`` of ``v``."""
+    return f"{fmt.format(statistics.median(v))} [{fmt.format(min(v))}, {fmt.format(max(v))}]"
 
 
 def spread(values: list[float]) -> dict:

@@ -23,7 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
-from _common import command, machine, median_range
+from _record import command, machine, median_range
 from interpretgan.data import load_split
 from interpretgan.models import load_classifier
 from interpretgan.robust.attacks import get_attack
@@ -112,7 +112,7 @@ def main():
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({
-            "command": command("atta_vs_trades.py"), "machine": mach, "settings": settings(a, cfgs[ATTA]),
+            "command": command(), "machine": mach, "settings": settings(a, cfgs[ATTA]),
             "methods": res, "order": orders, "ratios": ratios, "wall_s": time.perf_counter() - t0},
             indent=2) + "\n")
 

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from _common import command, machine, median_range
+from _record import command, machine, median_range
 from interpretgan.data import load_mnist
 from interpretgan.models import load_classifier
 from interpretgan.robust.attacks import Attack, get_attack
@@ -123,7 +123,7 @@ def main():
                     "steps": atk.steps, "random_start": atk.random_start, "batch_size": BATCH,
                     "ours_early_stop": True, "bf16_variant": bf16, "torchattacks": torchattacks.__version__}
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({"command": command("pgd_speed.py"), "machine": mach,
+        a.json.write_text(json.dumps({"command": command(), "machine": mach,
                                       "settings": settings, "models": rows,
                                       "wall_s": time.perf_counter() - t0}, indent=2) + "\n")
 

@@ -284,8 +284,10 @@ def _machine_line(doc: dict) -> str:
     m = doc["machine"]
     bf16 = ", bf16 units" if m.get("avx512_bf16") else ""
     commit = f", commit `{m['commit']}`" if m.get("commit") else ""
+    # (files written before the load was recorded as one number hold the three averages)
+    load = m["load_at_start"] if "load_at_start" in m else m["load_average_at_start"][0]
     return (f"Measured with `{doc['command']}` on {m['cpu']} ({m['cores']} cores{bf16}), torch {m['torch']}, "
-            f"{m['threads']} threads{commit}; load average {m['load_average_at_start'][0]:.1f} when it started.\n\n")
+            f"{m['threads']} threads{commit}; load average {load:.1f} when it started.\n\n")
 
 
 PGD_VARIANTS = {"torchattacks": "torchattacks PGD", "ours": "ours, early stop",
