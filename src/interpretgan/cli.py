@@ -36,6 +36,7 @@ from .run.stages import refuse_inside_main_run
 from .runtime import distributed
 from .runtime.devices import resolve_device
 from .runtime.runs import check_free, read_json, to_json
+from .runtime.tensorboard import TensorBoardMissingError
 from .settings import MAX_GENERATOR_SEEDS, merge, override, parse_assignments, validate
 
 log = logging.getLogger("interpretgan")
@@ -158,7 +159,8 @@ def cmd_train(a) -> int:
     if a.world.main:  # before rank 0 locks the folder
         _check_out(run_dir, "--run-dir")
     metrics = train_classifier(cfg, run_dir, resume=not a.no_resume, progress=not a.quiet,
-                               device=a.world.device, world=a.world)
+                               device=a.world.device, world=a.world,
+                               log_dir=_board(a, Path(run_dir), "train"))
     if a.world.main:
         print(to_json(metrics))
     return 0
@@ -252,7 +254,7 @@ def cmd_fit(a) -> int:
         _check_out(run_dir / "fit", "--run-dir")
     summary = fit_run(a.checkpoint, run_dir, cfg, layers, a.data_dir, progress=not a.quiet,
                       device=a.world.device, image_size=a.image_size, world=a.world,
-                      model_file=a.model_file)
+                      model_file=a.model_file, log_dir=_board(a, run_dir, "fit"))
     if summary is None:  # a rank other than 0: rank 0 reports
         return 0
     for n, r in summary["layers"].items():
@@ -296,7 +298,7 @@ def cmd_run(a) -> int:
         return 0
     res = run_main(cfg, a.run_dir, a.model_file, a.checkpoint, progress=not a.quiet,
                    device=a.world.device, world=a.world, judge_model_file=a.judge_model_file,
-                   verify_outputs=a.verify_outputs)
+                   verify_outputs=a.verify_outputs, tensorboard=a.tensorboard)
     if res is None:  # a rank other than 0: rank 0 reports
         return 0
     for key in ("natural", "adversarially_trained", "user"):
@@ -309,7 +311,18 @@ def cmd_run(a) -> int:
     return 0
 
 
+def _board(a, out: Path, part: str) -> Path | None:
+    """``--tensorboard`` of ``train``/``fit``: the events' folder, ``OUT/tensorboard/<part>``."""
+    return out / "tensorboard" / part if a.tensorboard else None
+
+
 # --------------------------------------------------------------------------- parser
+def _tensorboard_option(p: argparse.ArgumentParser, where: str) -> None:
+    p.add_argument("--tensorboard", action="store_true",
+                   help=f"write TensorBoard events to {where} (needs the tensorboard package; "
+                        "look at them with tensorboard --logdir FOLDER)")
+
+
 def _device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda[:N]")
 
@@ -382,6 +395,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--checkpoint-every-s", type=float, metavar="S",
                    help="a resume point every S seconds inside an epoch (default 120; 0: off)")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    _tensorboard_option(p, "RUN_DIR/tensorboard/train: every epoch's metrics row, as train/<field>")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     p.set_defaults(fn=cmd_train)
 
@@ -419,6 +433,8 @@ def _fit_parser(sub) -> None:
                    help="change one FitConfig field, e.g. --set batch_size=32 (repeatable)")
     _device_option(p)
     _devices_option(p)
+    _tensorboard_option(p, "RUN_DIR/tensorboard/fit: each generator's losses and running "
+                           "agreement, its explanations at the end of every scale")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_fit)
 
@@ -508,6 +524,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--verify-outputs", action="store_true",
                    help="check every cached stage's files by content (SHA-256), not only by size "
                         "and modification time")
+    _tensorboard_option(p, "RUN_DIR/tensorboard/<model>/train and …/fit as the training and "
+                           "fitting stages run (no stage's input: a stage served from the cache "
+                           "writes no events)")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=cmd_run)
 
@@ -577,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("interrupted", exc_info=True)
         log.error("interrupted; rerun the same command to resume")
         return 130
-    except (DataError, CheckpointMismatchError, UnknownNameError, ValueError, OSError) as e:
+    except (DataError, CheckpointMismatchError, UnknownNameError, ValueError, OSError,
+            TensorBoardMissingError) as e:
         # ValueError covers ConfigError, UnsafeCheckpointError, RunLockedError, NonFiniteError;
         # OSError a missing file, a read-only or full disk
         log.debug("error", exc_info=True)

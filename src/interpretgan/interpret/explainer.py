@@ -89,7 +89,8 @@ class Explainer:
         self.cfg = dataclasses.replace(self.cfg, layers=tuple(self.layers))
         check_readings(self.model, example, self.layers, self.cfg)
         with _fit_folder(folder) as out:
-            fit_generators(self.model, train, eval_x, self.cfg, out, self.layers, progress=progress)
+            fit_generators(self.model, train, eval_x, self.cfg, out, self.layers, progress=progress,
+                           log_dir=self.log_dir)
             self.image_channels, self.image_size = eval_x.shape[1], eval_x.shape[-1]
             write_json(out / EXPLAINER_FILE, {"image_channels": self.image_channels,
                                                "image_size": self.image_size})

@@ -11,6 +11,9 @@ going through the classifier as one batch (:func:`gan_step`). Run folder::
     RUN/fit/<layer>/prev.pt           the save before it (resume point after a kill mid-save)
     RUN/fit/<layer>/scale<k>.pt       G and C at the end of scale k
     RUN/fit/summary.json              agreement and realism per layer
+
+With ``log_dir`` (:func:`fit_generators`), TensorBoard events beside them: every metrics row's
+losses and running agreement per member, and the explanations at the end of every scale.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from ..runtime.precision import autocast, use_amp
 from ..runtime.progress import progress_bar
 from ..runtime.runs import (NonFiniteError, RunLock, append_jsonl, load_checkpoint, read_json,
                             save_checkpoint, sweep_temp, write_json)
+from ..runtime.tensorboard import TensorBoard, require_tensorboard
 from ..settings import from_dict, same_config
 
 log = logging.getLogger(__name__)
@@ -380,7 +384,8 @@ def _fit_setup(classifier: nn.Module, eval_x: torch.Tensor, cfg: FitConfig, laye
 def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: FitConfig,
                    out_dir: str | Path, layers: Sequence[str] | None = None,
                    progress: bool = True, stop_after: int | None = None,
-                   log_every: int = 50, world: World | None = None) -> dict[str, GanBank]:
+                   log_every: int = 50, world: World | None = None,
+                   log_dir: str | Path | None = None) -> dict[str, GanBank]:
     """Train one generator per layer of the frozen ``classifier``, on the classifier's device;
     resumable.
 
@@ -398,7 +403,12 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     (:func:`~interpretgan.distributed.shard_members`) on the same data stream, writes only
     their files, and logs to ``metrics.jsonl`` (rank 0) or ``metrics.rank<r>.jsonl``;
     ``config.json`` (all layers) is rank 0's. Returns this rank's members.
+
+    ``log_dir``: TensorBoard events there, by rank 0 for its members (:func:`_log_row`,
+    :func:`_log_explanations`), at the fit's steps; they change no result.
     """
+    if log_dir is not None:
+        require_tensorboard()  # the optional package, before any work
     world = world or World()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -416,23 +426,41 @@ def fit_generators(classifier: nn.Module, train_set, eval_x: torch.Tensor, cfg: 
     mine = [n for n, _ in members]
     start, saved, disk = _resume_point(out, members, cfg)
     if world.main:
-        write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": names, "members": keys,
-                                         "shapes": {n: list(s) for n, s in shapes.items()},
-                                         "readings": {n: r.as_dict() for n, r in readings.items()}})
+        _write_config(out, cfg, names, keys, shapes, readings)
     if not members:
         log.warning("rank %d has no layer to fit: %d ranks for %d members (a member's batch is "
                     "not split across ranks, see distributed.py)", world.rank, world.size, len(keys))
         return {}
-    floor = _saved_floor(saved)
-    frozen = {n: doc for (n, _), doc in zip(members, saved) if floor and not floor[n]["active"]}
-    live = [(m, doc) for m, doc in zip(members, saved) if m[0] not in frozen]
-    banks, opts = _build_banks([m for m, _ in live], [doc for _, doc in live], image_channels, cfg, device)
+    floor, frozen, banks, opts = _resumed_banks(members, saved, image_channels, cfg, device)
     log.info("fitting %d members (%d layers × %d generator seeds) on %s (%s, %s)", len(mine),
              len(names), len(cfg.generator_seeds), device, "bf16 autocast" if amp else "fp32",
              "one stacked bank" if len(banks) == 1 else f"{len(banks)} banks")
     run = _FitRun(classifier, cfg, out, eval_x, image_size, image_channels, GAN_LOSSES.get(cfg.gan_loss)(),
-                  amp, world, disk, train_set, log_every, progress, stop_after, start)
-    return _scheduled_then_floor(run, banks, opts, start, total, (frozen, floor, mine))
+                  amp, world, disk, train_set, log_every, progress, stop_after, start,
+                  TensorBoard(log_dir if world.main else None, purge_step=start + 1))
+    with run.board:
+        return _scheduled_then_floor(run, banks, opts, start, total, (frozen, floor, mine))
+
+
+def _write_config(out: Path, cfg: FitConfig, names: Sequence[str], keys: Sequence[str],
+                  shapes: Mapping[str, Sequence[int]], readings: Mapping[str, LayerReading]) -> None:
+    """``fit/config.json``: the resolved config, the layers, the members, their shapes and readings."""
+    write_json(out / "config.json", {"fit": dataclasses.asdict(cfg), "layers": list(names), "members": list(keys),
+                                     "shapes": {n: list(s) for n, s in shapes.items()},
+                                     "readings": {n: r.as_dict() for n, r in readings.items()}})
+
+
+def _resumed_banks(members: Sequence[tuple[str, Sequence[int]]], saved: Sequence[dict | None],
+                   image_channels: int, cfg: FitConfig, device: torch.device):
+    """The fit's members as :func:`_resume_point` left them (``saved``: their documents): the
+    saved floor records, the members the floor has stopped (their documents, kept aside,
+    frozen), and the banks and optimisers of the others, resumed where saved. Returns
+    ``(floor, frozen, banks, opts)``."""
+    floor = _saved_floor(saved)
+    frozen = {n: doc for (n, _), doc in zip(members, saved) if floor and not floor[n]["active"]}
+    live = [(m, doc) for m, doc in zip(members, saved) if m[0] not in frozen]
+    banks, opts = _build_banks([m for m, _ in live], [doc for _, doc in live], image_channels, cfg, device)
+    return floor, frozen, banks, opts
 
 
 def _scheduled_then_floor(run: "_FitRun", banks, opts, start: int, total: int, floor_state) -> dict:
@@ -468,6 +496,7 @@ class _FitRun:
     progress: bool
     stop_after: int | None
     start: int  # the step this call started at
+    board: TensorBoard = dataclasses.field(default_factory=lambda: TensorBoard(None))  # events (main rank)
 
 
 def _build_banks(members: Sequence[tuple[str, Sequence[int]]], docs: Sequence[dict | None],
@@ -532,7 +561,7 @@ def _run_steps(run: _FitRun, banks: Sequence[GanBank], opts, first: int, stop: i
                 _check_losses(banks, sums, done, run.out, step)
             _save_members(run.out, banks, opts, step + 1, cfg, run.disk, frozen, floor)
             if end_of_scale:
-                _save_scale(run.out, banks, phase.scale, cfg)
+                _save_scale(run, banks, phase, step)
         if killed:
             return True
     return False
@@ -540,7 +569,8 @@ def _run_steps(run: _FitRun, banks: Sequence[GanBank], opts, first: int, stop: i
 
 def _log_row(run: _FitRun, banks, sums, done: int, phase: Phase, step: int, seconds: float, bar) -> None:
     """A metrics row: mean losses since the last row and the running agreement on 200 held-out
-    images (one host sync)."""
+    images (one host sync), in ``metrics.jsonl`` and as TensorBoard scalars ``<member>/<loss>``,
+    ``<member>/agreement`` at the fit's step."""
     means = _check_losses(banks, sums, done, run.out, step)
     agree = agreement(run.classifier, _views(banks), run.eval_x[:200], run.image_size, phase.scale,
                       alpha=phase.alpha)
@@ -550,16 +580,43 @@ def _log_row(run: _FitRun, banks, sums, done: int, phase: Phase, step: int, seco
            **{f"{n}/agreement200": a for n, a in agree.items()}}
     world = run.world
     append_jsonl(run.out / ("metrics.jsonl" if world.main else f"metrics.rank{world.rank}.jsonl"), row)
+    run.board.scalars(step + 1, {**{f"{n}/{k}": v for n, st in means.items() for k, v in st.items()},
+                                 **{f"{n}/agreement": a for n, a in agree.items()}})
     bar.set_postfix(_postfix(means, agree), refresh=False)
 
 
-def _save_scale(out: Path, banks: Sequence[GanBank], scale: int, cfg: FitConfig) -> None:
-    """G and C of every member at the end of ``scale`` (``fit/<member>/scale<k>.pt``)."""
+def _save_scale(run: _FitRun, banks: Sequence[GanBank], phase: Phase, step: int) -> None:
+    """G and C of every member at the end of ``phase.scale`` (``fit/<member>/scale<k>.pt``),
+    and their explanations in TensorBoard (:func:`_log_explanations`)."""
+    scale = phase.scale
     for b in banks:
         for i, n in enumerate(b.layers):
-            save_checkpoint(out / layer_dirname(n) / f"scale{scale}.pt",
+            save_checkpoint(run.out / layer_dirname(n) / f"scale{scale}.pt",
                             {"layer": n, "scale": scale, "shape": list(b.shapes[i]),
-                             "state": b.member_state(i), "config": dataclasses.asdict(cfg)})
+                             "state": b.member_state(i), "config": dataclasses.asdict(run.cfg)})
+    _log_explanations(run, banks, phase, step)
+
+
+SAMPLE_IMAGES = 8  # held-out images explained in TensorBoard at the end of every scale
+
+
+@torch.no_grad()
+def _log_explanations(run: _FitRun, banks: Sequence[GanBank], phase: Phase, step: int) -> None:
+    """TensorBoard, per member, at the fit's step ``step + 1``: the image
+    ``<member>/explanations``, the first :data:`SAMPLE_IMAGES` held-out images (top row) over
+    their explanations at ``phase``'s scale and fade-in weight, resized to the classifier's
+    input (bottom row); in eval mode (the moving average of C/G, if any), as the running
+    agreement judges them. Draws no random numbers and changes no weight."""
+    if not run.board.enabled:
+        return
+    x = run.eval_x[:SAMPLE_IMAGES].to(module_device(run.classifier))  # the same images every time
+    feats = member_features(run.classifier, x, [n for b in banks for n in b.layers])
+    for b in banks:
+        with eval_mode(b):
+            x_hats = b.explain_all([feats[n] for n in b.layers], phase.scale, phase.alpha)
+        for n, x_hat in zip(b.layers, x_hats):
+            shown = torch.cat([x, to_classifier(x_hat.float(), run.image_size)])
+            run.board.images(step + 1, f"{n}/explanations", shown, nrow=len(x))
 
 
 # ---------------------------------------------------------------------------- agreement floor
@@ -929,7 +986,7 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
                       layers: Sequence[str] | None = None,
                       dstar_indices: torch.Tensor | None = None,
                       device: str | torch.device | None = None, progress: bool = True,
-                      world: World | None = None) -> dict | None:
+                      world: World | None = None, log_dir: str | Path | None = None) -> dict | None:
     """Fit generators for the frozen ``classifier`` into ``fit_dir`` and write
     ``fit_dir/summary.json`` (agreement + KID per layer); resumes a killed fit.
 
@@ -940,8 +997,10 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
 
     ``world``: with several ranks, each fits its share of the layers (:func:`fit_generators`);
     rank 0 holds the folder's lock, writes the summary once every rank is done and returns
-    it; the other ranks return None.
+    it; the other ranks return None. ``log_dir``: TensorBoard events (:func:`fit_generators`).
     """
+    if log_dir is not None:
+        require_tensorboard()  # the optional package, before any work
     world = world or World()
     if device is not None:
         classifier.to(resolve_device(device))
@@ -964,7 +1023,7 @@ def fit_and_summarize(classifier: nn.Module, data_cfg, fit_cfg: FitConfig, fit_d
         world.wait_all("fit-start")  # no rank writes before the sweep of temp files
         t0 = time.perf_counter()
         fit_generators(classifier, train, eval_x, fit_cfg, fit_dir, layers,
-                       progress=progress and world.main, world=world)
+                       progress=progress and world.main, world=world, log_dir=log_dir)
         world.wait_all("fit-done")  # every rank's layers are on disk
         if not world.main:
             return None

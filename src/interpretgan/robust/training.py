@@ -42,6 +42,7 @@ from ..runtime.progress import progress_bar
 from ..runtime.runs import (NonFiniteError, RunDir, RunLock, UnsafeCheckpointError, append_jsonl,
                             load_checkpoint, read_json, read_jsonl, rng_state, save_checkpoint,
                             seed_everything, set_rng_state, sweep_temp, write_json)
+from ..runtime.tensorboard import TensorBoard, require_tensorboard
 from ..settings import same_config, validate
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
                      progress: bool = True, stop_after: int | None = None,
                      on_epoch: Callable[[dict], None] | None = None,
                      device: str | torch.device | None = "auto",
-                     world: World | None = None) -> dict | None:
+                     world: World | None = None, log_dir: str | Path | None = None) -> dict | None:
     """Train a classifier as ``cfg`` says, in ``run_dir``; returns the final metrics.
 
     ``device``: ``"auto"`` (a GPU if there is one), ``"cpu"``, ``"cuda[:N]"``; not part of
@@ -86,8 +87,15 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
     (``checkpoints/shards/epoch<e>[-batch<b>]-rank<r>-of-<W>.pt``: ATTA's perturbations of
     the rank's examples); it returns the metrics, the other ranks None. A run resumes on any number of
     ranks (the shards are merged and split again).
+
+    ``log_dir``: TensorBoard events there (rank 0; :class:`~interpretgan.runtime.tensorboard.TensorBoard`):
+    every numeric field of each epoch's ``metrics.jsonl`` row but ``epoch`` as the scalar
+    ``train/<field>``, its step the epoch (1-based). A finished run that is reused writes
+    none; a resumed one hides the events of the epochs it redoes. Logging changes no result.
     """
     validate(cfg)
+    if log_dir is not None:
+        require_tensorboard()  # the optional package, before any work
     world = world or World()
     device = world.device if world.distributed else resolve_device(device)  # fail before any work
     method = TRAIN_METHODS.get(cfg.method)
@@ -98,7 +106,7 @@ def train_classifier(cfg: TrainConfig, run_dir: str | Path, resume: bool = True,
             rd.mkdir()
         world.wait_all("train-start")  # no rank reads or writes before the sweep
         return _train(cfg, rd, method, resume, progress and world.main, stop_after, on_epoch,
-                      device, world)
+                      device, world, log_dir)
 
 
 def _finished_metrics(rd: RunDir, cfg: TrainConfig) -> dict | None:
@@ -139,11 +147,12 @@ class _Job:
     gen: torch.Generator = dataclasses.field(default_factory=torch.Generator)  # attack starts
     aug_gen: torch.Generator = dataclasses.field(default_factory=torch.Generator)  # crops, flips
     shard: Path | None = None  # this rank's last saved state shard (ranks > 1)
+    board: TensorBoard = dataclasses.field(default_factory=lambda: TensorBoard(None))  # rank 0's events
 
 
 def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress: bool,
            stop_after: int | None, on_epoch: Callable[[dict], None] | None,
-           device: torch.device, world: World) -> dict | None:
+           device: torch.device, world: World, log_dir: str | Path | None = None) -> dict | None:
     if rd.final.exists() and resume:
         metrics = world.share(_finished_metrics(rd, cfg) if world.main else None)
         if metrics is not None:
@@ -160,6 +169,18 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
     if world.main:
         write_json(rd.config, {"kind": "classifier", **dataclasses.asdict(cfg)})
     eval_attack = get_attack(cfg.eval_attack, cfg.data.dataset) if cfg.eval_attack else None
+    job.board = TensorBoard(log_dir if world.main else None, purge_step=start_epoch + 1)
+    try:
+        return _epochs(job, test_set, eval_attack, start_epoch, elapsed, part, stop_after, on_epoch)
+    finally:
+        job.board.close()
+
+
+def _epochs(job: _Job, test_set, eval_attack, start_epoch: int, elapsed: float, part: dict | None,
+            stop_after: int | None, on_epoch: Callable[[dict], None] | None) -> dict | None:
+    """The epochs from ``start_epoch`` (``part``: the position inside it a resume point saved)
+    to the end, or to ``stop_after`` epochs of this call; returns :func:`_train`'s answer."""
+    cfg, world = job.cfg, job.world
     epochs_run = 0
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter() - (part["train_s"] if part else 0.0)
@@ -177,17 +198,7 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
             if stop:
                 return None
             continue
-        row["test_acc"] = accuracy(job.model, test_set, cfg.eval_batch_size)
-        if eval_attack is not None and (epoch + 1 == cfg.epochs or (
-                cfg.eval_attack_every and (epoch + 1) % cfg.eval_attack_every == 0)):
-            sub = test_set.subset(cfg.eval_attack_subset) if isinstance(test_set, ImageDataset) else test_set
-            row[f"{eval_attack.name}_acc"] = robust_accuracy(job.model, sub, eval_attack,
-                                                             cfg.eval_batch_size)
-        elapsed += time.perf_counter() - t0
-        row["elapsed_s"] = elapsed
-        append_jsonl(rd.metrics_jsonl, row)
-        log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
-        _save_last(job, epoch + 1, elapsed)
+        elapsed = _epoch_end(job, row, test_set, eval_attack, elapsed + time.perf_counter() - t0)
         if on_epoch is not None:
             on_epoch(row)
         if stop:
@@ -195,6 +206,27 @@ def _train(cfg: TrainConfig, rd: RunDir, method: Method, resume: bool, progress:
     if not world.main:
         return None
     return _finish(job, elapsed, eval_attack)
+
+
+def _epoch_end(job: _Job, row: dict, test_set, eval_attack, elapsed: float) -> float:
+    """Rank 0, after epoch ``row["epoch"]``'s steps: the evaluation into ``row``, the
+    metrics row (``metrics.jsonl`` and TensorBoard), ``last.pt``. ``elapsed``: the seconds
+    so far, up to the evaluation; returns them after it."""
+    cfg, rd, epoch = job.cfg, job.rd, row["epoch"]
+    t0 = time.perf_counter()
+    row["test_acc"] = accuracy(job.model, test_set, cfg.eval_batch_size)
+    if eval_attack is not None and (epoch == cfg.epochs or (
+            cfg.eval_attack_every and epoch % cfg.eval_attack_every == 0)):
+        sub = test_set.subset(cfg.eval_attack_subset) if isinstance(test_set, ImageDataset) else test_set
+        row[f"{eval_attack.name}_acc"] = robust_accuracy(job.model, sub, eval_attack,
+                                                         cfg.eval_batch_size)
+    elapsed += time.perf_counter() - t0
+    row["elapsed_s"] = elapsed
+    append_jsonl(rd.metrics_jsonl, row)
+    job.board.scalars(epoch, {f"train/{k}": v for k, v in row.items() if k != "epoch"})
+    log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items()})
+    _save_last(job, epoch, elapsed)
+    return elapsed
 
 
 def _new_job(cfg: TrainConfig, rd: RunDir, method: Method, train_set, device: torch.device,

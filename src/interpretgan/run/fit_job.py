@@ -17,13 +17,15 @@ from .config import RunConfig
 from ..runtime.devices import resolve_device
 from ..runtime.distributed import World
 from ..runtime.runs import write_json
+from ..runtime.tensorboard import require_tensorboard
 
 
 def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
             layers: Sequence[str] | None = None, data_dir: str | None = None,
             progress: bool = True, device: str | torch.device | None = "auto",
             dstar_images: int | None = RunConfig.dstar_images, image_size: int | None = None,
-            world: World | None = None, model_file: str | None = None) -> dict | None:
+            world: World | None = None, model_file: str | None = None,
+            log_dir: str | Path | None = None) -> dict | None:
     """``interpretgan fit``: fit generators for a classifier checkpoint into ``run_dir/fit``
     on ``device`` (``"auto"``: a GPU if there is one) and write ``summary.json`` (agreement +
     KID per layer). Resumes a killed run, also on another device.
@@ -33,12 +35,14 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     ``image_size``: the classifier's input side (default: the one its checkpoint records).
     ``model_file``: the code of a checkpoint saved from a model file (:mod:`.loading`).
     ``world``: the ranks share the layers out (:func:`fit_and_summarize`), each on its own
-    ``world.device``; rank 0 returns the summary, the others None.
+    ``world.device``; rank 0 returns the summary, the others None. ``log_dir``: TensorBoard
+    events of the fit there (:func:`~interpretgan.interpret.fit.fit_generators`).
     """
     world = world or World()
     if world.distributed:
         device = world.device
-
+    if log_dir is not None:
+        require_tensorboard()  # the optional package, before any work
     dev = resolve_device(device)  # fail before any work on a bad name
     classifier = load_model(checkpoint, device=dev, model_file=model_file)
     data = checkpoint_data_config(checkpoint, data_dir=data_dir, image_size=image_size)
@@ -49,7 +53,7 @@ def fit_run(checkpoint: str | Path, run_dir: str | Path, cfg: FitConfig,
     check_readings(classifier, example, layers, cfg)
     summary = fit_and_summarize(classifier, data, cfg, Path(run_dir) / "fit", layers,
                                 dstar_indices=dstar_indices(test, dstar_images), progress=progress,
-                                world=world)
+                                world=world, log_dir=log_dir)
     if summary is None:
         return None
     summary["checkpoint"] = str(checkpoint)

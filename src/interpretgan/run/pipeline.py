@@ -27,6 +27,16 @@ stage records, D*, diagnosis, explanations, report — and hands the two distrib
 every rank (:meth:`~interpretgan.distributed.World.everyone`): classifier training
 (data-parallel) and generator fitting (layers shared out). The number of ranks is no
 stage's input: the cache and the report do not depend on it.
+
+With ``tensorboard=True`` (``interpretgan run --tensorboard``) the training and fitting stages
+write TensorBoard events, one folder per classifier and stage (see :func:`tensorboard_dir`)::
+
+    RUN/tensorboard/<model>/train     train/<field> per epoch (the metrics.jsonl rows)
+    RUN/tensorboard/<model>/fit       <member>/<loss>, <member>/agreement, <member>/explanations
+
+(``tensorboard --logdir RUN/tensorboard``). The folder is no stage's input and no stage's
+output: turning it on or off invalidates no cached stage, and a stage served from the cache
+writes no events.
 """
 from __future__ import annotations
 
@@ -57,9 +67,16 @@ from ..runtime.devices import resolve_device
 from ..runtime.distributed import World, end_handover, serve_rank0
 from ..runtime.runs import (RunLock, load_checkpoint, read_json, save_checkpoint, sweep_temp,
                             write_json)
+from ..runtime.tensorboard import require_tensorboard
 from ..settings import result_config
 
 log = logging.getLogger(__name__)
+
+
+def tensorboard_dir(root: str | Path, key: str, part: str) -> Path:
+    """Where the main job writes TensorBoard events of classifier ``key``'s ``part``
+    (``"train"`` or ``"fit"``): ``RUN/tensorboard/<key>/<part>``."""
+    return Path(root) / "tensorboard" / key / part
 
 
 @dataclasses.dataclass
@@ -79,12 +96,18 @@ class Job:
     checkpoint: str | None = None
     progress: bool = True
     verify_outputs: bool = False
+    tensorboard: bool = False
+
+    def board(self, key: str, part: str) -> Path | None:
+        """The TensorBoard folder of ``key``'s ``part`` (:func:`tensorboard_dir`), or None."""
+        return tensorboard_dir(self.root, key, part) if self.tensorboard else None
 
 
 def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
              checkpoint: str | None = None, progress: bool = True,
              device: str | torch.device | None = "auto", world: World | None = None,
-             judge_model_file: str | None = None, verify_outputs: bool = False) -> dict | None:
+             judge_model_file: str | None = None, verify_outputs: bool = False,
+             tensorboard: bool = False) -> dict | None:
     """Run every stage of the main job into ``root`` on ``device`` (``"auto"``: a GPU if there
     is one); returns ``results.json``'s content. The device is no stage's input: a run
     started on one device resumes on another.
@@ -96,8 +119,12 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
     its training and fitting stages and return None.
 
     ``verify_outputs``: check every cached stage's outputs by content (SHA-256), not only by
-    size and mtime (:class:`Stages`)."""
+    size and mtime (:class:`Stages`). ``tensorboard``: the training and fitting stages that run
+    write TensorBoard events under ``root/tensorboard`` (:func:`tensorboard_dir`; no stage's
+    input, so cached stages stay cached and write none)."""
     # Check everything before the run folder is touched.
+    if tensorboard:
+        require_tensorboard()
     world = world if world is not None and world.distributed else World(device=resolve_device(device))
     resolved = resolve_run(cfg, own_model=bool(model_file or checkpoint))
     user, user_data = None, None
@@ -114,7 +141,7 @@ def run_main(cfg: RunConfig, root: str | Path, model_file: str | None = None,
     try:
         return _run_stages(Job(cfg, Path(root), resolved, world, user, user_data,
                                {"user": model_file, "judge": judge_model_file}, checkpoint,
-                               progress, verify_outputs))
+                               progress, verify_outputs, tensorboard))
     finally:
         end_handover(world)
 
@@ -135,14 +162,16 @@ def _run_stages(job: Job) -> dict:
         if job.user is not None:
             models = {"user": _save_user_model(st, job)}
         else:
-            models = {key: _train_one(st, root, tcfg, key, job.world, job.progress)
+            models = {key: _train_one(st, root, tcfg, key, job.world, job.progress,
+                                      job.board(key, "train"))
                       for key, tcfg in _trained_configs(job.resolved).items()}
 
         # Per classifier: D*, generators, diagnosis, explanations.
         judges = _judges(cfg, models, job.user)
         diagnoses = {key: _classifier_stages(ClassifierStages(
             st, key, run, cfg, job.resolved.fit, job.world, job.progress, judge=judges[key],
-            code={**job.code, "user": job.code.get(key)})) for key, run in models.items()}
+            code={**job.code, "user": job.code.get(key)}, log_dir=job.board(key, "fit")))
+            for key, run in models.items()}
 
         # The report: a pure function of the saved artifacts.
         results = assemble_results(root, diagnoses, st.timings, cfg, clock.tick())
@@ -188,9 +217,10 @@ def _save_user_model(st: Stages, job: Job) -> Path:
 
 
 def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, world: World,
-               progress: bool) -> Path:
+               progress: bool, log_dir: Path | None = None) -> Path:
     """Stage ``train:<key>``: train one of the two classifiers on every rank; returns its run
-    folder. Its key is the training config, and the data's content where no checksums pin it."""
+    folder. Its key is the training config, and the data's content where no checksums pin it
+    (not ``log_dir``, where TensorBoard events go when the stage runs)."""
 
     run = root / key
     inputs = result_config(tcfg)  # (how often it checkpoints is no input)
@@ -198,26 +228,28 @@ def _train_one(st: Stages, root: Path, tcfg: TrainConfig, key: str, world: World
         inputs = [inputs, content_digest(load_split(tcfg.data, "train")),
                   content_digest(load_split(tcfg.data, "test"))]
     st.run(f"train:{key}", inputs, [run / "checkpoints" / "final.pt"],
-           lambda: world.everyone(_train_task, tcfg, run, progress), clean=[run],
+           lambda: world.everyone(_train_task, tcfg, run, progress, log_dir), clean=[run],
            recorded=[run / n for n in ("checkpoints", "config.json", "metrics.json", "metrics.jsonl")])
     return run
 
 
-def _train_task(world: World, tcfg: TrainConfig, run: Path, progress: bool) -> None:
+def _train_task(world: World, tcfg: TrainConfig, run: Path, progress: bool,
+                log_dir: Path | None = None) -> None:
     """Every rank's part of stage ``train:<key>``."""
 
-    train_classifier(tcfg, run, progress=progress and world.main, device=world.device, world=world)
+    train_classifier(tcfg, run, progress=progress and world.main, device=world.device, world=world,
+                     log_dir=log_dir)
 
 
 def _fit_task(world: World, ckpt: Path, data: DataConfig, fit_cfg: FitConfig, fit_dir: Path,
               layers: list[str] | None, dstar_images: int, progress: bool,
-              model_file: str | None = None) -> None:
+              model_file: str | None = None, log_dir: Path | None = None) -> None:
     """Every rank's part of stage ``fit:<key>``: its share of the layers; rank 0 summarises."""
 
     model = load_model(ckpt, world.device, model_file=model_file)
     test = load_split(data, "test")
     fit_and_summarize(model, data, fit_cfg, fit_dir, layers, dstar_indices=dstar_indices(test, dstar_images),
-                      progress=progress and world.main, world=world)
+                      progress=progress and world.main, world=world, log_dir=log_dir)
 
 
 @dataclasses.dataclass
@@ -225,7 +257,7 @@ class ClassifierStages:
     """One classifier's stages (:func:`_classifier_stages`): ``run`` its folder, ``judge`` the
     checkpoint of the independent classifier for control (a) (``acc_judge``) or None, ``code``
     the model files typed for it and for the judge (``{"user": …, "judge": …}``; None for zoo
-    checkpoints)."""
+    checkpoints); ``log_dir`` the fit's TensorBoard folder or None (no input of any stage)."""
 
     st: Stages
     key: str
@@ -236,6 +268,7 @@ class ClassifierStages:
     progress: bool
     judge: Path | None = None
     code: dict = dataclasses.field(default_factory=dict)
+    log_dir: Path | None = None
 
     @property
     def ckpt(self) -> Path:
@@ -281,7 +314,8 @@ def _fit_stage(c: ClassifierStages, data: DataConfig, trained: list) -> str:
     return c.st.run(f"fit:{c.key}", [trained, dataclasses.asdict(c.fit_cfg), layers, c.cfg.dstar_images],
                     [fit_dir / "config.json", fit_dir / "summary.json"],
                     lambda: c.world.everyone(_fit_task, c.ckpt, data, c.fit_cfg, fit_dir, layers,
-                                             c.cfg.dstar_images, c.progress, c.code.get("user")),
+                                             c.cfg.dstar_images, c.progress, c.code.get("user"),
+                                             c.log_dir),
                     clean=[fit_dir])
 
 

@@ -1,2 +1,2 @@
 """What a run stands on: run folders and checkpoints (:mod:`.runs`), devices, precision,
-ranks (:mod:`.distributed`) and progress bars."""
+ranks (:mod:`.distributed`), progress bars and TensorBoard events (:mod:`.tensorboard`)."""
