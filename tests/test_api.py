@@ -189,3 +189,18 @@ def test_python_api_end_to_end_equals_interpretgan_run(mnist_small, shared_cache
     assert d.doc["maxpool_index_change"] == ran["maxpool_index_change"]
     assert d.doc["misclassification"] == ran["misclassification"]
     assert dataclasses.asdict(ex.cfg)["generator_seeds"] == (0, 1)
+
+
+def test_explainer_log_dir_writes_the_fits_live_curves(tmp_path):
+    from conftest import need
+
+    need("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    x = torch.rand(96, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    Explainer(tiny_net(), ["4"], device="cpu", log_dir=tmp_path / "tb", **{**TINY, "ckpt_every": 1}).fit(
+        x, folder=tmp_path / "fit", progress=False)
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = acc.Tags()
+    assert {"4/l_i", "4/agreement"} <= set(tags["scalars"])
+    assert "4/explanations" in tags["images"] and len(acc.Images("4/explanations")) == 3  # one per scale
