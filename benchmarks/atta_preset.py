@@ -31,9 +31,9 @@ from interpretgan.settings import merge
 
 # name → overrides of the preset (``--variants`` picks among them, in this order)
 VARIANTS: dict[str, dict] = {
-    "4 epochs, fp32": {},
-    "3 epochs, fp32": {"epochs": 3, "lr_milestones": (2,)},
-    "4 epochs, bf16": {"amp": "on"},
+    "4 epochs fp32": {},
+    "3 epochs fp32": {"epochs": 3, "lr_milestones": (2,)},
+    "4 epochs bf16": {"amp": "on"},
 }
 
 
@@ -74,7 +74,7 @@ def main():
     t0, mach = time.perf_counter(), machine()
     results = {}
     for name in names:
-        cfg, run = variant_config(VARIANTS[name], a.seed), a.out / name.replace(" ", "_").replace(",", "")
+        cfg, run = variant_config(VARIANTS[name], a.seed), a.out / name.replace(" ", "_")
         if not a.resume:
             shutil.rmtree(run, ignore_errors=True)
         train_classifier(cfg, run, progress=False)

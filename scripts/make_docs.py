@@ -771,12 +771,14 @@ def celeba_cpu(doc: dict) -> str:
 def fit_speed(doc: dict) -> str:
     """``benchmarks/fit_speed.py --json``: ms per joint fit step per config, phase and variant
     (median [range] over rounds), images/s per layer and the per-round speed against the reference."""
+    compared = len({r["variant"] for r in doc["rows"]}) > 1  # one variant: no speed column
     rows = [[f"{r['preset']}, batch {r['batch']}" + (f", G/D {'-'.join(map(str, r['gd_widths']))}" if r.get("gd_widths") else ""),
              r["phase"], r["variant"] + (" (auto)" if r["auto"] else ""),
-             _spread(r["ms"]), f"{r['batch'] / r['ms']['median'] * 1000:.0f}", _median_range(r["vs_reference"]) + "×"]
+             _spread(r["ms"]), f"{r['batch'] / r['ms']['median'] * 1000:.0f}",
+             *([_median_range(r["vs_reference"]) + "×"] if compared else [])]
             for r in doc["rows"]]
     return (md_table(["config", "phase", "variant", "ms / step, median [range]", "images/s per layer",
-                      "vs reference per round"], rows)
+                      *(["vs reference per round"] if compared else [])], rows)
             + f"\nDevice {doc['device']}, bf16 autocast: {doc['bf16']}; {doc['rounds']} alternating rounds of "
               f"{doc['steps']} steps.\n\n" + _machine(doc))
 
@@ -838,6 +840,25 @@ def fit_curves(doc: dict) -> str:
             + f". {_fit_settings(doc)}\n\n" + _machine(doc))
 
 
+def fit_curves_reading(doc: dict) -> str:
+    """``benchmarks/gan_losses.py --variant … --json``: per variant, how far the running
+    agreement moves between consecutive checks in the last scale's GAN phase (after the last
+    warm-up check), and its lowest value there."""
+    lines = []
+    for name, v in doc["variants"].items():
+        curve = v["curve"]
+        last_warm = max((i for i, c in enumerate(curve) if c["warmup"]), default=-1)
+        gan = curve[last_warm + 1:]
+        if len(gan) < 2:
+            raise Pending(f"{name}: fewer than two checks after the warm-up")
+        jumps = [abs(b[n] - a[n]) for a, b in zip(gan, gan[1:]) for n in doc["layers"]]
+        low = min(c[n] for c in gan for n in doc["layers"])
+        lines.append(f"- {name}: from step {gan[0]['step']} to {gan[-1]['step']} (last scale, GAN phase), "
+                     f"the agreement of a layer moved by up to {max(jumps):.2f} from one check to the next; "
+                     f"its lowest was {low:.2f}.\n")
+    return "".join(lines)
+
+
 def gan_losses(doc: dict) -> str:
     """``benchmarks/gan_losses.py --json``: per layer and GAN loss, agreement and KID; the fit's
     wall time per loss."""
@@ -885,6 +906,8 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "quick-sizing-steps": ("quick_sizing_steps.json", fit_speed),
     "quick-sizing-ema": ("quick_sizing_ema.json", fit_curves),
     "quick-sizing-ema-end": ("quick_sizing_ema.json", gan_losses),
+    "quick-sizing-ema-reading": ("quick_sizing_ema.json", fit_curves_reading),
+    "bf16-quality": ("bf16_quality.json", gan_losses),
     "pooling-4ep": ("study_pooling_mnist.json", lambda d: study_markdown(d) + "\n"),
     "pooling-10ep": ("study_pooling_mnist_10epochs.json", lambda d: study_markdown(d) + "\n"),
     "fidelity-schedule-acc": ("fidelity_study.json", fidelity_schedule_acc),
