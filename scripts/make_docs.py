@@ -859,6 +859,70 @@ def fit_curves_reading(doc: dict) -> str:
     return "".join(lines)
 
 
+def variant_pair_reading(doc: dict) -> str:
+    """``benchmarks/gan_losses.py --variant A --variant B --json``: B against A — the mean
+    agreement, the layers whose agreement moved by more than two binomial standard errors of
+    the difference (``fit.eval_images`` images each), the layers where KID fell, the wall times."""
+    (a_name, a), (b_name, b) = list(doc["variants"].items())[:2]
+    n, layers = doc["fit"]["eval_images"], doc["layers"]
+    mean = {k: 100 * statistics.mean(v["layers"][m]["agreement"] for m in layers) for k, v in ((a_name, a), (b_name, b))}
+    moved = []
+    for m in layers:
+        pa, pb = a["layers"][m]["agreement"], b["layers"][m]["agreement"]
+        se = math.sqrt(pa * (1 - pa) / n + pb * (1 - pb) / n)
+        if abs(pb - pa) > 2 * se:
+            moved.append(f"`{m}` {100 * pa:.1f} → {100 * pb:.1f} % (two s.e.: {200 * se:.1f} pt)")
+    kid_lower = sum(b["layers"][m]["kid"] < a["layers"][m]["kid"] for m in layers)
+    return (f"- Mean agreement over the {len(layers)} layers: {a_name} {mean[a_name]:.1f} %, {b_name} {mean[b_name]:.1f} %.\n"
+            f"- Agreement moved by more than two binomial standard errors of the difference ({n:,} images each) on "
+            + ("; ".join(moved) if moved else "no layer") + ".\n"
+            f"- KID was lower under {b_name} on {kid_lower} of {len(layers)} layers.\n"
+            f"- Fit wall time: {a['fit_seconds']:.0f} s ({a_name}), {b['fit_seconds']:.0f} s ({b_name}), one fit each.\n")
+
+
+def test_suite(doc: dict) -> str:
+    """``benchmarks/test_suite.py --json``: passed / failed / skipped (with reasons), the wall
+    time and the slowest tests."""
+    skips = "".join(f"\n  - `{t['test']}`: {t['reason']}" for t in doc["skips"])
+    slow = ", ".join(f"`{t['test']}` {t['seconds']:.0f} s" for t in doc["slowest"])
+    return (f"- **{doc['passed']} passed, {doc['failed']} failed, {doc['errors']} errors, {doc['skipped']} skipped** "
+            f"in {doc['wall_s']:.0f} s.\n"
+            + (f"- Skipped:{skips}\n" if doc["skips"] else "")
+            + f"- The slowest (setup + call + teardown): {slow}.\n\n" + _machine(doc))
+
+
+def atta_preset(doc: dict) -> str:
+    """``benchmarks/atta_preset.py --json``: per variant of the ``mnist-atta-trades`` preset,
+    PGD-40 accuracy on the 500-image subset after every epoch (lr in brackets), then clean and
+    PGD-40 accuracy on the whole test set, and whether the target is met."""
+    target = doc["settings"]["target_pgd40"]
+    rows = []
+    for name, v in doc["variants"].items():
+        epochs = " / ".join(f"{100 * e['pgd-40_acc']:.1f} ({e['lr']:g})" for e in v["epochs"])
+        met = "**met**" if v["pgd40_accuracy"] >= target else "missed"
+        rows.append([name, epochs, f"{statistics.median(e['train_s'] for e in v['epochs']):.0f} s",
+                     f"{100 * v['clean_accuracy']:.2f}", f"**{100 * v['pgd40_accuracy']:.2f}**", met])
+    n = next(iter(doc["variants"].values()))["test_images"]
+    return (md_table(["variant", f"PGD-40 % on {doc['settings']['eval_attack_subset']} test images after each epoch (lr)",
+                      "s / epoch (median)", f"clean % ({n:,} test images)", f"PGD-40 % ({n:,} test images)",
+                      f"target ≥ {100 * target:.0f} %"], rows)
+            + f"\nSeed {doc['settings']['seed']}, all 60,000 training images; evaluation in fp32 with the attack's "
+              f"fixed random starts.\n\n" + _machine(doc))
+
+
+def atta_preset_seeds(doc: dict) -> str:
+    """``interpretgan study pooling`` (``docs/study_pooling_mnist.json``): the max-pool
+    SmallCNN's PGD-40 accuracy per seed on the study's test subset."""
+    runs = [r for r in doc["runs"] if r["pool"] == "max"]
+    target = 0.88
+    met = sum(r["accuracy"]["pgd-40"] >= target for r in runs)
+    seeds = " / ".join(str(r["seed"]) for r in runs)
+    accs = " / ".join(f"{100 * r['accuracy']['pgd-40']:.2f}" for r in runs)
+    return (f"- The pooling study's max-pool SmallCNNs (this preset, fp32, seeds {seeds}) reach "
+            f"{accs} % under PGD-40 on its "
+            f"{doc['config']['test_subset']:,} test images: the target of {100 * target:.0f} % is met on {met} of {len(runs)} seeds.\n")
+
+
 def gan_losses(doc: dict) -> str:
     """``benchmarks/gan_losses.py --json``: per layer and GAN loss, agreement and KID; the fit's
     wall time per loss."""
@@ -908,6 +972,10 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "quick-sizing-ema-end": ("quick_sizing_ema.json", gan_losses),
     "quick-sizing-ema-reading": ("quick_sizing_ema.json", fit_curves_reading),
     "bf16-quality": ("bf16_quality.json", gan_losses),
+    "bf16-quality-reading": ("bf16_quality.json", variant_pair_reading),
+    "test-suite": ("test_suite.json", test_suite),
+    "atta-preset": ("atta_preset.json", atta_preset),
+    "atta-preset-seeds": ("study_pooling_mnist.json", atta_preset_seeds),
     "pooling-4ep": ("study_pooling_mnist.json", lambda d: study_markdown(d) + "\n"),
     "pooling-10ep": ("study_pooling_mnist_10epochs.json", lambda d: study_markdown(d) + "\n"),
     "fidelity-schedule-acc": ("fidelity_study.json", fidelity_schedule_acc),
