@@ -177,8 +177,9 @@ def main_reading(doc: dict) -> str:
             f"by the same rule on the paper's Table 1: {_names(labels, _paper_marks(paper['vul']))}. "
             f"Largest Vul_i here: {labels[max(range(len(per)), key=lambda i: per[i]['vul'])]} "
             f"({100 * max(r['vul'] for r in per):.1f} %).")
+        seeds = doc[key].get("generator_seeds", len(per[0]["acc_seeds"]))
         out.append(
-            f"  - The two generator seeds differ by at most {spread:.1f} points of Acc_i "
+            f"  - The {seeds} generator seeds differ by at most {spread:.1f} points of Acc_i "
             f"({labels[worst]}).")
         judge = [r.get("acc_judge") for r in per]
         if all(j is not None for j in judge):
@@ -212,15 +213,16 @@ def readme_summary(doc: dict) -> str:
              for r in doc[k]["generators"]["layers"].values()]
     nat, adv = _layers(doc, "natural"), _layers(doc, "adversarially_trained")
     paper = doc["paper"]["natural"]
+    attack = doc["adversarially_trained"].get("attack") or doc["config"]["attack"]
     return (
-        f"- `interpretgan run` (2-core AVX-512-BF16 CPU, fresh clone): {b['epoch_units']:.1f} natural-epoch "
+        f"- `interpretgan run`: {b['epoch_units']:.1f} natural-epoch "
         f"units ({doc['wall_time_s'] / 60:.0f} min); the generators agree with f on "
         f"{min(agree):.1f}–{max(agree):.1f} % of held-out test images at every layer and seed.\n"
         f"- Natural model: Acc_i from {100 * nat[0]['acc']:.1f} % ({labels[0]}) to {100 * nat[-1]['acc']:.1f} % "
         f"({labels[-1]}); the paper's from {paper['acc'][0]:.1f} to {paper['acc'][-1]:.1f} %. Marked as largely "
         f"vulnerable: {_names(labels, [r['large_vul'] for r in nat])} (the paper: "
         f"{_names(labels, _paper_marks(paper['vul']))}).\n"
-        f"- ATTA-1 TRADES model: {100 * doc['adversarially_trained']['adversarial_accuracy']:.1f} % under PGD-40; "
+        f"- ATTA-1 TRADES model: {100 * doc['adversarially_trained']['adversarial_accuracy']:.1f} % under {attack.upper()}; "
         f"Acc_i {min(100 * r['acc'] for r in adv):.1f}–{max(100 * r['acc'] for r in adv):.1f} % at every layer.\n")
 
 
@@ -357,9 +359,20 @@ def reproducibility(doc: dict) -> str:
         return d[worst], labels[layers.index(worst)]
     same, _ = gap("a", "b")
     ranks, where = gap("a", "ranks2")
+    # the run's own two generator seeds, per layer: how far a change of seed moves Acc_i
+    seeds = {n: 100 * (max(v) - min(v)) for n, v in reps["run"]["acc_seeds"].items()}
+    k = len(next(iter(reps["run"]["acc_seeds"].values())))
+    rows.append([f"run: largest − smallest of its {k} generator seeds (points)", *(f"{seeds[n]:.1f}" for n in layers)])
+    two = {n: 100 * abs(reps["a"]["acc"][n] - reps["ranks2"]["acc"][n]) for n in layers}
+    shown = {n: (round(two[n], 1), round(seeds[n], 1)) for n in layers}  # compared as the table shows them
+    further = [labels[layers.index(n)] for n in layers if shown[n][0] > shown[n][1]]
+    less = [labels[layers.index(n)] for n in layers if shown[n][0] < shown[n][1]]
+    at = labels.index(where)
     return (md_table(["Acc_i (%)", *labels], rows)
             + f"\nThe same command twice: Acc_i differs by at most {same:.1f} points. One process against "
-              f"two ranks: by up to {ranks:.1f} points ({where}).\n")
+              f"two ranks: by up to {ranks:.1f} points ({where}), where the run's {k} generator seeds differ by "
+              f"{seeds[layers[at]]:.1f}. Two ranks move Acc_i further than the change of seed at "
+              f"{', '.join(further) or 'no layer'}, less far at {', '.join(less) or 'no layer'}.\n")
 
 
 def own_fashion(doc: dict) -> str:
@@ -521,6 +534,99 @@ def fidelity_conclusion(doc: dict) -> str:
         f"departure ({pct(toward_y)} % of Conv1's departures land on the true label), the paper's "
         f"{paper:.1f} % would need its Conv1 generator to depart from f on about "
         f"{min(100.0, paper / toward_y):.0f} % of x*, against our {pct(depart)} %.", ""])
+
+
+# ----------------------------------------------------------------------------- readings of benchmark records
+def folder_stream(doc: dict) -> str:
+    """``benchmarks/folder_stream.py``: the folder, what its training split would take in memory,
+    the measuring process's resident memory, the listing and header scan, and each pass's rate."""
+    f, size = doc["folder"], doc["image_size"]
+    gib = doc["in_memory_bytes_would_be"] / 2 ** 30  # uint8, 3 channels
+    full, one = doc["full_pass"], doc["full_pass_one_thread"]
+    fit, ds = doc["fit_like_pass"], doc["dstar_like_pass"]
+    passes = {"full pass": full, "one-thread pass": one, "fit-like pass": fit, "D*-like pass": ds}
+    top = max(passes, key=lambda k: max(passes[k]["rss_mib_during"]))
+    batch_mib = ds["batch_size"] * 3 * size ** 2 * 4 / 2 ** 20
+    return (f"- Folder: {f['jpegs']:,} JPEGs of {f['side']} px in {f['classes']} class folders "
+            f"({doc['train_images']:,} training, {doc['test_images']:,} test), {f['bytes'] / 2 ** 20:.0f} MiB on disk. "
+            f"Read at `--image-size {size}` (shorter side to {size}, centre crop), the training split would take "
+            f"{gib:.1f} GiB as uint8 in memory, {4 * gib:.1f} GiB as float32; it was "
+            f"{'streamed' if doc['streamed'] else 'loaded into memory'}.\n"
+            f"- **Peak RSS of the whole measuring process: {doc['peak_rss_mib']:,.0f} MiB** "
+            f"({doc['rss_mib_after_imports']:,.0f} MiB after its imports); during the full pass VmRSS stayed between "
+            f"{min(full['rss_mib_during']):,.0f} and {max(full['rss_mib_during']):,.0f} MiB at each tenth of it. "
+            f"The highest VmRSS sampled: {max(passes[top]['rss_mib_during']):,.0f} MiB, in the {top}; a batch of "
+            f"{ds['batch_size']} float32 images at {size} px, as the D*-like pass reads them, is {batch_mib:,.0f} MiB.\n"
+            f"- Listing (names, sizes, mtimes: what the stage keys' digest reads): {doc['listing_seconds']:.2f} s. "
+            f"Header scan (every file opened once, the first time only; cached): {doc['header_scan_seconds']:.2f} s.\n"
+            f"- Full pass of the training split, batches of 128, {doc['decode_threads']} decoding threads: "
+            f"**{full['images_per_s']:,.0f} images/s** ({full['seconds']:.2f} s); with one decoding thread "
+            f"{one['images_per_s']:,.0f} images/s ({one['seconds']:.2f} s).\n"
+            f"- Fit-like pass (the fit's shuffled batches of {fit['batch_size']} across the whole split, "
+            f"{fit['steps']} steps): {fit['images_per_s']:,.0f} images/s. D*-like pass ({ds['images']:,} test images "
+            f"drawn as D* draws them, batches of {ds['batch_size']}): {ds['images_per_s']:,.0f} images/s.\n\n"
+            f"`{doc['command']}`; {doc['machine']}.\n")
+
+
+def distributed_drift(doc: dict) -> str:
+    """``benchmarks/distributed.py --json``: per training job, each setup's largest weight
+    difference from 1 process × 1 thread after the benchmark's epoch."""
+    def setup(r: dict) -> str:
+        return (f"{r['processes']} process{'es' if r['processes'] > 1 else ''} × "
+                f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}")
+    jobs: dict[str, list[str]] = {}
+    for r in doc["rows"]:
+        if r["max_abs_weight_diff"] is not None:
+            jobs.setdefault(r["job"], []).append(f"{r['max_abs_weight_diff']:.1e} on {setup(r)}")
+    unchecked = [j for j in dict.fromkeys(r["job"] for r in doc["rows"]) if j not in jobs]
+    return (f"- After one epoch of {doc['train_images']:,} training images, the largest weight difference from "
+            f"1 process × 1 thread: " + "; ".join(f"{job}: {', '.join(v)}" for job, v in jobs.items())
+            + (f". Not compared by the benchmark: {', '.join(unchecked)}" if unchecked else "")
+            + f". (`{doc['command']}`)\n")
+
+
+EVERYDAY_TARGETS = {"agreement": 0.90, "epoch_units": 20}  # the targets results.md states
+
+
+def everyday_targets(doc: dict) -> str:
+    """``benchmarks/everyday_models.py``: per model, its cost and lower-seed agreement per layer
+    against the targets, and the machine the file names."""
+    t, out = EVERYDAY_TARGETS, []
+    for r in doc["rows"]:
+        low: dict[str, float] = {}
+        for member, v in r["agreement"].items():
+            n = member.split("#seed")[0]
+            low[n] = min(low.get(n, 1.0), v)
+        below = [f"{n} {100 * v:.1f} %" for n, v in low.items() if v < t["agreement"]]
+        cheap = r["epoch_units"] <= t["epoch_units"]
+        missed = [name for name, ok in (("agreement", not below), ("cost", cheap)) if not ok]
+        verdict = ("meets both targets" if not missed else "misses both targets" if len(missed) == 2
+                   else f"misses the {missed[0]} target")
+        seeds = (f"layers whose lower seed agrees with f on less than {100 * t['agreement']:.0f} %: {', '.join(below)}"
+                 if below else f"every layer's seeds agree with f on {100 * t['agreement']:.0f} % or more")
+        out.append(f"- `{r['model']}` {verdict}: the run took {r['epoch_units']:.1f} units "
+                   f"({'within' if cheap else 'over'} the {t['epoch_units']}); {seeds}.")
+    return "\n".join(out) + f"\n\nMachine: {doc['machine']}; torch {doc['torch']}.\n"
+
+
+def fit_speed_reading(doc: dict) -> str:
+    """``benchmarks/fit_speed.py --json``: per phase, each variant's speed against the reference
+    per round (median [range]), the fastest in the median and whether the ranges overlap."""
+    out = []
+    for cfg in dict.fromkeys((r["preset"], r["batch"]) for r in doc["rows"]):
+        for phase in dict.fromkeys(r["phase"] for r in doc["rows"]):
+            rows = [r for r in doc["rows"] if (r["preset"], r["batch"]) == cfg and r["phase"] == phase
+                    and r["variant"] != "reference"]
+            if not rows:
+                continue
+            best = max(rows, key=lambda r: statistics.median(r["vs_reference"]))
+            overlap = max(min(r["vs_reference"]) for r in rows) <= min(max(r["vs_reference"]) for r in rows)
+            out.append(f"- `{cfg[0]}`, batch {cfg[1]}, {phase}: "
+                       + ", ".join(f"{r['variant']}{' (auto)' if r['auto'] else ''} {_median_range(r['vs_reference'])}×"
+                                   for r in rows)
+                       + f"; fastest in the median: {best['variant']}; the ranges "
+                       + ("overlap" if overlap else "do not overlap") + f" ({doc['rounds']} rounds).")
+    return "\n".join(out) + "\n"
 
 
 # ----------------------------------------------------------------------------- fault drill
@@ -1235,6 +1341,11 @@ def gan_losses(doc: dict) -> str:
 
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "fault-drill": ("fault_drill.json", fault_drill),
+    "folder-stream": ("folder_stream.json", folder_stream),
+    "distributed-drift": ("distributed_speed.json", distributed_drift),
+    "everyday-targets": ("everyday_models.json", everyday_targets),
+    "fit-speed-reading-quick": ("fit_speed_quick.json", fit_speed_reading),
+    "fit-speed-reading-paper": ("fit_speed_paper.json", fit_speed_reading),
     "main-natural": ("main_results.json", lambda d: _main_table(d, "natural")),
     "main-atta": ("main_results.json", lambda d: _main_table(d, "adversarially_trained")),
     "main-generators": ("main_results.json", main_generators),
