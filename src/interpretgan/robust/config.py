@@ -70,7 +70,8 @@ TRAIN_PRESETS.register("mnist-natural-quick", TrainConfig(epochs=3, lr_milestone
 TRAIN_PRESETS.register("mnist-atta-trades", TrainConfig(
     method="atta-trades", epochs=4, lr_milestones=(3,), step_size=0.1, eval_attack="pgd-40"))
 # The quick main job's robust model: the same, in bf16 where the CPU/GPU has bf16 units (its
-# PGD-40 accuracy matched fp32's: docs/results.md), robust accuracy logged after the last epoch.
+# PGD-40 accuracy within two standard errors of fp32's: docs/results.md, "The ATTA-1 TRADES
+# preset"), robust accuracy logged after the last epoch.
 TRAIN_PRESETS.register("mnist-atta-trades-quick", TrainConfig(
     method="atta-trades", epochs=4, lr_milestones=(3,), step_size=0.1, eval_attack="pgd-40",
     eval_attack_every=0, amp="auto"))
