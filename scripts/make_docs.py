@@ -111,9 +111,9 @@ def main_generators(doc: dict) -> str:
     for key, model in (("natural", "natural model"), ("adversarially_trained", "ATTA model")):
         if key in doc and doc[key].get("generators"):
             rows += _member_rows(doc, key, model)
-    floor = doc["natural"]["generators"]["kid_real_vs_real"]
+    floor, n = doc["natural"]["generators"]["kid_real_vs_real"], doc["natural"]["generators"]["n_eval"]
     return (md_table(["layer", *doc["layer_labels"]], rows)
-            + f"\nKID of 1,000 real held-out images against another 1,000: {floor:.2f}.\n")
+            + f"\nKID of {n:,} real held-out images against another {n:,}: {floor:.2f}.\n")
 
 
 def main_maxpool(doc: dict) -> str:
@@ -133,8 +133,8 @@ def main_budget(doc: dict) -> str:
     units = b["per_stage_units"]
     rows = [[stage, f"{secs:.0f}", f"{units[stage]:.1f}"] for stage, secs in doc["timings_s"].items()]
     rows.append(["**all stages**", f"**{b['stages_s']:.0f}**", f"**{b['epoch_units']:.1f}**"])
-    return (f"One natural epoch in this run: {b['natural_epoch_s']:.1f} s (median of the natural model's "
-            f"epochs). Wall time of `interpretgan run`: {doc['wall_time_s'] / 60:.1f} min.\n\n"
+    return (f"One natural epoch in this run: {b['natural_epoch_s']:.1f} s (the middle of the natural "
+            f"model's sorted epoch times; for an even count the upper of the two middle ones). Wall time of `interpretgan run`: {doc['wall_time_s'] / 60:.1f} min.\n\n"
             + md_table(["stage", "seconds", "natural epochs"], rows))
 
 
@@ -249,7 +249,8 @@ def everyday_models(doc: dict) -> str:
         rows.append([r["model"], f"{100 * r['clean_accuracy']:.1f}",
                      f"{100 * r['adversarial_accuracy']:.1f}", cells,
                      f"{r['epoch_units']:.1f} × {r['train']['natural_epoch_s']:.1f} s"])
-    return md_table(["model", "clean (%)", "PGD-40 (%)", "agreement per layer, lower seed (%)",
+    attacks = " / ".join(dict.fromkeys(ATTACK_TITLES.get(r["attack"], r["attack"]) for r in doc["rows"]))
+    return md_table(["model", "clean (%)", f"{attacks} (%)", "agreement per layer, lower seed (%)",
                      "cost (natural epochs × s)"], rows)
 
 
@@ -658,7 +659,7 @@ def _load(m: dict) -> str:
 def _machine(doc: dict) -> str:
     """The command and the machine of a benchmark's ``--json`` file (``benchmarks/_record.py``)."""
     m = doc["machine"]
-    return (f"`{doc['command']}`; {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']} "
+    return (f"`{doc['command']}`; {m['cpu']}, {m['cores']} cores, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, torch {m['torch']} "
             f"(CPU capability {m['cpu_capability']}); load average {m['load_at_start']:.1f} at the start, "
             f"{m['load_at_end']:.1f} at the end.\n")
 
@@ -784,7 +785,8 @@ def celeba_flops(doc: dict) -> str:
     over = [r["stacked_gan_flops"] / r["gan_flops"] for _, p in presets for r in p["flops"]["fit_per_scale"]]
     out.append(f"\nThe counter counts each layer's C, G and D as its own network. Counted on the stacked network "
                f"that the GPU runs (grouped convolutions), the same GAN steps come out {min(over):.2f}–{max(over):.2f}× "
-               f"as high, because the counter overcounts the backward of grouped convolutions.\n")
+               f"as high; where that difference comes from was not examined, and the figures here use the "
+               f"per-network count.\n")
     return "\n".join(out) + f"\n`{doc['command']}` (counted on the meta device).\n"
 
 
@@ -835,7 +837,7 @@ def celeba_memory(doc: dict) -> str:
             f"in fp32 (`classifier_saved_for_backward_mib_per_image_fp32`); a tensor that several operations save "
             f"is counted once per operation, so it is an upper bound.\n\n"
             f"- The fit step's L_I pass over {e['fit_explanations_per_step']} explanations holds at most "
-            f"{e['fit_saved_for_backward_gb_fp32']:.0f} GB in fp32, less under bf16 autocast.\n"
+            f"{e['fit_saved_for_backward_gb_fp32']:.0f} GB in fp32 (not counted under bf16 autocast).\n"
             f"- D* ({s['attack'].upper()} at its batch of {s['dstar_batch']}) holds at most "
             f"{e['dstar_saved_for_backward_gb_fp32']:.0f} GB in fp32 for the attack's backward.\n"
             f"- The larger of the two, {most:.0f} GB, is {'within' if most < g['gpu_memory_gb'] else 'above'} the "
@@ -868,8 +870,8 @@ def celeba_cpu(doc: dict) -> str:
                       "effective GFLOP/s"], _celeba_cpu_rows(doc))
             + f"\nVGG16 width {doc['vgg16_width']}; bf16 autocast: {doc['train']['bf16']} (training), "
               f"{doc['fit'][0]['bf16']} (fit); the fit's layers in {', '.join(map(str, banks))} bank(s). "
-              f"The CelebA loader's decode, crop and tensor conversion of a {doc['jpeg']['jpeg_kib']:.0f}-KiB "
-              f"178×218 JPEG: {doc['jpeg']['images_per_s_per_process']:.0f} images/s in one process (one thread). "
+              f"The CelebA loader's decode, crop and tensor conversion of a synthetic {doc['jpeg']['jpeg_kib']:.0f}-KiB "
+              f"JPEG of CelebA's 178×218 size: {doc['jpeg']['images_per_s_per_process']:.0f} images/s in one process (one thread). "
               f"The process's resident high-water mark: {rss.get('cpu_process_rss_high_water_gib', 0):.1f} GiB.\n\n"
             + _machine(doc))
 
@@ -949,7 +951,7 @@ def fit_curves(doc: dict) -> str:
 def fit_curves_reading(doc: dict) -> str:
     """``benchmarks/gan_losses.py --variant … --json``: per variant, how far the running
     agreement moves between consecutive checks in the last scale's GAN phase (after the last
-    warm-up check), and its lowest value there."""
+    warm-up check), and its lowest value there, from the values as the curve table prints them."""
     lines = []
     for name, v in doc["variants"].items():
         curve = v["curve"]
@@ -957,8 +959,9 @@ def fit_curves_reading(doc: dict) -> str:
         gan = curve[last_warm + 1:]
         if len(gan) < 2:
             raise Pending(f"{name}: fewer than two checks after the warm-up")
-        jumps = [abs(b[n] - a[n]) for a, b in zip(gan, gan[1:]) for n in doc["layers"]]
-        low = min(c[n] for c in gan for n in doc["layers"])
+        shown = [{n: round(c[n], 2) for n in doc["layers"]} for c in gan]  # as the table prints them
+        jumps = [abs(b[n] - a[n]) for a, b in zip(shown, shown[1:]) for n in doc["layers"]]
+        low = min(c[n] for c in shown for n in doc["layers"])
         lines.append(f"- {name}: from step {gan[0]['step']} to {gan[-1]['step']} (last scale, GAN phase), "
                      f"the agreement of a layer moved by up to {max(jumps):.2f} from one check to the next; "
                      f"its lowest was {low:.2f}.\n")

@@ -105,8 +105,9 @@ def _per_layer(diagnosis: dict, fit_config: Path, reliable: dict) -> dict:
 
 
 def budget(root: Path, timings: dict[str, float]) -> dict | None:
-    """The run's cost in units of one natural training epoch measured in this run (the median
-    of the natural model's per-epoch step times): the quick preset's "≤ 40 natural epochs" budget."""
+    """The run's cost in units of one natural training epoch measured in this run (the middle
+    of the natural model's sorted per-epoch step times; for an even count the upper of the two
+    middle ones): the quick preset's "≤ 40 natural epochs" budget."""
 
     rows = read_jsonl(root / "natural" / "metrics.jsonl") if (root / "natural" / "metrics.jsonl").exists() else []
     epochs = sorted(r["train_s"] for r in rows if "train_s" in r)
