@@ -47,7 +47,8 @@ def _fake_results():
     gens = {"layers": {"feature_extractor.relu1": {"agreement": 0.966, "kid": 3.2},
                        "classifier.fc3": {"agreement": 0.993, "kid": 3.7},
                        "feature_extractor.relu1#seed1": {"agreement": 0.95, "kid": 3.2},
-                       "classifier.fc3#seed1": {"agreement": 0.987, "kid": 2.1}}, "kid_real_vs_real": -0.2}
+                       "classifier.fc3#seed1": {"agreement": 0.987, "kid": 2.1}},
+            "kid_real_vs_real": -0.2, "n_eval": 1000}
     return {"layers": layers, "layer_labels": ["Conv1", "FC3"], "paper": {"natural": {"acc": [52.6, 3.5], "vul": [47.4, -0.5]},
                                                                            "maxpool_index_change": [40.9, 18.1]},
             "natural": {"per_layer": per, "generators": gens, "generator_seeds": 2, "clean_accuracy": 0.99,
