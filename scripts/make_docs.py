@@ -428,18 +428,21 @@ def _paper_row(doc: dict) -> list[list[str]]:
 
 def fidelity_schedule_quality(doc: dict) -> str:
     """Per point: what changed, agreement on natural images, keeps f(x*) and KID on Conv1
-    and as the mean over the layers, and the fit's wall time."""
+    and as the mean over the layers, and the fit's wall time; every value a mean over the
+    point's seeds (KID: its ``kid`` entries ``layer`` and ``layer#seedK``)."""
     rows = []
     for name, p in _points(doc, SCHEDULE_POINTS):
         per = p["per_layer"]
         kid = list(p["kid"].values())
+        kid1 = [v for k, v in p["kid"].items() if k.split("#")[0] == p["layers"][0]]
         change = ", ".join(f"{k}={v}" for k, v in p["changes"].items()) or "–"
         rows.append([name, change, pct(per[0]["agreement_natural"]),
                      pct(sum(r["agreement_natural"] for r in per) / len(per)),
                      pct(per[0]["keeps_adversarial_label"]),
-                     f"{kid[0]:.2f}", f"{sum(kid) / len(kid):.2f}", f"{p['fit_seconds_this_call']:.0f}"])
-    return md_table(["point", "change to the study's base", "Conv1 agreement (natural)", "mean agreement",
-                     "Conv1 keeps f(x*)", "Conv1 KID", "mean KID", "fit s"], rows)
+                     f"{sum(kid1) / len(kid1):.2f}", f"{sum(kid) / len(kid):.2f}", f"{p['fit_seconds_this_call']:.0f}"])
+    c1 = doc["layer_labels"][0]
+    return md_table(["point", "change to the study's base", f"{c1} agreement (natural)", "mean agreement",
+                     f"{c1} keeps f(x*)", f"{c1} KID (mean of seeds)", "mean KID", "fit s"], rows)
 
 
 class Pending(Exception):
@@ -1087,14 +1090,22 @@ def _minutes(runs: list[dict], pool: str) -> str:
 def pooling_setup(doc: dict) -> str:
     """The pooling study's setup as bullets: models, test images and each model's training time
     (``runs[].train_time_s``)."""
-    cfg, model, *_ = _pooling(doc)
+    cfg, model, _, _, _, attacks = _pooling(doc)
     n = len(cfg["models"]) * len(cfg["pools"]) * len(cfg["seeds"])
     times = ", ".join(f"{POOL_TITLES.get(p, p)} {_minutes(doc['runs'], p)} min" for p in cfg["pools"])
+    # attacks.py: pgd and mpgd draw a random start in the ε-ball from a seeded generator, fgsm
+    # steps from the clean image (random_start=False); torchattacks' APGD/APGD-T draw theirs
+    # after seeding torch with their seed (study.autoattack_accuracy: 0 for every model)
+    starts = [ATTACK_TITLES.get(a, a) for a in attacks if a != "fgsm"]
+    start = ([f"{_and(starts)} start from a seeded random start"] if starts else []) + (
+        ["FGSM from the clean image"] if "fgsm" in attacks else []) + (
+        ["APGD-CE and APGD-T from torchattacks' seeded random start"] if cfg.get("autoattack") else [])
+    start = "; ".join(start) if start else "no attack"
     return "\n".join([
         f"- {_word(n).capitalize()} models: {MODEL_TITLES.get(model, model)} × {{{', '.join(cfg['pools'])}}} × "
         f"seeds {_seed_list(cfg['seeds'])}.",
         f"- Every model is evaluated on the same fixed {cfg['test_subset']:,}-image test subset. All attacks run in",
-        "  fp32, and every attack starts from a seeded random start.",
+        f"  fp32. {start[0].upper() + start[1:]}.",
         f"- Training time per model (seeds {' / '.join(map(str, sorted(cfg['seeds'])))}): {times}.",
         "- Raw numbers per model: `docs/study_pooling_mnist.json`.", ""])
 
@@ -1203,6 +1214,45 @@ def pooling_10ep_setup(doc: dict) -> str:
             "numbers are in brackets.\n")
 
 
+def _sibling(name: str) -> dict | None:
+    """Another committed JSON under docs/ (``name``), for a reading that compares two runs; None
+    when it is not there."""
+    path = DOCS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _against_4ep(doc: dict, attacks: list[str]) -> list[str]:
+    """The longer run's avg − max against the 4-epoch study's (``study_pooling_mnist.json``),
+    attack by attack: smaller in size, and less than half of it?"""
+    four = _sibling("study_pooling_mnist.json")
+    if four is None:
+        return []
+    d4 = _pooling(four)[3]
+    d10 = _pooling(doc)[3]
+    both = [a for a in attacks if a in d4]
+    if not both:
+        return []
+    n4 = max(d4[a]["n"] for a in both)
+    pairs = _and([f"{ATTACK_TITLES.get(a, a)} {_f(d4[a]['mean'], 2, sign=True)} → {_f(d10[a]['mean'], 2, sign=True)}"
+                  for a in both])
+    what = "deficit" if all(d4[a]["mean"] < 0 for a in both) else "difference"
+    smaller = [a for a in both if abs(d10[a]["mean"]) < abs(d4[a]["mean"])]
+    half = [a for a in both if abs(d10[a]["mean"]) < abs(d4[a]["mean"]) / 2]
+    epochs = doc["config"]["train_overrides"].get("epochs")
+    run = f"at {epochs} epochs" if epochs else "in the longer run"
+    head = f"- Against the 4-epoch differences above (the mean of {_word(n4)} seeds), avg − max {run} is "
+    if len(half) == len(both):
+        body = (f"less than half as large under every attack ({pairs} pt): most of average pooling's 4-epoch "
+                f"{what} is gone {run}")
+    elif len(smaller) == len(both):
+        body = f"smaller under every attack, but not by half under all of them ({pairs} pt)"
+    else:
+        body = (f"smaller under {_and([ATTACK_TITLES.get(a, a) for a in smaller]) or 'no attack'} and not under "
+                f"{_and([ATTACK_TITLES.get(a, a) for a in both if a not in smaller])} ({pairs} pt)")
+    one = max(d10[a]["n"] for a in both) == 1
+    return [head + body + (f"; with one seed, how much of the {what} remains is not settled." if one else ".")]
+
+
 def pooling_10ep_reading(doc: dict) -> str:
     """The longer pooling run read out: avg − max per attack, against the sampling error of one
     model's accuracy and the paper's differences, and both pools against the paper's rows."""
@@ -1218,8 +1268,7 @@ def pooling_10ep_reading(doc: dict) -> str:
              f"- The {names[0]} difference is {'smaller' if abs(d0) < se else 'larger'} than the standard error of one "
              f"model's accuracy on {n_img:,} images (≈ {_f(se)} pt at {100 * acc:.0f} %). With one seed it cannot be "
              "tested against seed noise.",
-             "- Against the 4-epoch differences above, most of average pooling's deficit is gone once both models "
-             "train longer; with one seed, how much of it remains is not settled."]
+             *_against_4ep(doc, attacks)]
     if paper:
         pd = {a: paper["avg"][a] - paper["max"][a] for a in attacks}
         gains = [a for a in attacks if pd[a] > 0]
@@ -1251,6 +1300,59 @@ def _inside(v: float, lo_hi) -> bool:
     return min(lo_hi) <= v <= max(lo_hi)
 
 
+def _two(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with two decimals, or as many more (up to four) as show that they differ."""
+    for d in (2, 3, 4):
+        x, y = f"{a:.{d}f}", f"{b:.{d}f}"
+        if x != y:
+            break
+    return x, y
+
+
+def _arrow(a: float, b: float) -> str:
+    """``a → b``, or ``a (unchanged)`` when the two agree to four decimals."""
+    x, y = _two(a, b)
+    return f"{x} → {y}" if x != y else f"{x} (unchanged)"
+
+
+def _seed_mean(*points: dict) -> str:
+    """``the mean of two seeds`` (every point the same number), else each point's count."""
+    k = [len(p["seeds"]) for p in points]
+    return (f"the mean of {_word(k[0])} seeds" if len(set(k)) == 1
+            else "the means of " + _and([_word(i) for i in k]) + " seeds")
+
+
+def _same_as_main(name: str, p: dict) -> str:
+    """The last bullet of Section 4: the point's Acc_i per layer and seed against the main job's
+    natural model (``docs/main_results.json``), image for image, and the agreement floor's extra
+    steps there."""
+    main = _sibling("main_results.json")
+    if main is None:
+        return ""
+    nat, n = main["natural"], p["n"]
+    per = nat["per_layer"]
+
+    def counts(r: dict) -> list[int]:  # hitting explanations per seed
+        return [round(a * n) for a in _seeds_of(r)]
+
+    same_f = (nat["n"] == n and nat["clean_accuracy"] == p["clean_accuracy"]
+              and nat["adversarial_accuracy"] == p["adversarial_accuracy"])
+    differ = [lab for layer, lab, r in zip(p["layers"], p["layer_labels"], p["per_layer"])
+              if layer not in per or counts(per[layer]) != counts(r)]
+    if not same_f:
+        return (f"- The main job's natural model (`docs/main_results.json`) is not {name}'s classifier and D* "
+                "(its clean or adversarial accuracy differs).")
+    extra = [g.get("extra_steps") for g in nat["generators"]["layers"].values()]
+    floor = (" (the main job's agreement floor added no steps there: every generator's `extra_steps` is 0)"
+             if extra and all(e == 0 for e in extra) else "")
+    head = (f"- The last point ({name}) is the quick preset as it stands, on the main job's classifier and D* (the "
+            "same clean and adversarial accuracy): its Acc_i ")
+    if not differ:
+        return (head + "equal the main job's natural model's (`docs/main_results.json`) at every layer and seed, to "
+                f"the last image{floor}.")
+    return head + f"differ from the main job's natural model's (`docs/main_results.json`) at {_and(differ)}{floor}."
+
+
 def fidelity_schedule_reading(doc: dict) -> str:
     """Section 4 read out: how far the progressive schedule moves Acc_i against the former
     schedule's intervals and seeds, agreement, KID and fit time; what Table 4's widths move."""
@@ -1274,18 +1376,20 @@ def fidelity_schedule_reading(doc: dict) -> str:
     mean_kid = [sum(p["kid"].values()) / len(p["kid"]) for p in (base, prog)]
     (ab0, abm), (ap0, apm) = agreement(base), agreement(prog)
     realism = ("*less* realistic" if mean_kid[1] > mean_kid[0] else "*more* realistic")
+    kid0, kid1 = _two(*mean_kid)
     bullet1 = (f"- **The progressive schedule** (D trains at every scale) moves Acc_i by at most "
                f"{_f(100 * abs(rp['acc'] - rb['acc']))} points at any layer ({lab}: {pct(rb['acc'])} → {pct(rp['acc'])} %, "
-               "the mean of the two seeds). "
+               f"{_seed_mean(base, prog)}). "
                + ("The two points' 95 % intervals overlap at every layer; " if ci_all else "")
                + f"the mean of {n1} lies within the seed range of {n0} at {_and(in_seeds) if in_seeds else 'no layer'}"
                + (f" and outside it at {_and(out_seeds)}" if out_seeds else "") + ". "
                f"Agreement on natural images is {pct(ab0)} % ({n0}) against {pct(ap0)} % ({n1}) at {labels[0]}, and "
                f"{pct(abm)} against {pct(apm)} % as the mean over the layers. By KID the explanations are {realism} on average over the layers and "
-               f"seeds ({mean_kid[0]:.2f} → {mean_kid[1]:.2f}); at {labels[0]} the KID goes "
-               + _and([f"from {a:.2f} to {b:.2f} for seed {i}" for i, (a, b) in enumerate(zip(kb, kp))])
-               + ". With the warm-up inside each scale, fewer steps play the GAN game at the largest scale than when the "
-               "warm-up covered the first three scales. Its fit also took "
+               f"seeds ({kid0} → {kid1}); at {labels[0]} the KID is "
+               + _and([f"{_arrow(a, b)} for seed {seed}" for seed, a, b in zip(base["seeds"], kb, kp)])
+               + ". By the two schedules' settings (above; not a measurement), fewer steps play the GAN game at the "
+               "largest scale with the warm-up inside each scale than with the warm-up over the first 40 % of all "
+               "steps. Its fit also took "
                f"{'less' if prog['fit_seconds_this_call'] < base['fit_seconds_this_call'] else 'more'} time in this one, "
                f"non-alternated run ({base['fit_seconds_this_call']:.0f} → {prog['fit_seconds_this_call']:.0f} s).")
     moved = [(l, p, w) for l, _, p, w in layers if not _inside(w["acc"], p["acc_ci"])]
@@ -1301,17 +1405,15 @@ def fidelity_schedule_reading(doc: dict) -> str:
                f"{'more' if wide['fit_seconds_this_call'] > prog['fit_seconds_this_call'] else 'less'} time than "
                f"{n1}'s in this one, non-alternated run ({prog['fit_seconds_this_call']:.0f} → "
                f"{wide['fit_seconds_this_call']:.0f} s).")
-    return "\n".join([bullet1, bullet2,
-                      "- The last point is the quick preset as it stands, on the main job's classifier and D*: its",
-                      "  Acc_i equal the main job's natural model's, to the last image (the floor added no steps there).",
-                      ""])
+    last = _same_as_main(n2, wide)
+    return "\n".join([bullet1, bullet2, *([last] if last else []), ""])
 
 
 def fidelity_conclusion_lead(doc: dict) -> str:
     """The conclusion's opening: Conv1's Acc_i at every point (means and single generators)
     against the paper's, where Conv2's interval holds the paper's value, and the largest Conv2
     drop (Vul_2) of any point against the paper's."""
-    main, base = _need(doc, ("progressive-paper-width", "base"))
+    main, base, _ = _need(doc, ("progressive-paper-width", "base", "steps-x2"))
     pts = doc["points"]
     labels, paper = doc["layer_labels"], doc["paper_acc"]
     c1 = [p["per_layer"][0] for p in pts.values()]
@@ -1330,13 +1432,39 @@ def fidelity_conclusion_lead(doc: dict) -> str:
         f"generator more than {pct(single)} %: {share} ({paper[0] / 2:.1f} % is half).",
         f"{labels[1]} and {labels[2]} land near Table 1 in some fits and not in others: in this study's base fit "
         f"{labels[1]}'s interval {'holds' if holds['base'] else 'misses'} the paper's value, in the main job's it "
-        f"{'holds it too' if holds['main'] else 'does not'}, longer fits move both lower (Section 2), and the same fit "
-        f"on two ranks instead of one moves {labels[1]} by several points "
-        "([results.md](results.md#reproducibility-the-same-fit-run-again)).",
+        f"{'holds it too' if holds['main'] else 'does not'}, and {_longer(doc, base)}. How far the same fit "
+        "moves on two ranks instead of one is measured in "
+        "[results.md](results.md#reproducibility-the-same-fit-run-again).",
         f"{labels[1]}'s drop (Vul_2) is at most {_f(100 * vul_row['vul'], sign=True)} points at every point of this study "
         f"({vul_name}: {_f(100 * vul_row['vul'], sign=True)} [{_f(100 * vul_row['vul_ci'][0])}, "
         f"{_f(100 * vul_row['vul_ci'][1])}]), against the paper's {_f(paper_vul, sign=True)}. What we measured points to "
-        f"the generator on {labels[0]} rather than to the layer or to sampling:", ""])
+        f"the generator on {labels[0]}, or to the classifier (item 2), rather than to the layer or to sampling:", ""])
+
+
+LONGER = (("steps-x2", "twice"), ("steps-x4", "four times"))
+
+
+def _longer(doc: dict, base: dict) -> str:
+    """What the longer fits (steps-x2, and steps-x4 when the study has it; one seed each) do to
+    Conv2 and Conv3, against the base point's same seed and its seeds' range."""
+    pts = [(word, doc["points"][name]) for name, word in LONGER if name in doc["points"]]
+    ks, labels = (1, 2), doc["layer_labels"][1:3]
+    cmp, parts = [], []
+    for word, p in pts:
+        seed = p["seeds"][0]
+        i = base["seeds"].index(seed)
+        cmp += [(p["per_layer"][k]["acc"], base["per_layer"][k]["acc_seeds"][i], min(base["per_layer"][k]["acc_seeds"]))
+                for k in ks]
+        parts.append(("" if len(pts) == 1 else f"{word}: ")
+                     + ", ".join(f"{lab} {pct(base['per_layer'][k]['acc_seeds'][i])} → {pct(p['per_layer'][k]['acc'])} %"
+                                 for k, lab in zip(ks, labels)) + f", seed {seed}")
+    nums = "; ".join(parts) + "; Section 2"
+    steps = _and([w for w, _ in pts]) + " the steps"
+    if all(a < lo for a, _, lo in cmp):
+        return f"{steps} take both below the base seeds' range ({nums})"
+    if all(a < same for a, same, _ in cmp):
+        return f"{steps} move both lower than the base's same seed ({nums})"
+    return f"{steps} do not move both lower than the base's same seed ({nums})"
 
 
 def gan_losses(doc: dict) -> str:

@@ -78,6 +78,13 @@ def test_markdown_shows_paper_numbers_beside_ours():
     md = study_markdown(doc)
     assert "| smallcnn | max | – | 90.00 (89.33) |" in md
     assert "| smallcnn | avg | – | 91.00 (91.56) |" in md
+    # one seed: the paired difference has no spread and no t (NaN in study.json): neither is printed
+    nan = float("nan")
+    doc["summary"]["smallcnn"]["avg_minus_max"] = {"pgd-40": {"mean": 1.0, "std": nan, "n": 1, "t": nan,
+                                                              "values": [1.0]}}
+    md = study_markdown(doc)
+    assert "pgd-40 +1.00" in md and "one seed only" in md
+    assert "nan" not in md.lower() and "±" not in md.split("avg − max")[1] and "t =" not in md
 
 
 def test_cifar_study_command_end_to_end(tiny_cifar, tmp_path, capsys, caplog):

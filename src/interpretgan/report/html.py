@@ -42,6 +42,12 @@ def _title(col: str) -> str:
     return COLUMN_TITLES.get(col, col)
 
 
+def _defined(d: dict, key: str) -> bool:
+    """Whether a paired difference's ``std`` or ``t`` is defined: more than one seed, a number."""
+    v = d.get(key)
+    return d.get("n", 0) > 1 and v is not None and not math.isnan(v)
+
+
 def study_markdown(doc: dict) -> str:
     """Markdown table of a pooling study (``study.json``): ours (mean ± std over seeds) beside
     the paper's single runs, then the paired avg − max differences with a verdict."""
@@ -69,8 +75,10 @@ def study_markdown(doc: dict) -> str:
         diffs = per_pool.get("avg_minus_max") or {}
         if not diffs:
             continue
+        # one seed: no spread and no t (NaN in study.json), so neither is printed
         lines.append(f"**{model}, avg − max (paired by seed, points):** " + "; ".join(
-            f"{_title(c)} {d['mean']:+.2f} ± {d['std']:.2f}" + (f" (t = {d['t']:.1f})" if not math.isnan(d["t"]) else "")
+            f"{_title(c)} {d['mean']:+.2f}" + (f" ± {d['std']:.2f}" if _defined(d, "std") else "")
+            + (f" (t = {d['t']:.1f})" if _defined(d, "t") else "")
             for c, d in diffs.items()))
         lines.append("")
         lines.append(verdict(model, diffs))
