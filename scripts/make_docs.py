@@ -18,7 +18,9 @@ docs/ (``docs/main_results.json``: ``runs/main/results.json`` of the main job;
 ``docs/main_natural_metrics.json``: the natural model's ``metrics.jsonl`` of the same run;
 ``docs/fault_drill.json``: the log of ``benchmarks/fault_drill.py``; the other files: what a
 benchmark's ``--json`` wrote, with its command and machine). A marker whose name or JSON file
-is missing is an error. Tables of timings are registered before their JSON exists: their
+is missing is an error. Two readings compare their JSON with a second committed one under this
+checkout's docs/ (the 10-epoch pooling study with the 4-epoch one, the fidelity study's schedule
+point with the main job's results). Tables of timings are registered before their JSON exists: their
 markers go into the docs with the file, from a run on an otherwise idle machine.
 
 A table whose JSON exists but does not hold its data yet (the fidelity study's tables whose
