@@ -204,3 +204,47 @@ def test_explainer_log_dir_writes_the_fits_live_curves(tmp_path):
     tags = acc.Tags()
     assert {"4/l_i", "4/agreement"} <= set(tags["scalars"])
     assert "4/explanations" in tags["images"] and len(acc.Images("4/explanations")) == 3  # one per scale
+
+
+def test_inputs_a_user_gets_wrong_are_one_line_errors(fitted):
+    """Images in 0..255, another channel count or size, a missing batch axis, float or short
+    labels, and calls before fit(): each stops with one line before any work."""
+    net, x, ex = fitted
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]"):
+        ex.explain(x[:2] * 255)
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]"):
+        ex.labels(x[:2] * 255)
+    with pytest.raises(ValueError, match="3 channel"):
+        ex.explain(x[:2].repeat(1, 3, 1, 1))
+    with pytest.raises(ValueError, match="fitted on 16×16"):
+        ex.agreement(torch.rand(2, 1, 20, 20))
+    with pytest.raises(ValueError, match=r"tensor \(N, C, H, W\), got \(1, 16, 16\)"):
+        ex.explain(x[0])
+    with pytest.raises(ValueError, match="float in"):
+        ex.explain((x[:2] * 255).to(torch.uint8))
+    y = torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]"):
+        interpretgan.diagnose(net, ex, x[:8] * 255, y, attack="fgsm", progress=False)
+    with pytest.raises(ValueError, match=r"integer labels \(N,\) = \(8,\).*float32"):
+        interpretgan.diagnose(net, ex, x[:8], y.float(), attack="fgsm", progress=False)
+    with pytest.raises(ValueError, match=r"integer labels \(N,\) = \(8,\) for x, got \(5,\)"):
+        interpretgan.diagnose(net, ex, x[:8], y[:5], attack="fgsm", progress=False)
+    empty = Explainer(net, "4", device="cpu", **TINY)  # one layer's name as a string
+    assert empty.layers == ["4"]
+    with pytest.raises(RuntimeError, match="call fit"):
+        empty.agreement(x[:2])
+    with pytest.raises(ValueError, match="no generators"):
+        interpretgan.diagnose(net, empty, x[:8], y, attack="fgsm", progress=False)
+
+
+def test_seeds_as_a_count_and_data_sets_of_images_alone():
+    net = tiny_net()
+    assert Explainer(net, ["4"], device="cpu", seeds=3, **TINY).cfg.generator_seeds == (0, 1, 2)
+    with pytest.raises(ValueError, match="seeds= or generator_seeds="):
+        Explainer(net, ["4"], device="cpu", seeds=(0, 1), generator_seeds=(3,), **TINY)
+    from interpretgan.data.splits import as_image_dataset
+    x = torch.rand(5, 1, 16, 16)
+    item = as_image_dataset(torch.utils.data.TensorDataset(x))[2]  # items (x,)
+    assert torch.equal(item[0], x[2]) and int(item[1]) == 0
+    with pytest.raises(ValueError, match=r"cannot take images of shape \(3, 16, 16\)"):
+        Explainer(net, ["4"], device="cpu", **TINY)._check_model(torch.rand(2, 3, 16, 16))

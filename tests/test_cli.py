@@ -126,3 +126,20 @@ def test_generator_seeds_option_reaches_the_fit_config(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["fit_overrides"]["generator_seeds"] == [0, 1, 2]
     assert main(["run", "--generator-seeds", "0", "--dry-run"]) == 2  # one line, no work
+
+
+def test_layers_of_a_model_file_finds_its_input_side(tmp_path, capsys, caplog):
+    """A 28-px model file is read at 28 px without --input-size; a model that takes none of the
+    sides tried is one line naming them and the flag."""
+    from pathlib import Path
+    own = Path(__file__).resolve().parent.parent / "examples" / "own_model.py"
+    assert main(["layers", "--model-file", f"{own}:build"]) == 0
+    assert "fc2" in capsys.readouterr().out
+    odd = tmp_path / "odd.py"
+    odd.write_text("import torch.nn as nn\n\ndef build():\n"
+                   "    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 17 * 17, 10))\n")
+    assert main(["layers", "--model-file", f"{odd}:build"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "(1, 1, 32, 32)" in errors[0] and "(1, 1, 28, 28)" in errors[0]
+    assert "--input-size" in errors[0]
+    assert main(["layers", "--model-file", f"{odd}:build", "--input-size", "19"]) == 0

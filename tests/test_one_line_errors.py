@@ -45,3 +45,40 @@ def test_a_missing_celeba_image_is_one_short_line(tiny_celeba):
     assert "\n" not in msg and "Traceback" not in msg and len(msg) < 300
     with pytest.raises(DataError, match="missing"):  # and read directly
         ds[1]
+
+
+def _one_error(caplog) -> str:
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "Traceback" not in caplog.text
+    return errors[0]
+
+
+def test_report_and_explain_on_the_wrong_folder_say_what_is_missing(tmp_path, caplog):
+    train_run = tmp_path / "tr"  # what `interpretgan train` leaves: a config without run settings
+    (train_run / "checkpoints").mkdir(parents=True)
+    (train_run / "config.json").write_text('{"method": "natural"}')
+    assert main(["report", "run", "--dir", str(train_run)]) == 2
+    assert "not a run folder of `interpretgan run`" in _one_error(caplog)
+    caplog.clear()
+    assert main(["report", "run", "--dir", str(tmp_path / "empty")]) == 2
+    assert "no config.json" in _one_error(caplog)
+    caplog.clear()
+    assert main(["explain", "--run", str(train_run), "--out", str(tmp_path / "e")]) == 2
+    assert "has no generators" in _one_error(caplog) and "interpretgan fit --checkpoint" in caplog.text
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_study_of_zero_seeds_is_refused_not_widened(caplog):
+    assert main(["study", "pooling", "--seeds", "0", "--dry-run"]) == 2
+    assert "seeds" in _one_error(caplog)
+
+
+def test_a_pgd_too_short_to_reach_eps_is_named(caplog):
+    from interpretgan.robust.attacks import get_attack
+    get_attack("pgd-40", "mnist")
+    assert not caplog.records
+    get_attack("pgd-7", "mnist")
+    get_attack("pgd-7", "mnist")  # once per attack
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["pgd-7: 7 steps of 0.01 move at most 0.07 from the random start, less than ε = 0.3; "
+                      "it can be weaker than FGSM (30 steps or more reach ε)"]

@@ -190,7 +190,7 @@ def cmd_study(a) -> int:
         train_over["epochs"] = a.epochs
     cfg = merge(cfg, top)
     cfg = override(cfg, data_dir=a.data_dir, test_subset=a.test_subset,
-                   seeds=tuple(range(a.seeds)) if a.seeds else None,
+                   seeds=tuple(range(a.seeds)) if a.seeds is not None else None,
                    models=tuple(_csv(a.models)) if a.models else None,
                    attacks=tuple(_csv(a.attacks)) if a.attacks else None,
                    autoattack=True if a.autoattack else None,

@@ -229,16 +229,43 @@ def as_image_dataset(images) -> Dataset:
     if isinstance(images, DataLoader):
         images = images.dataset
     if isinstance(images, torch.Tensor):
-        if images.ndim != 4:
-            raise ValueError(f"images must be a tensor (N, C, H, W), got shape {tuple(images.shape)}")
         x = images.detach().cpu()
-        if x.is_floating_point() and len(x) and (x.min() < 0 or x.max() > 1):
-            raise ValueError(f"images must lie in [0, 1] (the model is given them as they are), "
-                             f"got values in [{x.min().item():.3g}, {x.max().item():.3g}]")
+        check_images(x)
         return ImageDataset(x, torch.zeros(len(x), dtype=torch.long))
     if not isinstance(images, Dataset):
         raise TypeError(f"images: a tensor (N, C, H, W), a Dataset or a DataLoader, "
                         f"not {type(images).__name__}")
     if len(images) and isinstance(images[0], torch.Tensor):
         return _LabelledItems(images)
+    if len(images) and isinstance(images[0], (tuple, list)) and len(images[0]) == 1:
+        return _LabelledItems(_FirstOfOne(images))  # e.g. TensorDataset(images): items (x,)
     return images
+
+
+def check_images(x: torch.Tensor, channels: int | None = None, size: int | None = None) -> None:
+    """One line (``ValueError``) unless ``x`` is a batch (N, C, H, W) — uint8, or float in
+    [0, 1] — with ``channels`` channels and ``size`` × ``size`` pixels where these are given."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"images must be a tensor (N, C, H, W), got {shape}")
+    if x.is_floating_point() and x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"images must lie in [0, 1] (the model is given them as they are), "
+                         f"got values in [{x.min().item():.3g}, {x.max().item():.3g}]")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"images have {x.shape[1]} channel(s); these generators were fitted on {channels}")
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        raise ValueError(f"images are {x.shape[-2]}×{x.shape[-1]} px; these generators were fitted on "
+                         f"{size}×{size}")
+
+
+class _FirstOfOne(Dataset):
+    """The items of a data set whose items are one-element tuples, unpacked."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return self.ds[i][0]

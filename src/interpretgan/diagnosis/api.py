@@ -23,6 +23,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 
 from .diagnose import attack_set, diagnose_model
+from ..data.splits import check_images
 from ..runtime.devices import eval_mode, module_device
 from ..runtime.runs import atomic_write_bytes, read_json
 
@@ -131,7 +132,16 @@ def diagnose(model: nn.Module, explainer, x: torch.Tensor, y: torch.Tensor, atta
     (:func:`~.diagnose.diagnose_model`). ``explainer``: an
     :class:`~interpretgan.interpret.explainer.Explainer` or ``{member: generator}``;
     ``judge``: an independent classifier for control (a). Runs on the model's device."""
+    check_images(x)
+    if not x.is_floating_point():
+        raise ValueError(f"x must be float images in [0, 1], got {x.dtype} (divide uint8 images by 255)")
+    if not isinstance(y, torch.Tensor) or y.shape != (len(x),) or y.is_floating_point():
+        raise ValueError(f"y must be integer labels (N,) = ({len(x)},) for x, got "
+                         f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}"
+                         f"{' ' + str(y.dtype) if isinstance(y, torch.Tensor) else ''}")
     gans = getattr(explainer, "gans", explainer)
+    if not gans:
+        raise ValueError("the explainer has no generators: call fit() or Explainer.load() first")
     dev = module_device(model)
     if num_classes is None:
         with torch.no_grad(), eval_mode(model):

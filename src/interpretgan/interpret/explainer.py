@@ -28,7 +28,7 @@ from .explaining import explain_batch, label_explanations
 from .fit import check_fit_data, check_readings, fit_generators, load_generators
 from .layers import canonical_names, default_layers, resolve
 from .members import layer_dirname, member_key, members_by_layer
-from ..data.splits import as_image_dataset, images_at, take
+from ..data.splits import as_image_dataset, check_images, images_at, take
 from ..data.sources import subset_indices
 from ..models.wrappers import read_output
 from ..runtime.devices import eval_mode, resolve_device
@@ -54,12 +54,17 @@ class Explainer:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | None = None, preset: str | FitConfig = "quick",
-                 device: str | torch.device = "auto", seeds: Sequence[int] | None = None,
+                 device: str | torch.device = "auto", seeds: Sequence[int] | int | None = None,
                  log_dir: str | Path | None = None, **settings):
         self.device = resolve_device(device)  # a missing device fails here, never falls back
         cfg = preset if isinstance(preset, FitConfig) else FIT_PRESETS.get(preset)
+        if isinstance(layers, str):  # one layer's name
+            layers = [layers]
         if seeds is not None:
-            settings["generator_seeds"] = tuple(seeds)
+            if "generator_seeds" in settings:
+                raise ValueError("give the generator seeds once: seeds= or generator_seeds=, not both")
+            # an int K: seeds 0 … K − 1, as ``--generator-seeds K``
+            settings["generator_seeds"] = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
         self.cfg = validate(merge(cfg, settings), "fit.")
         self.model = model.to(self.device)
         self.layers = list(layers or self.cfg.layers or default_layers(model))
@@ -116,7 +121,11 @@ class Explainer:
     def _check_model(self, example: torch.Tensor) -> None:
         """The model returns logits (B, classes) for ``example``; else one line."""
         with torch.no_grad(), eval_mode(self.model):
-            out = self.model(example)
+            try:
+                out = self.model(example)
+            except RuntimeError as e:  # a shape mismatch deep in the model: say what was given
+                raise ValueError(f"the model cannot take images of shape {tuple(example.shape[1:])} (C, H, W): "
+                                 f"{str(e).splitlines()[0]}") from e
         if not isinstance(out, torch.Tensor):
             _, found = read_output(out)  # raises where nothing looks like logits
             raise ValueError(f"the model's forward returns {type(out).__name__}, not logits: wrap it "
@@ -141,6 +150,7 @@ class Explainer:
         explanation G(C(f_pre(x))) by generator seed ``seed`` (None: the first fitted), on
         ``x``'s device."""
         gans = self._member(seed)
+        self._check_x(x)
         parts: dict[str, list[torch.Tensor]] = {n: [] for n in gans}
         for s in range(0, len(x), batch_size):
             for n, xh in explain_batch(self.model, gans, x[s: s + batch_size].to(self.device)).items():
@@ -150,13 +160,23 @@ class Explainer:
     def labels(self, x: torch.Tensor, seed: int | None = None) -> dict[str, torch.Tensor]:
         """``{layer: (B,)}``: f's label of each explanation of ``x`` (B, C, H, W) by
         generator seed ``seed`` (None: the first fitted), int64 on the CPU."""
-        return label_explanations(self.model, self._member(seed), x)[0]
+        gans = self._member(seed)
+        self._check_x(x)
+        return label_explanations(self.model, gans, x)[0]
 
     def agreement(self, x: torch.Tensor) -> dict[str, float]:
         """``{layer: share of x with f(x̂) = f(x)}``, the mean over the generator seeds."""
+        self._member(None)  # no generators yet: one line
+        self._check_x(x)
         by_f, _, fx = label_explanations(self.model, self.gans, x)
         return {layer: sum((by_f[k] == fx).double().mean().item() for k in keys) / len(keys)
                 for layer, keys in members_by_layer(list(by_f)).items()}
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        """One line unless ``x`` is float (B, C, H, W) in [0, 1] of the fitted channels and size."""
+        check_images(x, self.image_channels, self.image_size)
+        if not x.is_floating_point():
+            raise ValueError(f"images must be float in [0, 1], got {x.dtype} (divide uint8 images by 255)")
 
     # ---------------------------------------------------------------- saving
     def save(self, folder: str | Path) -> Path:

@@ -211,11 +211,31 @@ def model_and_example(checkpoint: str | None = None, model: str = "smallcnn", mo
         net = load_model_file(model_file)
     else:
         net = create(model, pool=pool, **({"input_size": input_size} if input_size else {}))
-    size = input_size or getattr(net, "model_kwargs", {}).get("input_size", 32)
     chans = channels or getattr(net, "model_kwargs", {}).get("in_channels") or input_channels(net)
     if chans is None:
         raise ValueError("the model has no Conv2d to tell its input channels: pass --channels")
+    size = input_size or getattr(net, "model_kwargs", {}).get("input_size")
+    if size is None:  # a model file: the first common side it takes
+        size = _accepted_side(net.eval(), chans, PROBE_SIDES)
     return net.eval(), torch.zeros(1, chans, size, size)
+
+
+PROBE_SIDES = (32, 28)  # CIFAR-10 / the zoo's MNIST side, then MNIST's own
+
+
+def _accepted_side(net: nn.Module, chans: int, sides: tuple[int, ...]) -> int:
+    """The first of ``sides`` whose zero input (1, chans, s, s) ``net`` runs on; else one line
+    naming the shapes tried and the flag that sets the side."""
+    tried = []
+    for side in sides:
+        try:
+            with torch.no_grad():
+                net(torch.zeros(1, chans, side, side))
+            return side
+        except Exception as e:  # the user's forward may raise anything on a wrong shape
+            tried.append(f"{(1, chans, side, side)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    raise ValueError("your model accepts none of the input shapes tried: " + "; ".join(tried)
+                     + "; pass --input-size N (the side it was trained on)")
 
 
 # --------------------------------------------------------------------------- checkpoints

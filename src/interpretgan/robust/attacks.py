@@ -11,6 +11,9 @@ are never touched: gradients are taken with respect to the input only.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
+import math
 import re
 
 import torch
@@ -20,6 +23,8 @@ import torch.nn.functional as F
 from ..registry import Registry, UnknownNameError
 from ..runtime.devices import eval_mode, frozen_params, noise_like
 from ..runtime.precision import autocast
+
+log = logging.getLogger(__name__)
 
 
 def _check_eps(eps: float, alpha: float) -> None:
@@ -183,7 +188,17 @@ def get_attack(name: str, dataset: str = "mnist", eps: float | None = None,
     eps = d_eps if eps is None else eps
     steps = 1 if m["kind"] == "fgsm" else int(m["steps"])
     alpha = (eps if m["kind"] == "fgsm" else d_alpha) if alpha is None else alpha
+    if m["kind"] != "fgsm" and steps * alpha < eps:
+        _warn_short(name, steps, alpha, eps)
     return Attack(m["kind"], eps, alpha, steps, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)  # once per attack and process, however often it is built
+def _warn_short(name: str, steps: int, alpha: float, eps: float) -> None:
+    """Warn that ``steps`` × ``alpha`` < ε: the attack cannot use its whole budget."""
+    log.warning("%s: %d steps of %g move at most %.3g from the random start, less than ε = %g; it can "
+                "be weaker than FGSM (%d steps or more reach ε)", name, steps, alpha, steps * alpha, eps,
+                math.ceil(round(eps / alpha, 6)))
 
 
 def paper_attacks(dataset: str) -> list[str]:

@@ -47,7 +47,12 @@ def rebuild_report(root: str | Path) -> dict:
     (diagnoses, fit summaries, stage timings, figures): never trains or attacks."""
 
     root = Path(root)
+    if not (root / "config.json").exists():
+        raise FileNotFoundError(f"{root} is not a run folder of `interpretgan run` (no config.json)")
     saved = read_json(root / "config.json")
+    if "run" not in saved:
+        raise ValueError(f"{root} is not a run folder of `interpretgan run` (its config.json holds no run "
+                         f"settings; `interpretgan train` folders have no report)")
     cfg = from_dict(RunConfig, saved["run"])
     keys = ["user"] if saved.get("model_file") else list(MODEL_KEYS[: 1 if cfg.adversarial is None else 2])
     missing = [k for k in keys if not (root / k / "diagnosis.json").exists()]
