@@ -54,8 +54,10 @@ def _one_error(caplog) -> str:
 
 
 def test_report_and_explain_on_the_wrong_folder_say_what_is_missing(tmp_path, caplog):
-    train_run = tmp_path / "tr"  # what `interpretgan train` leaves: a config without run settings
-    (train_run / "checkpoints").mkdir(parents=True)
+    from interpretgan import models
+    from interpretgan.runs import save_checkpoint
+    train_run = tmp_path / "tr"  # what `interpretgan train` leaves: a classifier, no run settings
+    save_checkpoint(train_run / "checkpoints" / "final.pt", models.classifier_state(models.create("smallcnn")))
     (train_run / "config.json").write_text('{"method": "natural"}')
     assert main(["report", "run", "--dir", str(train_run)]) == 2
     assert "not a run folder of `interpretgan run`" in _one_error(caplog)

@@ -211,11 +211,11 @@ def explain_run(run_dir: str | Path, n_images: int = 8, attack: str = "pgd-40",
         raise ValueError(f"--images must be in 1 … {MAX_EXPLAIN_IMAGES:,}, got {n_images}")
     run_dir = Path(run_dir)
     ckpt = run_dir / "checkpoints" / "final.pt"
+    classifier = (model.to(dev) if model is not None
+                  else load_model(ckpt, device=dev, model_file=model_file))
     if not (run_dir / "fit" / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} has no generators (fit/config.json): run "
                                 f"`interpretgan fit --checkpoint {ckpt}` first")
-    classifier = (model.to(dev) if model is not None
-                  else load_model(ckpt, device=dev, model_file=model_file))
     data = checkpoint_data_config(ckpt, data_dir=data_dir, image_size=image_size)
     test = load_split(data, "test")
     x, y = images_at(test, balanced_order(dataset_labels(test), seed)[:n_images])  # spread over classes
