@@ -4,7 +4,9 @@ further arguments go to pytest) and records how many tests passed, failed and we
 
     python benchmarks/test_suite.py --json docs/test_suite.json
 
-Run it on an otherwise idle machine: the suite's time is a timing like any other.
+Run it on an otherwise idle machine (the suite's time is a timing like any other), from a
+checkout whose docs/ is committed: the suite checks that the docs match their JSON, and this
+file is written only after it. Then ``python scripts/make_docs.py``.
 """
 from __future__ import annotations
 
