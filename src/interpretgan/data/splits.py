@@ -209,7 +209,8 @@ def num_batches(ds: Dataset, batch_size: int, drop_last: bool = False) -> int:
 
 
 class _LabelledItems(Dataset):
-    """A data set whose items are images alone, each given label 0 (a fit needs no labels)."""
+    """A data set whose items are images alone (or one-element tuples of them, as a
+    ``TensorDataset(images)`` gives), each given label 0 (a fit needs no labels)."""
 
     def __init__(self, ds: Dataset):
         self.ds = ds
@@ -218,7 +219,8 @@ class _LabelledItems(Dataset):
         return len(self.ds)
 
     def __getitem__(self, i):
-        return self.ds[i], torch.tensor(0)
+        x = self.ds[i]
+        return (x[0] if isinstance(x, (tuple, list)) else x), torch.tensor(0)
 
 
 def as_image_dataset(images) -> Dataset:
@@ -235,10 +237,9 @@ def as_image_dataset(images) -> Dataset:
     if not isinstance(images, Dataset):
         raise TypeError(f"images: a tensor (N, C, H, W), a Dataset or a DataLoader, "
                         f"not {type(images).__name__}")
-    if len(images) and isinstance(images[0], torch.Tensor):
-        return _LabelledItems(images)
-    if len(images) and isinstance(images[0], (tuple, list)) and len(images[0]) == 1:
-        return _LabelledItems(_FirstOfOne(images))  # e.g. TensorDataset(images): items (x,)
+    first = images[0] if len(images) else None
+    if isinstance(first, torch.Tensor) or (isinstance(first, (tuple, list)) and len(first) == 1):
+        return _LabelledItems(images)  # images alone, or TensorDataset(images)'s items (x,)
     return images
 
 
@@ -257,15 +258,3 @@ def check_images(x: torch.Tensor, channels: int | None = None, size: int | None 
         raise ValueError(f"images are {x.shape[-2]}×{x.shape[-1]} px; these generators were fitted on "
                          f"{size}×{size}")
 
-
-class _FirstOfOne(Dataset):
-    """The items of a data set whose items are one-element tuples, unpacked."""
-
-    def __init__(self, ds: Dataset):
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        return self.ds[i][0]
